@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+// nbdwire: compile-time limits. Every buffer inside a machine is sized from these, so
+// sizeof(client) and sizeof(server) are fixed and documented (docs/design.md).
+// Override any of them with -D before including nbdwire.
+#pragma once
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // std::uint32_t
+
+#include "nbdwire/version.hpp"
+
+/// Longest string accepted or sent: export names, descriptions, error messages, context names.
+/// The spec caps strings at 4096 bytes ("Conventions"); a longer one is refused before it is
+/// buffered.
+#ifndef NBDWIRE_MAX_STRING
+#define NBDWIRE_MAX_STRING 4096
+#endif
+
+/// Requests a client machine keeps in flight at once (its cookie table). The Linux client
+/// uses 128 per hardware queue; 64 keeps the table at about 2 KiB.
+#ifndef NBDWIRE_MAX_IN_FLIGHT
+#define NBDWIRE_MAX_IN_FLIGHT 64
+#endif
+
+/// Bytes of the bounded outbox each machine owns for headers and handshake messages.
+/// Payloads never pass through it. It must hold the largest single message a machine
+/// produces: an option request or reply with two maximal strings.
+#ifndef NBDWIRE_OUTBOX_SIZE
+#define NBDWIRE_OUTBOX_SIZE (2 * NBDWIRE_MAX_STRING + 512)
+#endif
+
+/// Payloads (after a header) the outbox can reserve at once: one per READ reply or WRITE
+/// request waiting to be sent.
+#ifndef NBDWIRE_MAX_PAYLOAD_MARKS
+#define NBDWIRE_MAX_PAYLOAD_MARKS NBDWIRE_MAX_IN_FLIGHT
+#endif
+
+namespace nbdwire {
+NBDWIRE_BEGIN_NAMESPACE
+
+inline constexpr std::size_t max_string = NBDWIRE_MAX_STRING;
+inline constexpr std::size_t max_in_flight = NBDWIRE_MAX_IN_FLIGHT;
+inline constexpr std::size_t outbox_size = NBDWIRE_OUTBOX_SIZE;
+inline constexpr std::size_t max_payload_marks = NBDWIRE_MAX_PAYLOAD_MARKS;
+
+/// The conventional payload ceiling: a READ or WRITE of up to 32 MiB SHOULD NOT be taken for
+/// a denial of service (spec "Size constraints"). Default maximum payload on both sides.
+inline constexpr std::uint32_t default_max_payload = 32u * 1024u * 1024u;
+
+static_assert(max_string >= 256 && max_string <= 65535, "strings must fit a u16 message length");
+static_assert(max_in_flight >= 1 && max_in_flight <= 65536);
+static_assert(outbox_size >= 2 * max_string + 64, "the outbox must hold one maximal message");
+
+NBDWIRE_END_NAMESPACE
+}  // namespace nbdwire

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: MIT
+// nbdwire: what a machine reports. Both machines return the same small types: a
+// `receive_result` (bytes consumed + one event), the `negotiated` value that ends a
+// handshake, and the `request` that names one transmission request.
+#pragma once
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // fixed-width integers
+
+#include "nbdwire/bytes.hpp"
+#include "nbdwire/config.hpp"
+#include "nbdwire/constants.hpp"
+#include "nbdwire/errors.hpp"
+
+namespace nbdwire {
+NBDWIRE_BEGIN_NAMESPACE
+
+/// NBD_INFO_BLOCK_SIZE values ("Size constraints"). The defaults are what a server SHOULD
+/// support when it advertises nothing.
+struct block_size_constraints {
+  std::uint32_t minimum = 1;
+  std::uint32_t preferred = 4096;
+  std::uint32_t maximum = default_max_payload;  ///< maximum payload; 0xffffffff = no fixed limit
+  friend constexpr bool operator==(const block_size_constraints&, const block_size_constraints&) = default;
+};
+
+/// The validity rules of "Size constraints": minimum a power of two ≤ 64 KiB, preferred a
+/// power of two ≥ max(minimum, 512), maximum ≥ preferred.
+[[nodiscard]] constexpr bool valid(const block_size_constraints& b) noexcept {
+  return is_power_of_two(b.minimum) && b.minimum <= 65536 && is_power_of_two(b.preferred) &&
+         b.preferred >= b.minimum && b.preferred >= 512 && b.maximum >= b.preferred;
+}
+
+/// The value a handshake ends with and transmission is built from: everything both sides
+/// agreed on. A server can also hand a connection over in this state (the Linux kernel
+/// client takes over after the handshake), and a client can be created directly from it.
+struct negotiated {
+  handshake_style style = handshake_style::fixed_newstyle;
+  std::uint64_t export_size = 0;
+  std::uint16_t transmission_flags = transmission_flag::has_flags;
+  /// The block sizes in force: advertised ones, else the defaults.
+  block_size_constraints block_size{};
+  /// True when NBD_INFO_BLOCK_SIZE was exchanged during GO, which binds the client to it.
+  bool block_size_advertised = false;
+  bool structured_replies = false;  ///< always false in this release
+  bool extended_headers = false;    ///< always false in this release
+  /// Server only: index of the export chosen from server_config::exports.
+  std::size_t export_index = 0;
+
+  [[nodiscard]] constexpr bool has(std::uint16_t tflag) const noexcept {
+    return (transmission_flags & tflag) != 0;
+  }
+  [[nodiscard]] constexpr bool read_only() const noexcept { return has(transmission_flag::read_only); }
+};
+
+/// One transmission request as it travels: the fields of the request header. `type` keeps
+/// the raw number so an unknown command can be reported as received.
+struct request {
+  std::uint64_t cookie = 0;
+  std::uint16_t type = 0;
+  std::uint16_t flags = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+
+  [[nodiscard]] constexpr command cmd() const noexcept { return static_cast<command>(type); }
+  /// Payload bytes that follow this request on the wire (WRITE data).
+  [[nodiscard]] constexpr std::uint64_t payload_length() const noexcept {
+    return cmd() == command::write ? length : 0;
+  }
+  friend constexpr bool operator==(const request&, const request&) = default;
+};
+
+/// Payload bytes one side owes the other: `length` bytes of export data starting at export
+/// offset `offset`, for request `cookie`. Used for both directions:
+/// - client::pending_payload() / server::pending_payload(): data the caller must send now
+///   (WRITE data / READ reply data), straight from its own buffers;
+/// - client::incoming_payload() / server::incoming_payload(): data that arrives next on the
+///   wire, which the caller may read straight into its buffers.
+struct payload_span {
+  std::uint64_t cookie = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  friend constexpr bool operator==(const payload_span&, const payload_span&) = default;
+};
+
+enum class event_kind : std::uint8_t {
+  need_more,        ///< every byte given was used (or none could be); feed more input
+  blocked,          ///< input waits until the caller acts: drain output, or reply()
+  // handshake
+  greeting,         ///< client: newstyle greeting read; options may be sent (`flags`)
+  export_listed,    ///< client: NBD_REP_SERVER (`data` = name, `text` = description)
+  info,             ///< client: one NBD_REP_INFO item (`info`, and its fields)
+  option_done,      ///< client: final ACK to an option other than GO/ABORT (`option`)
+  option_refused,   ///< client: final error reply (`option`, `reply`, `data` = message)
+  option_answered,  ///< server: an option was answered (`option`, `reply`)
+  ready,            ///< both: transmission begins; see negotiated()
+  // transmission
+  request,          ///< server: a valid request to carry out (`req`)
+  request_refused,  ///< server: an invalid request, already answered with `status`
+  payload,          ///< both: payload bytes for `req.cookie` at export `offset` (`data`)
+  reply,            ///< client: request `req` completed with `status`
+  // end
+  disconnected,     ///< both: soft disconnect (NBD_CMD_DISC or NBD_OPT_ABORT) completed
+  closed,           ///< both: the peer closed at a clean boundary
+  failed,           ///< both: terminal protocol error (`error`)
+};
+
+[[nodiscard]] constexpr std::string_view to_string(event_kind k) noexcept {
+  switch (k) {
+    case event_kind::need_more: return "need_more";
+    case event_kind::blocked: return "blocked";
+    case event_kind::greeting: return "greeting";
+    case event_kind::export_listed: return "export_listed";
+    case event_kind::info: return "info";
+    case event_kind::option_done: return "option_done";
+    case event_kind::option_refused: return "option_refused";
+    case event_kind::option_answered: return "option_answered";
+    case event_kind::ready: return "ready";
+    case event_kind::request: return "request";
+    case event_kind::request_refused: return "request_refused";
+    case event_kind::payload: return "payload";
+    case event_kind::reply: return "reply";
+    case event_kind::disconnected: return "disconnected";
+    case event_kind::closed: return "closed";
+    case event_kind::failed: return "failed";
+  }
+  return "unknown";
+}
+
+/// One event. A flat, trivially copyable record: `kind` says which fields mean something.
+/// Spans point into the caller's input (payload) or into the machine's own string buffer
+/// (names, descriptions, messages) and stay valid until the next call on the machine.
+struct event {
+  event_kind kind = event_kind::need_more;
+  errc error = errc::ok;                  ///< failed
+  std::uint32_t option = 0;               ///< option_* and info: the option concerned
+  reply_type reply = reply_type::ack;     ///< option_refused / option_answered
+  info_type info = info_type::export_info;///< info
+  std::uint16_t flags = 0;                ///< greeting: handshake flags
+  std::uint64_t export_size = 0;          ///< info(export_info)
+  std::uint16_t transmission_flags = 0;   ///< info(export_info)
+  block_size_constraints block_size{};    ///< info(block_size)
+  nbdwire::request req{};                 ///< request, request_refused, reply, payload
+  nbd_error status = nbd_error::ok;       ///< reply, request_refused
+  std::uint64_t offset = 0;               ///< payload: export offset of data[0]
+  bytes_view data{};                      ///< payload bytes, name, or message
+  bytes_view text{};                      ///< description
+};
+
+/// What receive() returns: how many input bytes were used, and what happened. `consumed`
+/// is meaningful with every kind, including failed; drop that many bytes before the next call.
+struct receive_result {
+  std::size_t consumed = 0;
+  nbdwire::event ev{};
+};
+
+NBDWIRE_END_NAMESPACE
+}  // namespace nbdwire
