@@ -188,6 +188,12 @@ class server {
     return {};
   }
 
+  /// The server is going away ("Option haggling", "Error values"): every later option except
+  /// ABORT is answered with NBD_REP_ERR_SHUTDOWN, and every later request with NBD_ESHUTDOWN,
+  /// which tells the client to disconnect softly. Requests already reported still get reply().
+  void begin_shutdown() noexcept { shutting_down_ = true; }
+  [[nodiscard]] bool shutting_down() const noexcept { return shutting_down_; }
+
   // ---- inspection --------------------------------------------------------------------------
 
   [[nodiscard]] server_state state() const noexcept { return state_; }
@@ -362,6 +368,11 @@ class server {
   /// Queues the answer to the option just read, if the outbox has room; else `blocked`.
   event answer() noexcept {
     const auto o = static_cast<option>(opt_);
+    if (shutting_down_ && o != option::abort) {
+      // EXPORT_NAME cannot carry an error: closing is its only refusal.
+      if (o == option::export_name) return finish_answer(), fail(errc::export_name_unknown);
+      return simple_answer(reply_type::err_shutdown, "server is shutting down");
+    }
     switch (o) {
       case option::export_name: {
         const auto idx = find_export(name_.view());
@@ -519,7 +530,7 @@ class server {
     // is treated as a denial of service (checklist 2.9) rather than read and dropped.
     if (payload > std::max<std::uint64_t>(default_max_payload, neg_.block_size.maximum))
       return fail(errc::write_payload_too_large);
-    const detail::verdict v = detail::check_request(r, neg_, true);
+    const detail::verdict v = shutting_down_ ? detail::verdict::shutting_down : detail::check_request(r, neg_, true);
     payload_ = {r.cookie, r.offset, payload};
     if (v != detail::verdict::ok) {
       phase_ = payload ? rx::discard : rx::header;
@@ -563,7 +574,7 @@ class server {
   server_state state_ = server_state::awaiting_client_flags;
   errc error_ = errc::ok;
   nbdwire::negotiated neg_{};
-  bool no_zeroes_ = false;
+  bool no_zeroes_ = false, shutting_down_ = false;
   // option in progress
   std::uint32_t opt_ = 0;
   std::uint32_t body_len_ = 0, body_pos_ = 0, name_len_ = 0, options_seen_ = 0;

@@ -70,6 +70,7 @@ enum class verdict : std::uint8_t {
   payload_too_large,
   zero_length,
   no_meta_context,        ///< BLOCK_STATUS without a negotiated context
+  shutting_down,          ///< the server refuses new work (NBD_ESHUTDOWN)
 };
 
 /// Checks request `r` against what was negotiated. `lenient` is the server's reading:
@@ -106,6 +107,7 @@ enum class verdict : std::uint8_t {
     case verdict::ok: return nbd_error::ok;
     case verdict::read_only: return nbd_error::eperm;
     case verdict::out_of_range_write: return nbd_error::enospc;
+    case verdict::shutting_down: return nbd_error::eshutdown;
     default: return nbd_error::einval;
   }
 }
@@ -126,6 +128,7 @@ enum class verdict : std::uint8_t {
     case verdict::payload_too_large: return errc::payload_too_large;
     case verdict::zero_length: return errc::zero_length;
     case verdict::no_meta_context: return errc::command_not_advertised;
+    case verdict::shutting_down: return errc::wrong_state;
   }
   return errc::wrong_state;
 }
