@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: MIT
+// Test support: byte builders for handshake and transmission messages, and factories that
+// bring a machine to a known state, for the client and server tests.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "nbdwire/client.hpp"
+#include "nbdwire/server.hpp"
+#include "nbdwire/wire.hpp"
+#include "support/hex.hpp"
+#include "support/split.hpp"
+
+namespace nbdwire_test {
+
+template <class Record>
+bytes rec(const Record& r) {
+  const auto a = nbdwire::encode(r);
+  return {a.begin(), a.end()};
+}
+
+inline bytes operator+(bytes a, const bytes& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// ---- server -> client ---------------------------------------------------------------------
+
+inline bytes greeting(std::uint16_t hflags) { return rec(nbdwire::make_newstyle_greeting(hflags)); }
+
+inline bytes option_reply(std::uint32_t opt, nbdwire::reply_type t, const bytes& data = {}) {
+  return rec(nbdwire::make_option_reply_header(opt, t, static_cast<std::uint32_t>(data.size()))) + data;
+}
+inline bytes option_reply(nbdwire::option o, nbdwire::reply_type t, const bytes& data = {}) {
+  return option_reply(static_cast<std::uint32_t>(o), t, data);
+}
+
+inline bytes info_export(nbdwire::option o, std::uint64_t size, std::uint16_t tflags) {
+  return option_reply(o, nbdwire::reply_type::info, rec(nbdwire::make_info_export(size, tflags)));
+}
+inline bytes info_block_size(nbdwire::option o, std::uint32_t mn, std::uint32_t pref, std::uint32_t mx) {
+  return option_reply(o, nbdwire::reply_type::info, rec(nbdwire::make_info_block_size(mn, pref, mx)));
+}
+inline bytes info_string(nbdwire::option o, nbdwire::info_type t, std::string_view s) {
+  return option_reply(o, nbdwire::reply_type::info, be<std::uint16_t>(static_cast<std::uint16_t>(t)) + str_bytes(s));
+}
+inline bytes ack(nbdwire::option o) { return option_reply(o, nbdwire::reply_type::ack); }
+inline bytes server_record(std::string_view name, std::string_view description) {
+  return option_reply(nbdwire::option::list, nbdwire::reply_type::server,
+                      be<std::uint32_t>(static_cast<std::uint32_t>(name.size())) + str_bytes(name) +
+                          str_bytes(description));
+}
+
+// ---- client -> server ---------------------------------------------------------------------
+
+inline bytes client_flags(std::uint32_t f) { return rec(nbdwire::make_client_flags(f)); }
+
+inline bytes option_request(std::uint32_t opt, const bytes& data = {}) {
+  return rec(nbdwire::make_option_header(static_cast<nbdwire::option>(opt), static_cast<std::uint32_t>(data.size()))) +
+         data;
+}
+inline bytes option_request(nbdwire::option o, const bytes& data = {}) {
+  return option_request(static_cast<std::uint32_t>(o), data);
+}
+
+/// INFO/GO body: name length, name, count, info types.
+inline bytes info_body(std::string_view name, std::initializer_list<std::uint16_t> types) {
+  bytes b = be<std::uint32_t>(static_cast<std::uint32_t>(name.size())) + str_bytes(name) +
+            be<std::uint16_t>(static_cast<std::uint16_t>(types.size()));
+  for (auto t : types) b = b + be<std::uint16_t>(t);
+  return b;
+}
+
+inline bytes request_bytes(nbdwire::command c, std::uint16_t flags, std::uint64_t cookie, std::uint64_t offset,
+                     std::uint32_t length) {
+  return rec(nbdwire::make_request(c, flags, cookie, offset, length));
+}
+inline bytes request_raw(std::uint16_t type, std::uint16_t flags, std::uint64_t cookie, std::uint64_t offset,
+                         std::uint32_t length) {
+  return rec(nbdwire::make_request(static_cast<nbdwire::command>(type), flags, cookie, offset, length));
+}
+inline bytes simple_reply(nbdwire::nbd_error e, std::uint64_t cookie) {
+  return rec(nbdwire::make_simple_reply(e, cookie));
+}
+
+// ---- factories ----------------------------------------------------------------------------
+
+/// Output of a machine drained into bytes (payload marks filled with the pattern).
+template <class Machine>
+bytes take_output(Machine& m) {
+  bytes out;
+  drain(m, out, default_source);
+  return out;
+}
+
+/// Feeds all of `in` and returns the events (need_more dropped); stops at a terminal event.
+template <class Machine>
+std::vector<recorded> feed(Machine& m, const bytes& in) {
+  std::vector<recorded> log;
+  nbdwire::bytes_view rest(in);
+  for (int guard = 0; guard < 1000000; ++guard) {
+    const auto r = m.receive(rest);
+    rest = rest.subspan(r.consumed);
+    if (r.ev.kind == nbdwire::event_kind::need_more) break;
+    append(log, r.ev);
+    if (r.ev.kind == nbdwire::event_kind::failed || r.ev.kind == nbdwire::event_kind::blocked ||
+        r.ev.kind == nbdwire::event_kind::closed || r.ev.kind == nbdwire::event_kind::disconnected)
+      break;
+  }
+  return log;
+}
+
+/// A fixed-newstyle client that completed GO for an export of `size` bytes and `tflags`,
+/// optionally with block size constraints; its output is drained.
+inline std::unique_ptr<nbdwire::client> client_in_transmission(std::uint64_t size, std::uint16_t tflags,
+                                                               const nbdwire::block_size_constraints* bs = nullptr,
+                                                               nbdwire::client_config cfg = {}) {
+  auto c = std::make_unique<nbdwire::client>(cfg);
+  auto ev = feed(*c, greeting(nbdwire::handshake_flag::fixed_newstyle | nbdwire::handshake_flag::no_zeroes));
+  REQUIRE(ev.size() == 1);
+  REQUIRE(ev[0].kind == nbdwire::event_kind::greeting);
+  REQUIRE(c->go("disk").has_value());
+  bytes replies = info_export(nbdwire::option::go, size, tflags);
+  if (bs) replies = replies + info_block_size(nbdwire::option::go, bs->minimum, bs->preferred, bs->maximum);
+  ev = feed(*c, replies + ack(nbdwire::option::go));
+  REQUIRE(!ev.empty());
+  REQUIRE(ev.back().kind == nbdwire::event_kind::ready);
+  REQUIRE(c->state() == nbdwire::client_state::transmission);
+  (void)take_output(*c);
+  return c;
+}
+
+/// A server (fixed newstyle unless told otherwise) over `exports`, greeting drained.
+inline std::unique_ptr<nbdwire::server> make_server(std::span<const nbdwire::export_config> exports,
+                                                     nbdwire::server_config cfg = {}) {
+  cfg.exports = exports;
+  auto s = std::make_unique<nbdwire::server>(cfg);
+  (void)take_output(*s);
+  return s;
+}
+
+/// A fixed-newstyle server that completed GO on export 0 (client flags FIXED|NO_ZEROES).
+inline std::unique_ptr<nbdwire::server> server_in_transmission(std::span<const nbdwire::export_config> exports,
+                                                                nbdwire::server_config cfg = {}) {
+  auto s = make_server(exports, cfg);
+  const auto ev = feed(*s, client_flags(3) + option_request(nbdwire::option::go, info_body("", {3})));
+  REQUIRE(!ev.empty());
+  REQUIRE(ev.back().kind == nbdwire::event_kind::ready);
+  REQUIRE(s->state() == nbdwire::server_state::transmission);
+  (void)take_output(*s);
+  return s;
+}
+
+}  // namespace nbdwire_test
