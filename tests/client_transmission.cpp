@@ -415,3 +415,25 @@ TEST_CASE("client: legacy 1997 knows only READ and WRITE within 32 bits") {
   REQUIRE(c.disconnect().has_value());
   CHECK(c.pending_output().empty());  // the 1997 framing has no disconnect message
 }
+
+TEST_CASE("client: ESHUTDOWN stops new requests and sends DISC after the last reply") {
+  auto c = client_in_transmission(gib, basic);
+  const auto a = cookie_of(c->read(0, 512));
+  const auto b = cookie_of(c->flush());
+  (void)take_output(*c);
+  auto ev = feed(*c, simple_reply(nbd_error::eshutdown, a));
+  REQUIRE(kinds_string(ev) == "reply");
+  CHECK(ev[0].status == nbd_error::eshutdown);
+  CHECK(c->server_shutting_down());
+  CHECK(c->read(0, 512).error() == errc::wrong_state);
+  CHECK(take_output(*c).empty());  // one request is still in flight
+  ev = feed(*c, simple_reply(nbd_error::ok, b));
+  REQUIRE(kinds_string(ev) == "reply");
+  // "the client MUST initiate a soft disconnect": DISC went out by itself.
+  const bytes out = take_output(*c);
+  REQUIRE(out.size() == sizeof(request_header));
+  const auto disc = decode<request_header>(out);
+  CHECK(disc.type.get() == static_cast<std::uint16_t>(command::disc));
+  CHECK(c->state() == client_state::disconnecting);
+  CHECK(c->on_eof().kind == K::disconnected);
+}

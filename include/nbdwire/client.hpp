@@ -78,6 +78,7 @@ enum class client_trigger : std::uint8_t {
   option_final,      ///< final reply other than GO's ACK
   go_acked,
   go_fell_back,      ///< GO got ERR_UNSUP; EXPORT_NAME sent instead
+  shutdown_abort,    ///< ERR_SHUTDOWN: ABORT sent in its place (a MUST)
   abort_acked,
   export_name_replied,
   disc_sent,
@@ -98,6 +99,7 @@ inline constexpr std::array client_transitions{
     client_transition{client_state::awaiting_option_reply, client_trigger::option_final, client_state::negotiating},
     client_transition{client_state::awaiting_option_reply, client_trigger::go_acked, client_state::transmission},
     client_transition{client_state::awaiting_option_reply, client_trigger::go_fell_back, client_state::awaiting_export_name_reply},
+    client_transition{client_state::awaiting_option_reply, client_trigger::shutdown_abort, client_state::awaiting_option_reply},
     client_transition{client_state::awaiting_option_reply, client_trigger::abort_acked, client_state::closed},
     client_transition{client_state::awaiting_option_reply, client_trigger::violation, client_state::failed},
     client_transition{client_state::awaiting_export_name_reply, client_trigger::export_name_replied, client_state::transmission},
@@ -250,7 +252,7 @@ class client {
   /// ranges past the end, misaligned or oversized requests, zero lengths, and more requests
   /// than the cookie table holds. Returns the cookie the reply will carry.
   result<std::uint64_t> submit(command c, std::uint16_t flags, std::uint64_t offset, std::uint64_t length) noexcept {
-    if (state_ != client_state::transmission) return errc::wrong_state;
+    if (state_ != client_state::transmission || server_shutting_down_) return errc::wrong_state;
     if (c == command::disc) return errc::wrong_state;
     const request r{0, static_cast<std::uint16_t>(c), flags, offset, length};
     if (const auto v = detail::check_request(r, neg_, false); v != detail::verdict::ok) return detail::to_errc(v);
@@ -302,6 +304,9 @@ class client {
   /// What the handshake settled. Complete once `ready` was reported.
   [[nodiscard]] const nbdwire::negotiated& negotiated() const noexcept { return neg_; }
   [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_; }
+  /// True once a reply carried NBD_ESHUTDOWN: submit() refuses new requests and the machine
+  /// sends DISC by itself after the last reply.
+  [[nodiscard]] bool server_shutting_down() const noexcept { return server_shutting_down_; }
   /// The request behind a cookie in flight, if any.
   [[nodiscard]] std::optional<request> find(std::uint64_t cookie) const noexcept {
     const auto s = slot_of(cookie);
@@ -505,6 +510,14 @@ class client {
         move(client_trigger::go_fell_back);
         return {};  // need_more: the EXPORT_NAME reply comes next
       }
+      if (reply_ == reply_type::err_shutdown && out_.room_for(sizeof(option_header))) {
+        // "A client that receives ERR_SHUTDOWN MUST soft-disconnect": ABORT goes out now and
+        // `disconnected` follows its ACK (or the server's close).
+        out_.put_record(make_option_header(option::abort, 0));
+        opt_ = option::abort;
+        move(client_trigger::shutdown_abort);
+        return {.kind = event_kind::option_refused, .option = o, .reply = reply_type::err_shutdown, .data = b};
+      }
       move(client_trigger::option_final);
       return {.kind = event_kind::option_refused, .option = o, .reply = reply_, .data = b};
     }
@@ -659,6 +672,10 @@ class client {
     const request r = slots_[s].req;
     slots_[s].used = false;
     --in_flight_;
+    // NBD_ESHUTDOWN: the client MUST soft-disconnect once its requests in flight are done
+    // ("Error values"). New requests are refused from now on; DISC follows the last reply.
+    if (status == nbd_error::eshutdown) server_shutting_down_ = true;
+    if (server_shutting_down_ && in_flight_ == 0 && state_ == client_state::transmission) (void)disconnect();
     return {.kind = event_kind::reply, .req = r, .status = status};
   }
 
@@ -673,7 +690,7 @@ class client {
   client_state state_ = client_state::awaiting_greeting;
   errc error_ = errc::ok;
   nbdwire::negotiated neg_{};
-  bool fixed_ = false, no_zeroes_ = false;
+  bool fixed_ = false, no_zeroes_ = false, server_shutting_down_ = false;
   option opt_ = option::abort;
   pending_info info_{};
   rx phase_ = rx::header;

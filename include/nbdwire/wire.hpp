@@ -12,6 +12,8 @@
 #include <bit>        // std::bit_cast
 #include <cstddef>    // std::byte
 #include <cstdint>    // fixed-width integers
+#include <cstring>    // std::memcpy
+#include <type_traits>  // std::is_constant_evaluated
 
 #include "nbdwire/bytes.hpp"
 #include "nbdwire/constants.hpp"
@@ -227,18 +229,27 @@ template <class Record>
 /// (machines only call it on a complete stashed header).
 template <class Record>
 [[nodiscard]] constexpr Record decode(bytes_view in) noexcept {
-  std::array<std::byte, sizeof(Record)> a{};
-  std::copy_n(in.begin(), sizeof(Record), a.begin());
-  return std::bit_cast<Record>(a);
+  if (std::is_constant_evaluated()) {
+    std::array<std::byte, sizeof(Record)> a{};
+    std::copy_n(in.begin(), sizeof(Record), a.begin());
+    return std::bit_cast<Record>(a);
+  }
+  Record r;
+  std::memcpy(&r, in.data(), sizeof(Record));
+  return r;
 }
 
 /// Writes a record into `out` and returns the bytes written, or 0 if `out` is too small.
 template <class Record>
 constexpr std::size_t encode_into(const Record& r, mutable_bytes out) noexcept {
   if (out.size() < sizeof(Record)) return 0;
-  const auto b = encode(r);
-  std::copy_n(b.begin(), b.size(), out.begin());
-  return b.size();
+  if (std::is_constant_evaluated()) {
+    const auto b = encode(r);
+    std::copy_n(b.begin(), b.size(), out.begin());
+  } else {
+    std::memcpy(out.data(), &r, sizeof(Record));  // the record's bytes are the wire bytes
+  }
+  return sizeof(Record);
 }
 
 // ---- constructors in protocol terms ------------------------------------------------------

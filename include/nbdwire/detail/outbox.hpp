@@ -39,8 +39,7 @@ class outbox {
   }
   template <class Record>
   void put_record(const Record& r) noexcept {
-    const auto b = encode(r);
-    put(bytes_view{b});
+    tail_ += encode_into(r, mutable_bytes{buf_}.subspan(tail_));
   }
   void put_zeroes(std::size_t n) noexcept {
     std::fill_n(buf_.begin() + static_cast<std::ptrdiff_t>(tail_), n, std::byte{0});
