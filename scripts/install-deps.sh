@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs (Debian/Ubuntu, apt-get) what the build and the tests need, skipping packages
+# that are already installed. The interop tests drive real NBD peers, hence the servers and
+# clients below.
+set -euo pipefail
+
+packages=(
+  cmake g++ clang make binutils       # toolchains; binutils provides nm for core-freestanding
+  doctest-dev libbenchmark-dev         # unit tests, benchmarks
+  nbdkit qemu-utils nbd-server nbd-client libnbd-bin fio   # real peers for interop tests
+  python3 ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
