@@ -210,7 +210,7 @@ TEST_CASE("errors: every errc has a distinct name") {
     CHECK(names.insert(name).second);
   }
   CHECK(named >= all_errc_numbers.size());
-  for (int n : {1, 99, 199, 208, 302, 404, 502, 999})
+  for (int n : {1, 99, 199, 299, 399, 499, 502, 999})
     CHECK(to_string(static_cast<errc>(n)) == "unknown_error");
 }
 

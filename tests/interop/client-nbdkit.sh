@@ -38,6 +38,16 @@ else
     step_ends "nbdwire-client list" "$NBDWIRE_CLIENT" list "$uri"
 fi
 
+if [ "$mode" = oldstyle ]; then
+    # nbdkit --oldstyle advertises FLUSH and then refuses it (checklist §5). The client must
+    # report that as a failure, and --no-flush is how a user writes to such a server.
+    head -c 4096 /dev/urandom >"$T/small"
+    step_fails "write ending in a refused FLUSH" "$NBDWIRE_CLIENT" write "$uri" --offset 0 <"$T/small"
+    grep -q "FLUSH failed: NBD_EINVAL" "$T/step.err" || fail "the refused FLUSH was not reported as such"
+    head -c 4096 "$T/base" | "$NBDWIRE_CLIENT" write "$uri" --offset 0 --no-flush || fail "restoring the first block"
+    WRITE_OPTS=(--no-flush)
+fi
+
 client_roundtrip "$uri" "$T/base"
 
 # Independent check through the peer's own client: the whole export is the base with the block

@@ -11,6 +11,12 @@ if [ $# -ge 2 ]; then shift 2; else shift $#; fi
 # Every step gets a deadline so a hung peer fails the test instead of stalling the suite.
 STEP_TIMEOUT=${STEP_TIMEOUT:-60}
 
+# Sanitizer builds: LeakSanitizer's exit-time stop-the-world was seen to spin for over 10 s in a
+# server just stopped with SIGTERM (2-4 runs in 16 of interop-legacy1997), which would fail the
+# clean-stop check for no fault of the program. AddressSanitizer and UBSan stay on here; leaks are
+# checked by the unit tests and core-freestanding.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+
 TEST_NAME=$(basename "$0" .sh)
 T=$(mktemp -d "${TMPDIR:-/tmp}/nbdwire-interop.XXXXXX")
 PIDS=()       # background processes started by this test (direct children)
@@ -309,6 +315,8 @@ stop_server() {
 
 # Options that go before the command (legacy 1997 framing needs them).
 CLIENT_GLOBAL=()
+# Options for the round trip's write command.
+WRITE_OPTS=()
 
 # client COMMAND ARGS...: nbdwire-client as a step.
 client() { need_client; step "nbdwire-client $1" "$NBDWIRE_CLIENT" "${CLIENT_GLOBAL[@]}" "$@"; }
@@ -335,7 +343,7 @@ client_roundtrip() {
     RT_DATA=$T/rt.data
     RT_OFFSET=$off
     rand_file "$RT_DATA" "$len"
-    client write "$uri" --offset "$off" <"$RT_DATA"
+    client write "$uri" --offset "$off" "${WRITE_OPTS[@]}" <"$RT_DATA"
     client read "$uri" --offset "$off" --length "$len" >"$T/rt.back"
     same_file "$RT_DATA" "$T/rt.back" "read back after write"
 

@@ -1,0 +1,674 @@
+// SPDX-License-Identifier: MIT
+// nbdwire-fuse: mounts an NBD export as one regular file, MOUNTPOINT/nbd (the layout of
+// libnbd's nbdfuse). A thin adapter: FUSE worker threads queue requests, one I/O thread owns
+// the socket and the nbdwire::client machine, which does all of the protocol.
+//
+//   FUSE threads --queue--> I/O thread --writev--> server
+//        ^                      |  <--recv-- replies, READ data straight into the FUSE buffer
+//        +---- completion ------+
+//
+// Many requests are in flight on the one connection at once (the machine's cookie table).
+// A server that goes away fails every pending and later request with EIO.
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 31  // the build passes 312 where libfuse has the 3.12 loop API
+#endif
+
+#include <fuse.h>
+
+#include <fcntl.h>       // FALLOC_FL_*
+#include <linux/falloc.h>
+#include <poll.h>        // poll
+#include <sys/eventfd.h> // eventfd: wakes the I/O thread
+#include <sys/socket.h>  // recv, sendmsg, shutdown
+#include <sys/stat.h>    // struct stat
+#include <sys/uio.h>     // iovec
+#include <unistd.h>      // close, read, write
+
+#include <algorithm>           // std::min
+#include <cerrno>              // errno values
+#include <chrono>              // the disconnect deadline
+#include <condition_variable>  // completion and queue space
+#include <cstddef>             // std::byte
+#include <cstdint>             // fixed-width integers
+#include <cstdio>              // std::fprintf
+#include <cstring>             // std::memcpy, std::strcmp
+#include <deque>               // the request queue
+#include <mutex>               // std::mutex
+#include <span>                // byte spans
+#include <string>              // std::string
+#include <thread>              // the I/O thread
+#include <unordered_map>       // cookie -> piece
+#include <vector>              // buffers
+
+#include "../sockets/common.hpp"
+#include "nbdwire/nbdwire.hpp"
+
+namespace {
+
+using nbdwire::command;
+using nbdwire::event_kind;
+namespace tflag = nbdwire::transmission_flag;
+
+constexpr const char* file_name = "nbd";
+constexpr const char* file_path = "/nbd";
+
+int to_errno(nbdwire::nbd_error e) {
+  switch (e) {
+    case nbdwire::nbd_error::ok: return 0;
+    case nbdwire::nbd_error::eperm: return EPERM;
+    case nbdwire::nbd_error::eio: return EIO;
+    case nbdwire::nbd_error::enomem: return ENOMEM;
+    case nbdwire::nbd_error::einval: return EINVAL;
+    case nbdwire::nbd_error::enospc: return ENOSPC;
+    case nbdwire::nbd_error::eoverflow: return EOVERFLOW;
+    case nbdwire::nbd_error::enotsup: return EOPNOTSUPP;
+    case nbdwire::nbd_error::eshutdown: return ESHUTDOWN;
+  }
+  return EIO;
+}
+
+/// A request the machine refused to send, as the errno the file operation returns.
+int to_errno(nbdwire::errc e) {
+  switch (e) {
+    case nbdwire::errc::request_misaligned: return EINVAL;
+    case nbdwire::errc::request_out_of_range: return ENOSPC;
+    case nbdwire::errc::read_only_export: return EROFS;
+    case nbdwire::errc::command_not_advertised:
+    case nbdwire::errc::flag_not_advertised: return EOPNOTSUPP;
+    default: return EIO;
+  }
+}
+
+/// One file operation; a FUSE thread waits on it until all its pieces are answered.
+struct call {
+  std::mutex m;
+  std::condition_variable cv;
+  std::size_t left = 0;
+  int err = 0;
+
+  void finish(int e, std::size_t n = 1) {
+    // Notified under the lock: the waiter owns this object and may destroy it once it
+    // sees left == 0, which it cannot before the lock is released.
+    std::lock_guard lock(m);
+    if (e != 0 && err == 0) err = e;
+    left -= n;
+    if (left == 0) cv.notify_one();
+  }
+};
+
+/// One NBD request: a slice of a call no larger than the negotiated maximum payload.
+struct piece {
+  call* owner = nullptr;
+  command cmd = command::read;
+  std::uint64_t offset = 0;
+  std::uint32_t length = 0;
+  std::byte* buf = nullptr;  ///< READ destination / WRITE source (never written for WRITE)
+};
+
+class connection {
+ public:
+  connection(int fd, const nbdwire::client& machine, std::vector<std::byte> leftover)
+      : fd_(fd), m_(machine), leftover_(std::move(leftover)) {
+    efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd_ < 0) examples::fail_errno("eventfd");
+    const auto& n = m_.negotiated();
+    const std::uint32_t min = n.block_size.minimum;
+    const std::uint64_t max = std::min<std::uint64_t>(n.block_size.maximum, nbdwire::default_max_payload);
+    chunk_ = static_cast<std::uint32_t>(max - max % min);
+  }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection() {
+    if (efd_ >= 0) close(efd_);
+    if (fd_ >= 0) close(fd_);
+  }
+
+  [[nodiscard]] const nbdwire::negotiated& negotiated() const { return m_.negotiated(); }
+
+  void start() {
+    if (started_) return;
+    started_ = true;
+    io_ = std::thread([this] { io_loop(); });
+  }
+
+  /// Called once the file system is unmounted: no more requests. DISC, drain, close.
+  void stop() {
+    {
+      std::lock_guard lock(q_mu_);
+      stopping_ = true;
+    }
+    wake();
+    if (io_.joinable()) io_.join();
+  }
+
+  /// Runs one file operation, split into pieces, and waits for all of them. Returns an errno.
+  int run(command cmd, std::uint64_t offset, std::uint64_t length, std::byte* buf) {
+    // READ and WRITE are bounded by the maximum payload; TRIM and WRITE_ZEROES only by their
+    // 32-bit length field (1 GiB keeps every minimum block size aligned).
+    const std::uint64_t step = (cmd == command::read || cmd == command::write) ? chunk_ : (1u << 30);
+    const std::size_t pieces = cmd == command::flush ? 1 : static_cast<std::size_t>((length + step - 1) / step);
+    if (pieces == 0) return 0;
+    call c;
+    c.left = pieces;
+    std::size_t queued = 0;
+    {
+      std::unique_lock lock(q_mu_);
+      for (std::uint64_t done = 0; queued < pieces; ++queued) {
+        while (!dead_ && queue_.size() >= queue_limit) {
+          wake();
+          space_.wait(lock);
+        }
+        if (dead_ || stopping_) break;
+        const auto len = static_cast<std::uint32_t>(std::min(step, length - done));
+        queue_.push_back({&c, cmd, offset + done, len, buf ? buf + done : nullptr});
+        done += len;
+      }
+    }
+    if (queued < pieces) c.finish(EIO, pieces - queued);
+    if (queued > 0) wake();
+    std::unique_lock lock(c.m);
+    c.cv.wait(lock, [&] { return c.left == 0; });
+    return c.err;
+  }
+
+ private:
+  static constexpr std::size_t queue_limit = 1024;
+
+  void wake() const {
+    const std::uint64_t one = 1;
+    (void)!write(efd_, &one, sizeof one);
+  }
+
+  // ---- the I/O thread ----------------------------------------------------------------------
+
+  void io_loop() {
+    std::vector<std::byte> rbuf(256 * 1024);
+    bool disc_sent = false;
+    auto deadline = std::chrono::steady_clock::time_point::max();
+    if (!leftover_.empty() && !feed(leftover_)) return;
+    for (;;) {
+      submit_queued();
+      bool quit = false;
+      {
+        std::lock_guard lock(q_mu_);
+        quit = stopping_ && queue_.empty() && m_.in_flight() == 0;
+      }
+      if (quit && !disc_sent) {
+        disc_sent = true;
+        if (!m_.disconnect()) return go_dead("cannot send NBD_CMD_DISC");
+        // The server closes after DISC; a server that does not is not waited for long.
+        deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      }
+      const int fl = flush_output();
+      if (fl < 0) return go_dead("send failed");
+      if (disc_sent && fl == 0) shutdown(fd_, SHUT_WR);
+
+      pollfd p[2] = {{fd_, static_cast<short>(POLLIN | (fl > 0 ? POLLOUT : 0)), 0}, {efd_, POLLIN, 0}};
+      int timeout = -1;
+      if (disc_sent) {
+        const auto left = deadline - std::chrono::steady_clock::now();
+        timeout = static_cast<int>(std::max<std::int64_t>(
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(left).count()));
+      }
+      const int r = poll(p, 2, timeout);
+      if (r < 0 && errno != EINTR) return go_dead("poll failed");
+      if (r == 0 && disc_sent) return;  // the server kept the connection open after DISC
+      if (p[1].revents & POLLIN) {
+        std::uint64_t v = 0;
+        (void)!read(efd_, &v, sizeof v);
+      }
+      if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (!read_input(rbuf)) return;
+      }
+    }
+  }
+
+  /// Moves queued pieces into the machine while it has room (cookie table, outbox).
+  void submit_queued() {
+    std::lock_guard lock(q_mu_);
+    bool popped = false;
+    while (!queue_.empty() && !dead_) {
+      piece& p = queue_.front();
+      nbdwire::result<std::uint64_t> r = nbdwire::errc::wrong_state;
+      switch (p.cmd) {
+        case command::read: r = m_.read(p.offset, p.length); break;
+        case command::write: r = m_.write(p.offset, p.length); break;
+        case command::flush: r = m_.flush(); break;
+        case command::trim: r = m_.trim(p.offset, p.length); break;
+        case command::write_zeroes: r = m_.write_zeroes(p.offset, p.length); break;
+        default: break;
+      }
+      if (!r && (r.error() == nbdwire::errc::too_many_in_flight || r.error() == nbdwire::errc::outbox_full))
+        break;  // stays queued until a reply frees room
+      if (r)
+        in_flight_.emplace(r.value(), p);
+      else
+        p.owner->finish(to_errno(r.error()));
+      queue_.pop_front();
+      popped = true;
+    }
+    if (popped) space_.notify_all();
+  }
+
+  /// Sends headers and WRITE payloads (straight from the FUSE buffers) until the socket
+  /// would block. Returns 1 if output is still pending, 0 if all is sent, -1 on error.
+  int flush_output() {
+    for (;;) {
+      const auto out = m_.pending_output();
+      const auto pay = m_.pending_payload();
+      iovec iov[2];
+      std::size_t n = 0;
+      if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
+      if (pay) {
+        const piece& p = in_flight_.at(pay->cookie);
+        iov[n++] = {p.buf + (pay->offset - p.offset), static_cast<std::size_t>(pay->length)};
+      }
+      if (n == 0) return 0;
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = n;
+      const ssize_t sent = sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      if (sent < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
+        return -1;
+      }
+      const auto s = static_cast<std::size_t>(sent);
+      const std::size_t header = std::min(s, out.size());
+      m_.consume_output(header);
+      if (s > header && !m_.consume_payload(s - header)) return -1;
+    }
+  }
+
+  /// Reads what the socket has: READ data straight into the waiting FUSE buffer, everything
+  /// else through the machine. Returns false once the connection is over.
+  bool read_input(std::vector<std::byte>& rbuf) {
+    for (int rounds = 0; rounds < 64; ++rounds) {
+      if (const auto inc = m_.incoming_payload()) {
+        const piece& p = in_flight_.at(inc->cookie);
+        const ssize_t got = recv(fd_, p.buf + (inc->offset - p.offset), static_cast<std::size_t>(inc->length), 0);
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
+        if (got <= 0) return end_of_input(got);
+        (void)m_.consume_incoming_payload(static_cast<std::uint64_t>(got));
+        if (!feed({})) return false;  // collects the reply once the data is complete
+        continue;
+      }
+      const ssize_t got = recv(fd_, rbuf.data(), rbuf.size(), 0);
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
+      if (got <= 0) return end_of_input(got);
+      if (!feed(std::span<const std::byte>(rbuf.data(), static_cast<std::size_t>(got)))) return false;
+    }
+    return true;
+  }
+
+  bool end_of_input(ssize_t got) {
+    if (got < 0) {
+      go_dead(std::string("receive failed: ") + std::strerror(errno));
+      return false;
+    }
+    const auto ev = m_.on_eof();
+    if (ev.kind == event_kind::disconnected && in_flight_.empty()) {
+      go_dead({});  // clean end after DISC: nothing is pending, later requests fail
+      return false;
+    }
+    go_dead(ev.kind == event_kind::failed
+                ? "the server closed the connection (" + std::string(nbdwire::to_string(ev.error)) + ")"
+                : "the server closed the connection");
+    return false;
+  }
+
+  /// Feeds input to the machine and acts on its events. False once the connection is over.
+  bool feed(std::span<const std::byte> in) {
+    for (;;) {
+      const auto [used, ev] = m_.receive(in);
+      in = in.subspan(used);
+      switch (ev.kind) {
+        case event_kind::need_more:
+          if (in.empty() || used == 0) return true;
+          break;
+        case event_kind::payload: {
+          const piece& p = in_flight_.at(ev.req.cookie);
+          std::memcpy(p.buf + (ev.offset - p.offset), ev.data.data(), ev.data.size());
+          break;
+        }
+        case event_kind::reply: {
+          const auto it = in_flight_.find(ev.req.cookie);
+          if (it != in_flight_.end()) {
+            call* owner = it->second.owner;
+            in_flight_.erase(it);
+            owner->finish(to_errno(ev.status));
+          }
+          break;
+        }
+        case event_kind::failed:
+          go_dead(std::string("protocol error: ") + std::string(nbdwire::to_string(ev.error)));
+          return false;
+        case event_kind::closed:
+        case event_kind::disconnected:
+          go_dead({});
+          return false;
+        default: break;
+      }
+    }
+  }
+
+  /// The connection is over: every queued and in-flight request fails with EIO, and so does
+  /// every later one.
+  void go_dead(const std::string& why) {
+    if (!why.empty()) std::fprintf(stderr, "nbdwire-fuse: %s; the file now fails with EIO\n", why.c_str());
+    std::lock_guard lock(q_mu_);
+    dead_ = true;
+    for (auto& p : queue_) p.owner->finish(EIO);
+    queue_.clear();
+    for (auto& [cookie, p] : in_flight_) p.owner->finish(EIO);
+    in_flight_.clear();
+    space_.notify_all();
+  }
+
+  int fd_ = -1;
+  int efd_ = -1;
+  nbdwire::client m_;  ///< touched by the I/O thread only, once started
+  std::vector<std::byte> leftover_;
+  std::uint32_t chunk_ = 0;
+  std::thread io_;
+  bool started_ = false;
+
+  std::mutex q_mu_;  ///< guards queue_, dead_, stopping_
+  std::condition_variable space_;
+  std::deque<piece> queue_;
+  bool dead_ = false, stopping_ = false;
+  std::unordered_map<std::uint64_t, piece> in_flight_;  ///< I/O thread only
+};
+
+// ---- the handshake, before mounting, so that errors reach the terminal ----------------------
+
+struct handshake_result {
+  nbdwire::client machine;
+  std::vector<std::byte> leftover;  ///< bytes received after `ready` (none from a sane server)
+};
+
+void send_all(int fd, nbdwire::client& c) {
+  for (auto out = c.pending_output(); !out.empty(); out = c.pending_output()) {
+    const ssize_t n = send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) examples::fail_errno("send");
+    c.consume_output(static_cast<std::size_t>(n));
+  }
+}
+
+void handshake(int fd, const std::string& export_name, handshake_result& hs) {
+  nbdwire::client& c = hs.machine;
+  std::vector<std::byte> buf(64 * 1024);
+  for (;;) {
+    send_all(fd, c);
+    const ssize_t got = recv(fd, buf.data(), buf.size(), 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) examples::fail_errno("handshake: receive");
+    if (got == 0) {
+      const auto ev = c.on_eof();
+      if (ev.kind == event_kind::failed && ev.error == nbdwire::errc::export_name_refused)
+        examples::fail("the server has no export '" + export_name + "'");
+      examples::fail("the server closed the connection during the handshake");
+    }
+    std::span<const std::byte> in(buf.data(), static_cast<std::size_t>(got));
+    for (;;) {
+      const auto [used, ev] = c.receive(in);
+      in = in.subspan(used);
+      switch (ev.kind) {
+        case event_kind::greeting:
+          if (!c.go(export_name)) examples::fail("cannot send NBD_OPT_GO");
+          break;
+        case event_kind::option_refused:
+          examples::fail("the server refused export '" + export_name + "' (" +
+                         std::string(nbdwire::to_string(ev.reply)) + ")" +
+                         (ev.data.empty() ? std::string()
+                                          : ": " + std::string(reinterpret_cast<const char*>(ev.data.data()),
+                                                               ev.data.size())));
+        case event_kind::ready:
+          send_all(fd, c);
+          hs.leftover.assign(in.begin(), in.end());
+          return;
+        case event_kind::failed:
+          examples::fail("handshake: " + std::string(nbdwire::to_string(ev.error)));
+        case event_kind::closed:
+        case event_kind::disconnected: examples::fail("the server ended the handshake");
+        default: break;
+      }
+      if (ev.kind == event_kind::need_more && (in.empty() || used == 0)) break;
+    }
+  }
+}
+
+// ---- the file system ---------------------------------------------------------------------
+
+connection* conn = nullptr;
+bool mount_read_only = false;
+struct stat file_stat {};
+
+void* fs_init(fuse_conn_info*, fuse_config* cfg) {
+  cfg->use_ino = 0;
+  cfg->direct_io = 0;   // the page cache serves repeated reads; O_DIRECT bypasses it
+  cfg->kernel_cache = 0;  // every open drops cached pages, so other clients' writes show up
+  // After daemonizing (threads do not survive fork).
+  conn->start();
+  return nullptr;
+}
+
+void fs_destroy(void*) { conn->stop(); }
+
+int fs_getattr(const char* path, struct stat* st, fuse_file_info*) {
+  if (std::strcmp(path, "/") == 0) {
+    *st = file_stat;
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+    st->st_size = 0;
+    st->st_blocks = 0;
+    return 0;
+  }
+  if (std::strcmp(path, file_path) != 0) return -ENOENT;
+  *st = file_stat;
+  return 0;
+}
+
+int fs_readdir(const char* path, void* buf, fuse_fill_dir_t fill, off_t, fuse_file_info*, fuse_readdir_flags) {
+  if (std::strcmp(path, "/") != 0) return -ENOTDIR;
+  fill(buf, ".", nullptr, 0, fuse_fill_dir_flags{});
+  fill(buf, "..", nullptr, 0, fuse_fill_dir_flags{});
+  fill(buf, file_name, &file_stat, 0, fuse_fill_dir_flags{});
+  return 0;
+}
+
+int fs_open(const char* path, fuse_file_info* fi) {
+  if (std::strcmp(path, file_path) != 0) return -ENOENT;
+  if ((fi->flags & O_ACCMODE) != O_RDONLY && mount_read_only) return -EROFS;
+  return 0;
+}
+
+int fs_truncate(const char* path, off_t size, fuse_file_info*) {
+  if (std::strcmp(path, file_path) != 0) return -ENOENT;
+  // The export has a fixed size, like a block device.
+  return size == file_stat.st_size ? 0 : -EINVAL;
+}
+
+std::uint64_t export_size() { return conn->negotiated().export_size; }
+
+int fs_read(const char*, char* buf, std::size_t size, off_t off, fuse_file_info*) {
+  const std::uint64_t end = export_size();
+  if (off < 0) return -EINVAL;
+  const auto o = static_cast<std::uint64_t>(off);
+  if (o >= end || size == 0) return 0;
+  const std::uint64_t len = std::min<std::uint64_t>(size, end - o);
+  const int e = conn->run(command::read, o, len, reinterpret_cast<std::byte*>(buf));
+  return e ? -e : static_cast<int>(len);
+}
+
+int fs_write(const char*, const char* buf, std::size_t size, off_t off, fuse_file_info*) {
+  if (mount_read_only) return -EROFS;
+  const std::uint64_t end = export_size();
+  if (off < 0) return -EINVAL;
+  const auto o = static_cast<std::uint64_t>(off);
+  if (size == 0) return 0;
+  if (o >= end) return -ENOSPC;
+  const std::uint64_t len = std::min<std::uint64_t>(size, end - o);
+  // WRITE data is only read from this buffer.
+  auto* data = reinterpret_cast<std::byte*>(const_cast<char*>(buf));
+  const int e = conn->run(command::write, o, len, data);
+  return e ? -e : static_cast<int>(len);
+}
+
+int fs_fsync(const char*, int, fuse_file_info*) {
+  if (mount_read_only || !conn->negotiated().has(tflag::send_flush)) return 0;
+  return -conn->run(command::flush, 0, 0, nullptr);
+}
+
+int fs_fallocate(const char*, int mode, off_t off, off_t len, fuse_file_info*) {
+  if (mount_read_only) return -EROFS;
+  if (off < 0 || len <= 0) return -EINVAL;
+  const std::uint64_t end = export_size();
+  const auto o = static_cast<std::uint64_t>(off);
+  const auto l = static_cast<std::uint64_t>(len);
+  const bool keep_size = (mode & FALLOC_FL_KEEP_SIZE) != 0;
+  mode &= ~FALLOC_FL_KEEP_SIZE;
+  if (mode == 0) return o + l <= end || keep_size ? 0 : -ENOSPC;  // nothing to allocate
+  if (o >= end) return 0;
+  const std::uint64_t n = std::min(l, end - o);
+  const auto& neg = conn->negotiated();
+  if (mode == FALLOC_FL_PUNCH_HOLE) {
+    if (!neg.has(tflag::send_trim)) return -EOPNOTSUPP;
+    return -conn->run(command::trim, o, n, nullptr);
+  }
+  if (mode == FALLOC_FL_ZERO_RANGE) {
+    if (!neg.has(tflag::send_write_zeroes)) return -EOPNOTSUPP;
+    return -conn->run(command::write_zeroes, o, n, nullptr);
+  }
+  return -EOPNOTSUPP;
+}
+
+/// Mounts, serves until unmounted or signalled, unmounts. Returns the exit status.
+int serve(const char* argv0, const std::string& mountpoint, const std::string& opts, bool foreground,
+          const fuse_operations& ops) {
+  fuse_args args = FUSE_ARGS_INIT(0, nullptr);
+  if (fuse_opt_add_arg(&args, argv0) != 0 || fuse_opt_add_arg(&args, "-o") != 0 ||
+      fuse_opt_add_arg(&args, opts.c_str()) != 0)
+    return 1;
+  fuse* f = fuse_new(&args, &ops, sizeof ops, nullptr);
+  fuse_opt_free_args(&args);
+  if (!f) return 1;
+  int rc = 1;
+  if (fuse_mount(f, mountpoint.c_str()) == 0) {
+    fuse_session* se = fuse_get_session(f);
+    if (fuse_daemonize(foreground ? 1 : 0) == 0 && fuse_set_signal_handlers(se) == 0) {
+#if FUSE_USE_VERSION >= 312
+      // Enough workers to fill the cookie table; the default, 10, leaves most of it idle.
+      fuse_loop_config* cfg = fuse_loop_cfg_create();
+      fuse_loop_cfg_set_max_threads(cfg, static_cast<unsigned>(nbdwire::max_in_flight));
+      rc = fuse_loop_mt(f, cfg) == 0 ? 0 : 1;
+      fuse_loop_cfg_destroy(cfg);
+#else
+      fuse_loop_config cfg{};
+      cfg.clone_fd = 0;
+      cfg.max_idle_threads = 10;
+      rc = fuse_loop_mt(f, &cfg) == 0 ? 0 : 1;
+#endif
+      fuse_remove_signal_handlers(se);
+    }
+    fuse_unmount(f);
+  }
+  fuse_destroy(f);
+  return rc;
+}
+
+void usage(std::FILE* f) {
+  std::fprintf(f,
+               "usage: nbdwire-fuse [--read-only] [--foreground] MOUNTPOINT URI\n"
+               "  Mounts the NBD export URI as the file MOUNTPOINT/nbd; unmount with fusermount3 -u MOUNTPOINT.\n"
+               "  URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH\n"
+               "  --read-only   mount read-only (also implied by a read-only export)\n"
+               "  --foreground  stay in the foreground instead of daemonizing\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool read_only = false, foreground = false;
+  std::vector<std::string> pos;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--read-only" || a == "-r") {
+      read_only = true;
+    } else if (a == "--foreground" || a == "-f") {
+      foreground = true;
+    } else if (a == "--help" || a == "-h") {
+      usage(stdout);
+      return 0;
+    } else if (a.starts_with("-") && a.size() > 1) {
+      std::fprintf(stderr, "nbdwire-fuse: unknown option %s\n", a.c_str());
+      usage(stderr);
+      return 2;
+    } else {
+      pos.push_back(a);
+    }
+  }
+  if (pos.size() != 2) {
+    usage(stderr);
+    return 2;
+  }
+  const std::string& mountpoint = pos[0];
+  const std::string& uri = pos[1];
+
+  std::unique_ptr<connection> c;
+  try {
+    const auto u = examples::parse_nbd_uri(uri);
+    const int fd = examples::connect_to(u.where);
+    handshake_result hs;
+    try {
+      handshake(fd, u.export_name, hs);
+    } catch (...) {
+      close(fd);
+      throw;
+    }
+    examples::set_nonblocking(fd);
+    c = std::make_unique<connection>(fd, hs.machine, std::move(hs.leftover));
+  } catch (const examples::failure& e) {
+    std::fprintf(stderr, "nbdwire-fuse: %s\n", e.what());
+    return 1;
+  }
+
+  const auto& neg = c->negotiated();
+  mount_read_only = read_only || neg.read_only();
+  if (neg.export_size > static_cast<std::uint64_t>(INT64_MAX)) {
+    std::fprintf(stderr, "nbdwire-fuse: the export is too large for a file\n");
+    return 1;
+  }
+  file_stat.st_mode = S_IFREG | (mount_read_only ? 0444 : 0644);
+  file_stat.st_nlink = 1;
+  file_stat.st_uid = getuid();
+  file_stat.st_gid = getgid();
+  file_stat.st_size = static_cast<off_t>(neg.export_size);
+  file_stat.st_blocks = static_cast<blkcnt_t>((neg.export_size + 511) / 512);
+  file_stat.st_blksize = static_cast<blksize_t>(neg.block_size.preferred);
+  const auto now = time(nullptr);
+  file_stat.st_atime = file_stat.st_mtime = file_stat.st_ctime = now;
+  conn = c.get();
+
+  fuse_operations ops{};
+  ops.init = fs_init;
+  ops.destroy = fs_destroy;
+  ops.getattr = fs_getattr;
+  ops.readdir = fs_readdir;
+  ops.open = fs_open;
+  ops.truncate = fs_truncate;
+  ops.read = fs_read;
+  ops.write = fs_write;
+  ops.fsync = fs_fsync;
+  ops.fallocate = fs_fallocate;
+
+  std::string opts = "fsname=nbdwire,subtype=nbdwire";
+  if (mount_read_only) opts += ",ro";
+  const int rc = serve(argv[0], mountpoint, opts, foreground, ops);
+  // When mounting failed, init never ran: the I/O thread still says goodbye with DISC.
+  c->start();
+  c->stop();
+  conn = nullptr;
+  return rc;
+}

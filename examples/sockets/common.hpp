@@ -1,0 +1,442 @@
+// SPDX-License-Identifier: MIT
+// Shared by the socket examples: sizes, host:port and NBD URI parsing, socket set-up, and
+// small error helpers. Nothing here knows the NBD protocol; that lives in include/nbdwire.
+#pragma once
+
+#include <fcntl.h>        // fcntl: non-blocking sockets
+#include <netdb.h>        // getaddrinfo
+#include <netinet/in.h>   // sockaddr_in, sockaddr_in6
+#include <netinet/tcp.h>  // TCP_NODELAY
+#include <sys/socket.h>   // socket, connect, bind
+#include <sys/stat.h>     // stat: stale Unix socket check
+#include <sys/un.h>       // sockaddr_un
+#include <unistd.h>       // close
+
+#include <arpa/inet.h>  // inet_ntop
+#include <cerrno>       // errno
+#include <cstdint>      // fixed-width integers
+#include <cstdio>       // std::snprintf
+#include <cstring>      // std::strerror, std::memcpy
+#include <iterator>     // std::size
+#include <optional>     // parse results
+#include <stdexcept>    // std::runtime_error: the examples report failures by exception
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+
+#include "nbdwire/constants.hpp"
+
+namespace examples {
+
+/// One failure, already worded for the user; main() prints it and exits nonzero.
+struct failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] inline void fail(const std::string& msg) { throw failure(msg); }
+[[noreturn]] inline void fail_errno(const std::string& what, int err = errno) {
+  throw failure(what + ": " + std::strerror(err));
+}
+
+/// A byte count: plain digits or digits with a binary suffix K, M, G, T (optionally "iB").
+inline std::optional<std::uint64_t> parse_size(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  std::uint64_t v = 0;
+  std::size_t i = 0;
+  for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
+    const auto d = static_cast<std::uint64_t>(s[i] - '0');
+    if (v > (UINT64_MAX - d) / 10) return std::nullopt;
+    v = v * 10 + d;
+  }
+  if (i == 0) return std::nullopt;
+  std::string_view suffix = s.substr(i);
+  unsigned shift = 0;
+  if (!suffix.empty()) {
+    switch (suffix[0]) {
+      case 'k': case 'K': shift = 10; break;
+      case 'm': case 'M': shift = 20; break;
+      case 'g': case 'G': shift = 30; break;
+      case 't': case 'T': shift = 40; break;
+      case 'b': case 'B': shift = 0; break;
+      default: return std::nullopt;
+    }
+    suffix.remove_prefix(1);
+    if (shift != 0 && (suffix == "iB" || suffix == "ib" || suffix == "B")) suffix = {};
+    if (!suffix.empty()) return std::nullopt;
+  }
+  if (shift != 0 && v > (UINT64_MAX >> shift)) return std::nullopt;
+  return v << shift;
+}
+
+/// "1 GiB"-style rendering for messages and progress.
+inline std::string human_size(std::uint64_t v) {
+  static constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double d = static_cast<double>(v);
+  std::size_t u = 0;
+  while (d >= 1024.0 && u + 1 < std::size(units)) {
+    d /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(v));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f %s", d, units[u]);
+  return buf;
+}
+
+/// Where to listen or connect: a TCP host and port, or a Unix socket path.
+struct endpoint {
+  bool is_unix = false;
+  std::string host = "127.0.0.1";
+  std::uint16_t port = nbdwire::default_port;
+  std::string path;
+
+  [[nodiscard]] std::string to_string() const {
+    if (is_unix) return "unix:" + path;
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+    return host + ":" + std::to_string(port);
+  }
+};
+
+inline std::optional<std::uint16_t> parse_port(std::string_view s) {
+  if (s.empty() || s.size() > 5) return std::nullopt;
+  unsigned v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (v > 65535) return std::nullopt;
+  return static_cast<std::uint16_t>(v);
+}
+
+/// HOST:PORT, [IPv6]:PORT, HOST (default port) or [IPv6].
+inline std::optional<endpoint> parse_host_port(std::string_view s, std::uint16_t default_port) {
+  endpoint e;
+  e.port = default_port;
+  std::string_view port;
+  if (!s.empty() && s[0] == '[') {
+    const auto close = s.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    e.host = std::string(s.substr(1, close - 1));
+    const auto rest = s.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') return std::nullopt;
+      port = rest.substr(1);
+      if (port.empty()) return std::nullopt;
+    }
+  } else {
+    const auto colon = s.rfind(':');
+    if (colon != std::string_view::npos) {
+      if (s.find(':') != colon) return std::nullopt;  // bare IPv6 needs brackets
+      e.host = std::string(s.substr(0, colon));
+      port = s.substr(colon + 1);
+      if (port.empty()) return std::nullopt;
+    } else {
+      e.host = std::string(s);
+    }
+  }
+  if (e.host.empty()) return std::nullopt;
+  if (!port.empty()) {
+    const auto p = parse_port(port);
+    if (!p) return std::nullopt;
+    e.port = *p;
+  }
+  return e;
+}
+
+inline int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/// RFC 3986 percent-decoding; nullopt on a malformed escape.
+inline std::optional<std::string> percent_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    const int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+/// A parsed NBD URI (the NBD URI standard, doc/uri.md of the NBD project): nbd://HOST[:PORT][/EXPORT]
+/// and nbd+unix:///EXPORT?socket=PATH. TLS schemes are recognised only to be refused clearly.
+struct nbd_uri {
+  endpoint where;
+  std::string export_name;
+};
+
+inline bool looks_like_uri(std::string_view s) {
+  return s.starts_with("nbd://") || s.starts_with("nbd+unix:") || s.starts_with("nbds://") ||
+         s.starts_with("nbds+unix:") || s.starts_with("nbd+vsock:") || s.starts_with("nbds+vsock:");
+}
+
+inline nbd_uri parse_nbd_uri(std::string_view uri) {
+  const std::string u(uri);
+  auto bad = [&](const std::string& why) -> nbd_uri { fail("invalid NBD URI '" + u + "': " + why); };
+  const auto colon = uri.find(':');
+  if (colon == std::string_view::npos) return bad("no scheme");
+  const std::string_view scheme = uri.substr(0, colon);
+  std::string_view rest = uri.substr(colon + 1);
+  if (scheme == "nbds" || scheme == "nbds+unix" || scheme == "nbds+vsock")
+    return bad("TLS is not supported by this client");
+  if (scheme == "nbd+vsock") return bad("vsock is not supported by this client");
+  if (scheme != "nbd" && scheme != "nbd+unix") return bad("unknown scheme '" + std::string(scheme) + "'");
+  const bool is_unix = scheme == "nbd+unix";
+
+  // Split off the fragment (ignored) and the query.
+  if (const auto hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
+  std::string_view query;
+  if (const auto q = rest.find('?'); q != std::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+  }
+  std::string_view authority, path;
+  if (rest.starts_with("//")) {
+    rest.remove_prefix(2);
+    const auto slash = rest.find('/');
+    authority = rest.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+  } else {
+    path = rest;
+  }
+
+  nbd_uri out;
+  // The export name is the path without its one leading slash.
+  if (!path.empty()) {
+    if (path[0] != '/') return bad("the path must start with '/'");
+    path.remove_prefix(1);
+  }
+  const auto name = percent_decode(path);
+  if (!name) return bad("malformed percent-encoding in the export name");
+  out.export_name = *name;
+
+  std::string socket_path;
+  bool have_socket = false;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view kv = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    const auto eq = kv.find('=');
+    const std::string_view key = kv.substr(0, eq);
+    const std::string_view value = eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1);
+    const auto v = percent_decode(value);
+    if (!v) return bad("malformed percent-encoding in the query");
+    if (key == "socket") {
+      socket_path = *v;
+      have_socket = true;
+    } else if (key.starts_with("tls")) {
+      return bad("TLS parameters are not supported by this client");
+    }
+    // Other query parameters are for other tools; the standard lets a client ignore them.
+  }
+
+  if (is_unix) {
+    if (!authority.empty()) return bad("nbd+unix URIs have no host (use nbd+unix:///EXPORT?socket=PATH)");
+    if (!have_socket || socket_path.empty()) return bad("nbd+unix needs ?socket=PATH");
+    out.where.is_unix = true;
+    out.where.path = socket_path;
+  } else {
+    if (have_socket) return bad("socket= belongs to nbd+unix URIs");
+    const auto at = authority.rfind('@');
+    if (at != std::string_view::npos) authority = authority.substr(at + 1);  // user info: unused
+    if (authority.empty()) {
+      out.where.host = "localhost";
+      out.where.port = nbdwire::default_port;
+    } else {
+      const auto hp = parse_host_port(authority, nbdwire::default_port);
+      if (!hp) return bad("bad host or port '" + std::string(authority) + "'");
+      const auto host = percent_decode(hp->host);
+      if (!host) return bad("malformed percent-encoding in the host");
+      out.where = *hp;
+      out.where.host = *host;
+    }
+  }
+  return out;
+}
+
+inline void set_nonblocking(int fd) {
+  const int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) fail_errno("fcntl(O_NONBLOCK)");
+}
+
+inline void set_nodelay(int fd) {
+  // Headers are small and latency-bound; best effort (Unix sockets refuse it).
+  const int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+inline sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa.sun_path) fail("Unix socket path too long: " + path);
+  std::memcpy(sa.sun_path, path.data(), path.size());
+  return sa;
+}
+
+/// A blocking connected socket to `e`; throws a failure naming the endpoint.
+inline int connect_to(const endpoint& e) {
+  if (e.is_unix) {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) fail_errno("socket");
+    const auto sa = unix_address(e.path);
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) < 0) {
+      const int err = errno;
+      close(fd);
+      fail_errno("cannot connect to " + e.to_string(), err);
+    }
+    return fd;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(e.port);
+  if (const int rc = getaddrinfo(e.host.c_str(), port.c_str(), &hints, &res); rc != 0)
+    fail("cannot resolve " + e.host + ": " + gai_strerror(rc));
+  int last_err = 0;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    const int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last_err = errno;
+      continue;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      freeaddrinfo(res);
+      set_nodelay(fd);
+      return fd;
+    }
+    last_err = errno;
+    close(fd);
+  }
+  freeaddrinfo(res);
+  fail_errno("cannot connect to " + e.to_string(), last_err);
+}
+
+/// A non-blocking listening socket on `e`. For TCP, `e.port` is updated to the bound port
+/// (so port 0 picks a free one and the caller can print it).
+inline int listen_on(endpoint& e) {
+  if (e.is_unix) {
+    // A socket file left by an earlier run would make bind() fail. It is removed only when
+    // nothing answers on it, so a running server is never cut off.
+    const auto sa = unix_address(e.path);
+    struct stat st{};
+    if (lstat(e.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const bool live = probe >= 0 && connect(probe, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0;
+      if (probe >= 0) close(probe);
+      if (live) fail("cannot bind " + e.to_string() + ": another server is listening there");
+      unlink(e.path.c_str());
+    }
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) fail_errno("socket");
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) < 0) {
+      const int err = errno;
+      close(fd);
+      fail_errno("cannot bind " + e.to_string(), err);
+    }
+    if (listen(fd, 64) < 0) fail_errno("listen");
+    return fd;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(e.port);
+  if (const int rc = getaddrinfo(e.host.c_str(), port.c_str(), &hints, &res); rc != 0)
+    fail("cannot resolve " + e.host + ": " + gai_strerror(rc));
+  int last_err = 0;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    const int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) {
+      last_err = errno;
+      continue;
+    }
+    const int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+        char buf[INET6_ADDRSTRLEN] = {};
+        if (ss.ss_family == AF_INET) {
+          const auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
+          e.port = ntohs(sin->sin_port);
+          if (inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf)) e.host = buf;
+        } else if (ss.ss_family == AF_INET6) {
+          const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+          e.port = ntohs(sin6->sin6_port);
+          if (inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof buf)) e.host = buf;
+        }
+      }
+      freeaddrinfo(res);
+      return fd;
+    }
+    last_err = errno;
+    close(fd);
+  }
+  freeaddrinfo(res);
+  fail_errno("cannot listen on " + e.to_string(), last_err);
+}
+
+/// The peer of an accepted socket, for log lines.
+inline std::string peer_name(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf);
+    return std::string(buf) + ":" + std::to_string(ntohs(sin->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof buf);
+    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(sin6->sin6_port));
+  }
+  return "unix";
+}
+
+/// Writes all of `len` bytes to a blocking descriptor (stdout, a file).
+inline void write_all(int fd, const void* data, std::size_t len, const std::string& what) {
+  const auto* p = static_cast<const char*>(data);
+  while (len > 0) {
+    const ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail_errno("write to " + what);
+    }
+    p += n;
+    len -= static_cast<std::size_t>(n);
+  }
+}
+
+/// Reads until `len` bytes or end of input; returns the count read.
+inline std::size_t read_full(int fd, void* data, std::size_t len, const std::string& what) {
+  auto* p = static_cast<char*>(data);
+  std::size_t got = 0;
+  while (got < len) {
+    const ssize_t n = read(fd, p + got, len - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail_errno("read from " + what);
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  return got;
+}
+
+}  // namespace examples

@@ -1,0 +1,830 @@
+// SPDX-License-Identifier: MIT
+// nbdwire-client: a small NBD client over POSIX sockets, built on nbdwire::client.
+//
+//   nbdwire-client [--style legacy1997 --size SIZE] COMMAND URI [OPTIONS]
+//     info URI [--json]                 what the server says about an export
+//     list URI [--json]                 the exports a server offers
+//     read URI [--offset N] [--length N]    export data to stdout
+//     write URI [--offset N] [--no-flush] stdin to the export, then FLUSH
+//     copy SRC DST                      export <-> file ('-' is stdin/stdout)
+//
+// The adapter only moves bytes: the socket loop below feeds the machine and sends what it
+// queues. READ data is received straight into the request's buffer when the machine says it
+// comes next; WRITE data goes from the request's buffer into sendmsg() beside its header.
+#include <poll.h>        // poll: one loop sends and receives without blocking either way
+#include <sys/socket.h>  // sendmsg, recv
+#include <sys/stat.h>    // fstat: input sizes
+#include <sys/uio.h>     // iovec
+#include <time.h>        // clock_gettime: progress throttling
+#include <unistd.h>      // isatty, close
+
+#include <algorithm>      // std::min
+#include <csignal>        // std::signal: SIGPIPE is reported as EPIPE instead
+#include <cstdio>         // std::printf, std::fprintf
+#include <deque>          // request windows
+#include <functional>     // std::function: payload source and sink
+#include <memory>         // std::unique_ptr
+#include <string>         // std::string
+#include <unordered_map>  // cookie -> request buffer
+#include <vector>         // buffers, argument lists
+
+#include "common.hpp"
+#include "nbdwire/client.hpp"
+
+namespace {
+
+using namespace std::string_literals;
+using examples::fail;
+using examples::failure;
+using nbdwire::event_kind;
+
+constexpr std::size_t input_buffer_size = 256 * 1024;
+constexpr std::uint32_t max_chunk = 2u * 1024 * 1024;  // bytes per READ/WRITE request
+constexpr std::size_t max_window = 16;                 // requests in flight at once
+
+std::string errc_text(nbdwire::errc e) { return std::string(nbdwire::to_string(e)); }
+
+// ---- one connection: a socket and a machine -----------------------------------------------
+
+class connection {
+ public:
+  connection(int fd, const nbdwire::client_config& cfg) : fd_(fd), m_(cfg), buf_(input_buffer_size) {
+    examples::set_nonblocking(fd_);
+  }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection() { shut_down(); }
+
+  nbdwire::client& machine() { return m_; }
+
+  /// Where WRITE payload bytes come from: a pointer to `p.length` bytes of the request's data.
+  std::function<const std::byte*(const nbdwire::payload_span&)> payload_source;
+  /// Where READ payload may be received directly, or nullptr to take it through receive().
+  std::function<std::byte*(const nbdwire::payload_span&)> payload_sink;
+
+  /// The next event other than need_more/blocked, doing socket I/O as needed. A timeout
+  /// (timeout_ms >= 0) returns a need_more event.
+  nbdwire::event next(int timeout_ms = -1) {
+    for (;;) {
+      if (eof_) fail("the server closed the connection");
+      const auto r = m_.receive(nbdwire::bytes_view{buf_.data() + start_, end_ - start_});
+      start_ += r.consumed;
+      if (start_ == end_) start_ = end_ = 0;
+      if (r.ev.kind != event_kind::need_more && r.ev.kind != event_kind::blocked) return r.ev;
+      if (r.ev.kind == event_kind::blocked && !output_pending())
+        fail("internal: the client machine is blocked with nothing to send");
+
+      send_some();
+      pollfd p{fd_, 0, 0};
+      if (output_pending()) p.events |= POLLOUT;
+      if (end_ < buf_.size()) p.events |= POLLIN;
+      const int rc = poll(&p, 1, timeout_ms);
+      if (rc < 0) {
+        if (errno == EINTR) continue;
+        examples::fail_errno("poll");
+      }
+      if (rc == 0) return {};  // timed out
+      if (p.revents & POLLOUT) send_some();
+      if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+
+      // READ data due next with nothing buffered: receive it where it belongs.
+      if (start_ == end_ && payload_sink) {
+        if (const auto ip = m_.incoming_payload()) {
+          if (std::byte* dst = payload_sink(*ip)) {
+            const ssize_t n = recv(fd_, dst, static_cast<std::size_t>(ip->length), 0);
+            if (n > 0) {
+              if (!m_.consume_incoming_payload(static_cast<std::uint64_t>(n)))
+                fail("internal: payload accounting went wrong");
+              nbdwire::event ev{};
+              ev.kind = event_kind::payload;
+              ev.req.cookie = ip->cookie;
+              ev.offset = ip->offset;
+              ev.data = {dst, static_cast<std::size_t>(n)};
+              return ev;
+            }
+            if (n == 0) return end_of_input();
+            if (errno == EAGAIN || errno == EINTR) continue;
+            examples::fail_errno("receive from the server");
+          }
+        }
+      }
+      const ssize_t n = recv(fd_, buf_.data() + end_, buf_.size() - end_, 0);
+      if (n > 0) {
+        end_ += static_cast<std::size_t>(n);
+      } else if (n == 0) {
+        return end_of_input();
+      } else if (errno != EAGAIN && errno != EINTR) {
+        examples::fail_errno("receive from the server");
+      }
+    }
+  }
+
+  [[nodiscard]] bool output_pending() const {
+    return !m_.pending_output().empty() || m_.pending_payload().has_value();
+  }
+
+  /// Sends everything queued; gives up silently after timeout_ms (>= 0) without progress.
+  void flush(int timeout_ms = -1) {
+    while (output_pending()) {
+      if (send_some()) continue;
+      pollfd p{fd_, POLLOUT, 0};
+      const int rc = poll(&p, 1, timeout_ms);
+      if (rc < 0 && errno != EINTR) examples::fail_errno("poll");
+      if (rc == 0) return;
+    }
+  }
+
+  /// Ends the session politely: NBD_CMD_DISC in transmission, NBD_OPT_ABORT during the
+  /// handshake, then close. Never throws; used on error paths too.
+  void shut_down() noexcept {
+    if (fd_ < 0) return;
+    try {
+      using nbdwire::client_state;
+      const auto st = m_.state();
+      if (!eof_ && st == client_state::transmission) {
+        if (m_.disconnect()) flush(2000);
+      } else if (!eof_ && st == client_state::negotiating) {
+        if (m_.abort()) {
+          flush(2000);
+          // The server may ACK or simply close; either ends it (bounded wait).
+          for (int i = 0; i < 4 && !eof_; ++i) {
+            const auto ev = next(500);
+            if (ev.kind == event_kind::need_more || ev.kind == event_kind::disconnected ||
+                ev.kind == event_kind::closed || ev.kind == event_kind::failed)
+              break;
+          }
+        }
+      }
+    } catch (...) {
+      // Best effort: the connection is being dropped anyway.
+    }
+    close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  nbdwire::event end_of_input() {
+    eof_ = true;
+    return m_.on_eof();
+  }
+
+  /// Sends what it can without blocking; false when the socket is full.
+  bool send_some() {
+    for (;;) {
+      const auto out = m_.pending_output();
+      const auto pay = m_.pending_payload();
+      iovec iov[2];
+      int n = 0;
+      if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
+      if (pay) {
+        if (pay->length == 0) {
+          if (out.empty()) {
+            (void)m_.consume_payload(0);
+            continue;
+          }
+        } else {
+          const std::byte* src = payload_source ? payload_source(*pay) : nullptr;
+          if (!src) fail("internal: no data for a WRITE payload");
+          iov[n++] = {const_cast<std::byte*>(src), static_cast<std::size_t>(pay->length)};
+        }
+      }
+      if (n == 0) return true;
+      msghdr mh{};
+      mh.msg_iov = iov;
+      mh.msg_iovlen = static_cast<std::size_t>(n);
+      const ssize_t w = sendmsg(fd_, &mh, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return false;
+        examples::fail_errno("send to the server");
+      }
+      const auto sent = static_cast<std::size_t>(w);
+      const std::size_t head = std::min(sent, out.size());
+      m_.consume_output(head);
+      if (sent > head && !m_.consume_payload(sent - head)) fail("internal: payload accounting went wrong");
+    }
+  }
+
+  int fd_;
+  nbdwire::client m_;
+  std::vector<std::byte> buf_;
+  std::size_t start_ = 0, end_ = 0;
+  bool eof_ = false;
+};
+
+// ---- command line ---------------------------------------------------------------------------
+
+struct options {
+  bool legacy = false;
+  std::optional<std::uint64_t> legacy_size;
+  bool json = false;
+  std::optional<std::uint64_t> offset, length;
+  bool no_flush = false;  ///< skip the FLUSH that ends write and copy-to-URI
+  std::vector<std::string> positional;
+};
+
+bool g_no_flush = false;
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  fail(msg + " (try --help)");
+}
+
+void print_usage() {
+  std::printf(
+      "usage: nbdwire-client [--style legacy1997 --size SIZE] COMMAND URI [OPTIONS]\n"
+      "  info URI [--json]                    export size, flags, block sizes, description\n"
+      "  list URI [--json]                    exports offered by the server\n"
+      "  read URI [--offset N] [--length N]   export data to stdout\n"
+      "  write URI [--offset N] [--no-flush]  stdin to the export (then FLUSH)\n"
+      "  copy SRC DST                         URI to file or file to URI ('-' = stdin/stdout)\n"
+      "URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH\n"
+      "SIZE and N accept K, M, G, T (binary) suffixes.\n");
+}
+
+std::uint64_t size_arg(const std::string& opt, const std::string& v) {
+  const auto s = examples::parse_size(v);
+  if (!s) usage_error("bad value for " + opt + ": '" + v + "'");
+  return *s;
+}
+
+options parse_args(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      print_usage();
+      std::exit(0);
+    } else if (a == "--style") {
+      const std::string s = value();
+      if (s == "legacy1997")
+        o.legacy = true;
+      else if (s != "fixed-newstyle" && s != "newstyle" && s != "oldstyle")
+        usage_error("unknown --style '" + s + "'");
+      // Other styles are detected from the server's greeting.
+    } else if (a == "--size") {
+      o.legacy_size = size_arg(a, value());
+    } else if (a == "--json") {
+      o.json = true;
+    } else if (a == "--offset") {
+      o.offset = size_arg(a, value());
+    } else if (a == "--length") {
+      o.length = size_arg(a, value());
+    } else if (a == "--no-flush") {
+      o.no_flush = g_no_flush = true;
+    } else if (a.size() > 1 && a[0] == '-' && a != "-") {
+      usage_error("unknown option " + a);
+    } else {
+      o.positional.push_back(a);
+    }
+  }
+  if (o.legacy && !o.legacy_size) usage_error("--style legacy1997 needs --size");
+  if (!o.legacy && o.legacy_size) usage_error("--size is only for --style legacy1997");
+  return o;
+}
+
+// ---- handshake --------------------------------------------------------------------------------
+
+/// What GO (or the greeting, for oldstyle) taught us beyond negotiated().
+struct export_facts {
+  std::string requested_name;
+  std::optional<std::string> description;
+};
+
+std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o) {
+  nbdwire::client_config cfg;
+  if (o.legacy) {
+    if (*o.legacy_size > 0xffffffffu) fail("the 1997 framing addresses less than 4 GiB; --size is too large");
+    cfg.style = nbdwire::handshake_style::legacy_1997;
+    cfg.legacy_export_size = *o.legacy_size;
+  }
+  const int fd = examples::connect_to(uri.where);
+  return std::make_unique<connection>(fd, cfg);
+}
+
+std::string refusal_text(const nbdwire::event& ev) {
+  std::string s(nbdwire::to_string(ev.reply));
+  if (!ev.data.empty()) s += ": " + std::string(nbdwire::as_chars(ev.data));
+  return s;
+}
+
+[[noreturn]] void fail_event(const nbdwire::event& ev, const std::string& during) {
+  switch (ev.kind) {
+    case event_kind::failed:
+      if (ev.error == nbdwire::errc::export_name_refused)
+        fail("the server closed the connection: export refused (" + during + ")");
+      if (ev.error == nbdwire::errc::unexpected_eof || ev.error == nbdwire::errc::eof_with_requests_in_flight)
+        fail("the server closed the connection " + during + " (" + errc_text(ev.error) + ")");
+      fail("protocol error " + during + ": " + errc_text(ev.error));
+    case event_kind::closed:
+    case event_kind::disconnected: fail("the server closed the connection " + during);
+    default: fail("unexpected " + std::string(nbdwire::to_string(ev.kind)) + " event " + during);
+  }
+}
+
+/// The next handshake event. Every handshake style has the server speak first, so silence
+/// at the start means a server that expects the 1997 framing (or no NBD server at all).
+nbdwire::event handshake_event(connection& c) {
+  constexpr int greeting_timeout_ms = 10000;
+  const bool greeted = c.machine().state() != nbdwire::client_state::awaiting_greeting;
+  const auto ev = c.next(greeted ? -1 : greeting_timeout_ms);
+  if (ev.kind == event_kind::need_more)
+    fail("no greeting from the server within 10 s (a server using the 1997 framing needs "
+         "--style legacy1997 --size SIZE)");
+  return ev;
+}
+
+/// Handshake up to transmission with GO (all info requested); EXPORT_NAME as fallback.
+export_facts negotiate(connection& c, const std::string& name) {
+  export_facts f;
+  f.requested_name = name;
+  auto& m = c.machine();
+  if (m.state() == nbdwire::client_state::transmission) return f;  // legacy 1997: no handshake
+  for (;;) {
+    const auto ev = handshake_event(c);
+    switch (ev.kind) {
+      case event_kind::greeting:
+        if (const auto r = m.go(name, nbdwire::info_request::all); !r)
+          fail("cannot request export '" + name + "': " + errc_text(r.error()));
+        break;
+      case event_kind::info:
+        if (ev.info == nbdwire::info_type::description) f.description = std::string(nbdwire::as_chars(ev.data));
+        break;
+      case event_kind::ready: return f;
+      case event_kind::option_refused:
+        fail("the server refused export '" + name + "': " + refusal_text(ev));
+      default: fail_event(ev, "during the handshake");
+    }
+  }
+}
+
+// ---- output helpers ----------------------------------------------------------------------------
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (const char raw : s) {
+    const auto ch = static_cast<unsigned char>(raw);
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (ch < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+          out += buf;
+        } else {
+          out += static_cast<char>(ch);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+const char* protocol_name(nbdwire::handshake_style s) {
+  switch (s) {
+    case nbdwire::handshake_style::fixed_newstyle: return "newstyle-fixed";
+    case nbdwire::handshake_style::newstyle: return "newstyle";
+    case nbdwire::handshake_style::oldstyle: return "oldstyle";
+    case nbdwire::handshake_style::legacy_1997: return "legacy1997";
+  }
+  return "unknown";
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+class progress {
+ public:
+  explicit progress(std::uint64_t total, bool wanted) : total_(total), on_(wanted && isatty(2)) {}
+  void add(std::uint64_t n) {
+    done_ += n;
+    if (!on_) return;
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const double now = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+    if (now - last_ < 0.1 && done_ < total_) return;
+    last_ = now;
+    draw();
+  }
+  void finish() {
+    if (!on_) return;
+    draw();
+    std::fputc('\n', stderr);
+  }
+
+ private:
+  void draw() const {
+    const double frac = total_ ? static_cast<double>(done_) / static_cast<double>(total_) : 1.0;
+    constexpr int width = 40;
+    const int filled = static_cast<int>(frac * width);
+    std::string bar(static_cast<std::size_t>(filled), '#');
+    bar.resize(width, ' ');
+    std::fprintf(stderr, "\r[%s] %5.1f%% %s / %s ", bar.c_str(), frac * 100.0, examples::human_size(done_).c_str(),
+                 examples::human_size(total_).c_str());
+  }
+  std::uint64_t total_, done_ = 0;
+  bool on_;
+  double last_ = 0;
+};
+
+// ---- pipelined transfers ----------------------------------------------------------------------
+
+/// Detaches a transfer's payload callbacks when it ends, normally or by a failure, so the
+/// connection never reaches into buffers that are gone.
+struct callbacks_reset {
+  connection& c;
+  ~callbacks_reset() {
+    c.payload_source = nullptr;
+    c.payload_sink = nullptr;
+  }
+};
+
+struct chunk {
+  std::uint64_t cookie = 0, offset = 0;
+  std::uint32_t length = 0;
+  bool done = false;
+  std::unique_ptr<std::byte[]> data;
+};
+
+/// The largest request length allowed: 2 MiB, the negotiated maximum payload, and a
+/// multiple of the minimum block size.
+std::uint32_t chunk_size(const nbdwire::negotiated& n) {
+  const std::uint32_t min = n.block_size.minimum ? n.block_size.minimum : 1;
+  std::uint32_t c = std::min(max_chunk, n.block_size.maximum);
+  c -= c % min;
+  return c ? c : min;
+}
+
+void check_alignment(const nbdwire::negotiated& n, std::uint64_t offset, std::uint64_t length) {
+  const std::uint32_t min = n.block_size.minimum;
+  if (min > 1 && (offset % min != 0 || length % min != 0))
+    fail("offset and length must be multiples of the export's minimum block size (" + std::to_string(min) + ")");
+}
+
+std::string request_error(const char* what, const chunk& c, nbdwire::nbd_error e) {
+  return std::string(what) + " of " + std::to_string(c.length) + " bytes at offset " + std::to_string(c.offset) +
+         " failed: " + std::string(nbdwire::to_string(e));
+}
+
+/// Reads [offset, offset + length) with up to max_window requests in flight and hands the
+/// data to `out` in export order.
+void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
+                    const std::function<void(const std::byte*, std::size_t)>& out, progress& prog) {
+  auto& m = c.machine();
+  const auto& neg = m.negotiated();
+  check_alignment(neg, offset, length);
+  const std::uint32_t step = chunk_size(neg);
+  std::deque<std::unique_ptr<chunk>> window;
+  std::unordered_map<std::uint64_t, chunk*> by_cookie;
+  std::vector<std::unique_ptr<std::byte[]>> spare;
+
+  const callbacks_reset reset{c};
+  c.payload_sink = [&](const nbdwire::payload_span& p) -> std::byte* {
+    const auto it = by_cookie.find(p.cookie);
+    return it == by_cookie.end() ? nullptr : it->second->data.get() + (p.offset - it->second->offset);
+  };
+  std::uint64_t pos = offset;
+  const std::uint64_t end = offset + length;
+  while (pos < end || !window.empty()) {
+    while (pos < end && window.size() < max_window) {
+      const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(step, end - pos));
+      const auto r = m.read(pos, n);
+      if (!r) {
+        if (r.error() == nbdwire::errc::outbox_full && c.output_pending()) {
+          c.flush();
+          continue;
+        }
+        fail("cannot send READ at offset " + std::to_string(pos) + ": " + errc_text(r.error()));
+      }
+      auto ch = std::make_unique<chunk>();
+      ch->cookie = *r;
+      ch->offset = pos;
+      ch->length = n;
+      if (spare.empty()) {
+        ch->data = std::make_unique_for_overwrite<std::byte[]>(step);
+      } else {
+        ch->data = std::move(spare.back());
+        spare.pop_back();
+      }
+      by_cookie[ch->cookie] = ch.get();
+      window.push_back(std::move(ch));
+      pos += n;
+    }
+    const auto ev = c.next();
+    switch (ev.kind) {
+      case event_kind::payload: {
+        const auto it = by_cookie.find(ev.req.cookie);
+        if (it == by_cookie.end()) fail("internal: READ data for an unknown request");
+        std::byte* dst = it->second->data.get() + (ev.offset - it->second->offset);
+        if (dst != ev.data.data()) std::memcpy(dst, ev.data.data(), ev.data.size());
+        break;
+      }
+      case event_kind::reply: {
+        const auto it = by_cookie.find(ev.req.cookie);
+        if (it == by_cookie.end()) fail("internal: reply for an unknown request");
+        if (ev.status != nbdwire::nbd_error::ok) fail(request_error("READ", *it->second, ev.status));
+        it->second->done = true;
+        by_cookie.erase(it);
+        while (!window.empty() && window.front()->done) {
+          auto& f = *window.front();
+          out(f.data.get(), f.length);
+          prog.add(f.length);
+          spare.push_back(std::move(f.data));
+          window.pop_front();
+        }
+        break;
+      }
+      default: fail_event(ev, "while reading");
+    }
+  }
+}
+
+/// Writes what `in` yields (until it returns 0) from `offset` on, pipelined. Fails before
+/// sending anything past the end of the export. Returns the bytes written.
+std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
+                              const std::function<std::size_t(std::byte*, std::size_t)>& in, progress& prog) {
+  auto& m = c.machine();
+  const auto& neg = m.negotiated();
+  if (neg.read_only()) fail("the export is read-only");
+  check_alignment(neg, offset, 0);
+  const std::uint32_t step = chunk_size(neg);
+  const std::uint64_t size = neg.export_size;
+  if (offset > size) fail("offset " + std::to_string(offset) + " is past the end of the export");
+  std::unordered_map<std::uint64_t, std::unique_ptr<chunk>> in_flight;
+  std::vector<std::unique_ptr<std::byte[]>> spare;
+  const callbacks_reset reset{c};
+  c.payload_source = [&](const nbdwire::payload_span& p) -> const std::byte* {
+    const auto it = in_flight.find(p.cookie);
+    return it == in_flight.end() ? nullptr : it->second->data.get() + (p.offset - it->second->offset);
+  };
+
+  std::uint64_t pos = offset;
+  bool input_done = false;
+  while (!input_done || !in_flight.empty()) {
+    while (!input_done && in_flight.size() < max_window) {
+      auto ch = std::make_unique<chunk>();
+      if (spare.empty()) {
+        ch->data = std::make_unique_for_overwrite<std::byte[]>(step);
+      } else {
+        ch->data = std::move(spare.back());
+        spare.pop_back();
+      }
+      const std::size_t got = in(ch->data.get(), step);
+      if (got == 0) {
+        input_done = true;
+        break;
+      }
+      if (got > size - pos)
+        fail("the input does not fit: the export is " + std::to_string(size) + " bytes and writing started at " +
+             std::to_string(offset));
+      if (neg.block_size.minimum > 1 && got % neg.block_size.minimum != 0)
+        fail("the input is not a multiple of the export's minimum block size (" +
+             std::to_string(neg.block_size.minimum) + ")");
+      ch->offset = pos;
+      ch->length = static_cast<std::uint32_t>(got);
+      for (;;) {
+        const auto r = m.write(pos, ch->length);
+        if (r) {
+          ch->cookie = *r;
+          break;
+        }
+        if (r.error() == nbdwire::errc::outbox_full && c.output_pending()) {
+          c.flush();
+          continue;
+        }
+        fail("cannot send WRITE at offset " + std::to_string(pos) + ": " + errc_text(r.error()));
+      }
+      pos += got;
+      if (got < step) input_done = true;  // `in` fills whole chunks until the end
+      in_flight[ch->cookie] = std::move(ch);
+    }
+    if (in_flight.empty()) break;
+    const auto ev = c.next();
+    if (ev.kind != event_kind::reply) fail_event(ev, "while writing");
+    const auto it = in_flight.find(ev.req.cookie);
+    if (it == in_flight.end()) fail("internal: reply for an unknown request");
+    if (ev.status != nbdwire::nbd_error::ok) fail(request_error("WRITE", *it->second, ev.status));
+    prog.add(it->second->length);
+    spare.push_back(std::move(it->second->data));
+    in_flight.erase(it);
+  }
+
+  // A refused FLUSH means the data may not be durable, so it always fails the command;
+  // --no-flush is for servers that advertise FLUSH and cannot do it (nbdkit --oldstyle).
+  if (neg.has(nbdwire::transmission_flag::send_flush) && !g_no_flush) {
+    const auto r = m.flush();
+    if (!r) fail("cannot send FLUSH: " + errc_text(r.error()));
+    const auto ev = c.next();
+    if (ev.kind != event_kind::reply) fail_event(ev, "while flushing");
+    if (ev.status != nbdwire::nbd_error::ok) fail("FLUSH failed: " + std::string(nbdwire::to_string(ev.status)));
+  }
+  return pos - offset;
+}
+
+// ---- commands ------------------------------------------------------------------------------------
+
+void need_args(const options& o, std::size_t n, const char* usage) {
+  if (o.positional.size() != n) usage_error(std::string("usage: nbdwire-client ") + usage);
+}
+
+int cmd_info(const options& o) {
+  need_args(o, 2, "info URI [--json]");
+  const auto uri = examples::parse_nbd_uri(o.positional[1]);
+  auto c = open_connection(uri, o);
+  const auto facts = negotiate(*c, uri.export_name);
+  const auto n = c->machine().negotiated();
+  c->shut_down();
+
+  using namespace nbdwire::transmission_flag;
+  const struct {
+    const char* key;
+    bool value;
+  } flags[] = {
+      {"read-only", n.has(read_only)},     {"can-flush", n.has(send_flush)},
+      {"can-fua", n.has(send_fua)},        {"can-trim", n.has(send_trim)},
+      {"can-zero", n.has(send_write_zeroes)}, {"can-fast-zero", n.has(send_fast_zero)},
+      {"can-cache", n.has(send_cache)},    {"can-multi-conn", n.has(can_multi_conn)},
+  };
+  if (o.json) {
+    std::string j = "{\n";
+    j += "  \"export-name\": " + json_string(facts.requested_name) + ",\n";
+    j += "  \"export-size\": " + std::to_string(n.export_size) + ",\n";
+    j += "  \"transmission-flags\": " + std::to_string(n.transmission_flags) + ",\n";
+    for (const auto& f : flags) j += "  \""s + f.key + "\": " + (f.value ? "true" : "false") + ",\n";
+    j += "  \"block-size-minimum\": " + std::to_string(n.block_size.minimum) + ",\n";
+    j += "  \"block-size-preferred\": " + std::to_string(n.block_size.preferred) + ",\n";
+    j += "  \"block-size-maximum\": " + std::to_string(n.block_size.maximum) + ",\n";
+    j += "  \"description\": " + (facts.description ? json_string(*facts.description) : "null"s) + ",\n";
+    j += "  \"protocol\": \""s + protocol_name(n.style) + "\"\n}\n";
+    std::fputs(j.c_str(), stdout);
+  } else {
+    std::printf("export-name: %s\n", facts.requested_name.c_str());
+    std::printf("protocol: %s\n", protocol_name(n.style));
+    std::printf("export-size: %llu (%s)\n", static_cast<unsigned long long>(n.export_size),
+                examples::human_size(n.export_size).c_str());
+    std::printf("transmission-flags: 0x%04x\n", n.transmission_flags);
+    for (const auto& f : flags) std::printf("  %s: %s\n", f.key, f.value ? "yes" : "no");
+    std::printf("block-size-minimum: %u\n", n.block_size.minimum);
+    std::printf("block-size-preferred: %u\n", n.block_size.preferred);
+    std::printf("block-size-maximum: %u\n", n.block_size.maximum);
+    if (facts.description) std::printf("description: %s\n", facts.description->c_str());
+  }
+  return 0;
+}
+
+int cmd_list(const options& o) {
+  need_args(o, 2, "list URI [--json]");
+  if (o.legacy) fail("the 1997 framing has no handshake, so no export list");
+  const auto uri = examples::parse_nbd_uri(o.positional[1]);
+  auto c = open_connection(uri, o);
+  auto& m = c->machine();
+  std::vector<std::pair<std::string, std::string>> exports;
+  bool listed = false;
+  while (!listed) {
+    const auto ev = handshake_event(*c);
+    switch (ev.kind) {
+      case event_kind::greeting:
+        if (const auto r = m.list(); !r) {
+          if (r.error() == nbdwire::errc::option_needs_fixed_newstyle)
+            fail("the server does not use fixed newstyle negotiation, so it cannot list exports");
+          fail("cannot send LIST: " + errc_text(r.error()));
+        }
+        break;
+      case event_kind::ready: fail("the server uses oldstyle negotiation, which has no export list");
+      case event_kind::export_listed:
+        exports.emplace_back(std::string(nbdwire::as_chars(ev.data)), std::string(nbdwire::as_chars(ev.text)));
+        break;
+      case event_kind::option_done: listed = true; break;
+      case event_kind::option_refused: fail("the server refused to list its exports: " + refusal_text(ev));
+      default: fail_event(ev, "while listing exports");
+    }
+  }
+  c->shut_down();  // NBD_OPT_ABORT
+
+  if (o.json) {
+    std::string j = "{\n  \"exports\": [";
+    for (std::size_t i = 0; i < exports.size(); ++i) {
+      j += i ? ",\n    " : "\n    ";
+      j += "{\"export-name\": " + json_string(exports[i].first) +
+           ", \"description\": " + json_string(exports[i].second) + "}";
+    }
+    j += exports.empty() ? "]\n}\n" : "\n  ]\n}\n";
+    std::fputs(j.c_str(), stdout);
+  } else {
+    for (const auto& [name, desc] : exports) {
+      if (desc.empty())
+        std::printf("%s\n", name.c_str());
+      else
+        std::printf("%s\t%s\n", name.c_str(), desc.c_str());
+    }
+  }
+  return 0;
+}
+
+/// Export -> descriptor (stdout or a file).
+void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t offset,
+                  std::optional<std::uint64_t> length, int fd, const std::string& what, bool show_progress) {
+  const auto uri = examples::parse_nbd_uri(uri_text);
+  auto c = open_connection(uri, o);
+  negotiate(*c, uri.export_name);
+  const std::uint64_t size = c->machine().negotiated().export_size;
+  if (offset > size) fail("offset " + std::to_string(offset) + " is past the end of the export (" + std::to_string(size) + " bytes)");
+  const std::uint64_t len = length ? *length : size - offset;
+  if (len > size - offset) fail("offset + length is past the end of the export (" + std::to_string(size) + " bytes)");
+  progress prog(len, show_progress);
+  pipelined_read(
+      *c, offset, len, [&](const std::byte* p, std::size_t n) { examples::write_all(fd, p, n, what); }, prog);
+  prog.finish();
+  c->shut_down();
+}
+
+/// Descriptor (stdin or a file) -> export.
+void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t offset, int fd, const std::string& what,
+                  bool show_progress) {
+  const auto uri = examples::parse_nbd_uri(uri_text);
+  auto c = open_connection(uri, o);
+  negotiate(*c, uri.export_name);
+  const std::uint64_t size = c->machine().negotiated().export_size;
+  std::uint64_t expected = 0;
+  struct stat st{};
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    const auto fsize = static_cast<std::uint64_t>(st.st_size);
+    const auto here = lseek(fd, 0, SEEK_CUR);
+    expected = here > 0 ? fsize - std::min(fsize, static_cast<std::uint64_t>(here)) : fsize;
+    if (offset > size || expected > size - offset)
+      fail(what + " (" + std::to_string(expected) + " bytes) does not fit in the export (" + std::to_string(size) +
+           " bytes" + (offset ? " from offset " + std::to_string(offset) : "") + ")");
+  }
+  progress prog(expected, show_progress);
+  pipelined_write(
+      *c, offset, [&](std::byte* p, std::size_t n) { return examples::read_full(fd, p, n, what); }, prog);
+  prog.finish();
+  c->shut_down();
+}
+
+int cmd_read(const options& o) {
+  need_args(o, 2, "read URI [--offset N] [--length N]");
+  export_to_fd(o, o.positional[1], o.offset.value_or(0), o.length, 1, "stdout", false);
+  return 0;
+}
+
+int cmd_write(const options& o) {
+  need_args(o, 2, "write URI [--offset N]");
+  if (o.length) usage_error("write takes no --length (it writes until the end of stdin)");
+  fd_to_export(o, o.positional[1], o.offset.value_or(0), 0, "stdin", false);
+  return 0;
+}
+
+int cmd_copy(const options& o) {
+  need_args(o, 3, "copy SRC DST");
+  const std::string& src = o.positional[1];
+  const std::string& dst = o.positional[2];
+  const bool src_uri = examples::looks_like_uri(src), dst_uri = examples::looks_like_uri(dst);
+  if (src_uri == dst_uri) fail("copy needs exactly one NBD URI and one file (or '-')");
+  if (src_uri) {
+    int fd = 1;
+    if (dst != "-") {
+      fd = open(dst.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+      if (fd < 0) examples::fail_errno("cannot open " + dst);
+    }
+    export_to_fd(o, src, 0, std::nullopt, fd, dst == "-" ? "stdout" : dst, true);
+    if (fd != 1 && close(fd) < 0) examples::fail_errno("close " + dst);
+  } else {
+    int fd = 0;
+    if (src != "-") {
+      fd = open(src.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) examples::fail_errno("cannot open " + src);
+    }
+    fd_to_export(o, dst, 0, fd, src == "-" ? "stdin" : src, true);
+    if (fd != 0) close(fd);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    const options o = parse_args(argc, argv);
+    if (o.positional.empty()) usage_error("missing command");
+    const std::string& cmd = o.positional[0];
+    if (cmd == "info") return cmd_info(o);
+    if (cmd == "list") return cmd_list(o);
+    if (cmd == "read") return cmd_read(o);
+    if (cmd == "write") return cmd_write(o);
+    if (cmd == "copy") return cmd_copy(o);
+    usage_error("unknown command '" + cmd + "'");
+  } catch (const failure& f) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "nbdwire-client: %s\n", f.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nbdwire-client: %s\n", e.what());
+    return 1;
+  }
+}

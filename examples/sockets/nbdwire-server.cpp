@@ -1,0 +1,753 @@
+// SPDX-License-Identifier: MIT
+// nbdwire-server: an NBD server over POSIX sockets, built on nbdwire::server.
+//
+//   nbdwire-server [--listen HOST:PORT | --unix PATH | --port N]
+//                  [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]
+//                  NAME=BACKEND...
+//   BACKEND: memory:SIZE (sparse, lazily allocated) or file:PATH (file or block device)
+//
+// One epoll loop serves every client; sockets are non-blocking, so a slow or idle client never
+// holds up another. The adapter only moves bytes: the machine validates and answers the
+// protocol, this file carries out requests against storage. READ data goes from storage
+// straight into sendmsg() beside its reply header (memory exports without any copy); WRITE
+// data to a memory export is received straight into the export.
+#include <fcntl.h>         // open, fallocate flags
+#include <linux/falloc.h>  // FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+#include <linux/fs.h>      // BLKGETSIZE64
+#include <sys/epoll.h>     // epoll: one loop for every connection
+#include <sys/ioctl.h>     // ioctl: block device size
+#include <sys/mman.h>      // mmap, madvise: sparse memory exports
+#include <sys/signalfd.h>  // signalfd: SIGINT/SIGTERM as a readable descriptor
+#include <sys/socket.h>    // accept4, sendmsg, recv
+#include <sys/stat.h>      // fstat
+#include <sys/uio.h>       // iovec
+#include <unistd.h>        // pread, pwrite, fdatasync, close
+
+#include <algorithm>      // std::min
+#include <csignal>        // sigset_t
+#include <cstdio>         // std::printf, std::fprintf
+#include <cstring>        // std::memcpy, std::memset
+#include <deque>          // per-connection queues
+#include <memory>         // std::unique_ptr
+#include <string>         // std::string
+#include <unordered_map>  // fd -> connection
+#include <vector>         // exports, buffers
+
+#include "common.hpp"
+#include "nbdwire/server.hpp"
+
+namespace {
+
+using examples::fail;
+using nbdwire::event_kind;
+using nbdwire::nbd_error;
+
+constexpr std::size_t input_buffer_size = 256 * 1024;
+// File exports read data at request time; past this many buffered bytes per connection the
+// server stops taking requests until the client has read its replies.
+constexpr std::uint64_t read_buffer_limit = 64u * 1024 * 1024;
+constexpr int recvs_per_wakeup = 16;  // fairness between busy connections
+
+/// errno from a storage call -> the NBD error it is reported as ("Error values").
+nbd_error to_nbd_error(int err) {
+  switch (err) {
+    case 0: return nbd_error::ok;
+    case EPERM: case EACCES: case EROFS: return nbd_error::eperm;
+    case ENOMEM: return nbd_error::enomem;
+    case EINVAL: return nbd_error::einval;
+    case ENOSPC: case EFBIG: case EDQUOT: return nbd_error::enospc;
+    case EOVERFLOW: return nbd_error::eoverflow;
+    case ENOTSUP: return nbd_error::enotsup;
+    case ESHUTDOWN: return nbd_error::eshutdown;
+    default: return nbd_error::eio;
+  }
+}
+
+// ---- storage -----------------------------------------------------------------------------------
+
+/// What an export is stored in. Calls return 0 or an errno value.
+class backend {
+ public:
+  virtual ~backend() = default;
+  [[nodiscard]] virtual std::uint64_t size() const = 0;
+  /// Whether zeroing is always cheap (so NBD_FLAG_SEND_FAST_ZERO can be honoured).
+  [[nodiscard]] virtual bool can_fast_zero() const = 0;
+  /// Export bytes addressable in place, or nullptr when they must be read or written by copy.
+  [[nodiscard]] virtual std::byte* in_place(std::uint64_t) { return nullptr; }
+  virtual int read(std::uint64_t off, std::byte* dst, std::size_t len) = 0;
+  virtual int write(std::uint64_t off, const std::byte* src, std::size_t len) = 0;
+  virtual int flush() = 0;
+  virtual int trim(std::uint64_t off, std::uint64_t len) = 0;
+  /// Zeroes a range. `may_punch`: holes are fine (no NBD_CMD_FLAG_NO_HOLE); `fast_only`:
+  /// fail with ENOTSUP rather than write zeroes slowly (NBD_CMD_FLAG_FAST_ZERO).
+  virtual int zero(std::uint64_t off, std::uint64_t len, bool may_punch, bool fast_only) = 0;
+  virtual int cache(std::uint64_t off, std::uint64_t len) = 0;
+};
+
+/// A sparse in-memory export: private anonymous pages, reserved lazily, so an untouched
+/// 1 GiB export costs no memory.
+class memory_backend final : public backend {
+ public:
+  explicit memory_backend(std::uint64_t size) : size_(size) {
+    page_ = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+    if (size_ == 0) return;
+    map_len_ = (size_ + page_ - 1) / page_ * page_;
+    void* p = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) examples::fail_errno("cannot map a memory export of " + std::to_string(size) + " bytes");
+    base_ = static_cast<std::byte*>(p);
+  }
+  ~memory_backend() override {
+    if (base_) munmap(base_, map_len_);
+  }
+  memory_backend(const memory_backend&) = delete;
+  memory_backend& operator=(const memory_backend&) = delete;
+
+  [[nodiscard]] std::uint64_t size() const override { return size_; }
+  [[nodiscard]] bool can_fast_zero() const override { return true; }
+  [[nodiscard]] std::byte* in_place(std::uint64_t off) override { return base_ ? base_ + off : nullptr; }
+  int read(std::uint64_t off, std::byte* dst, std::size_t len) override {
+    std::memcpy(dst, base_ + off, len);
+    return 0;
+  }
+  int write(std::uint64_t off, const std::byte* src, std::size_t len) override {
+    std::memcpy(base_ + off, src, len);
+    return 0;
+  }
+  int flush() override { return 0; }
+  int trim(std::uint64_t off, std::uint64_t len) override {
+    discard(off, len);
+    return 0;
+  }
+  int zero(std::uint64_t off, std::uint64_t len, bool may_punch, bool) override {
+    // Both ways are at least as fast as writing, so FAST_ZERO never fails here.
+    if (may_punch)
+      discard(off, len);
+    else
+      std::memset(base_ + off, 0, static_cast<std::size_t>(len));
+    return 0;
+  }
+  int cache(std::uint64_t, std::uint64_t) override { return 0; }
+
+ private:
+  /// Gives whole pages back (they read as zeroes again) and zeroes the partial edges.
+  void discard(std::uint64_t off, std::uint64_t len) {
+    if (len == 0) return;
+    const std::uint64_t end = off + len;
+    const std::uint64_t first = (off + page_ - 1) / page_ * page_;
+    const std::uint64_t last = end / page_ * page_;
+    if (first >= last) {
+      std::memset(base_ + off, 0, static_cast<std::size_t>(len));
+      return;
+    }
+    std::memset(base_ + off, 0, static_cast<std::size_t>(first - off));
+    if (madvise(base_ + first, static_cast<std::size_t>(last - first), MADV_DONTNEED) != 0)
+      std::memset(base_ + first, 0, static_cast<std::size_t>(last - first));
+    std::memset(base_ + last, 0, static_cast<std::size_t>(end - last));
+  }
+
+  std::uint64_t size_, page_ = 4096, map_len_ = 0;
+  std::byte* base_ = nullptr;
+};
+
+/// An existing file or block device, accessed with pread/pwrite.
+class file_backend final : public backend {
+ public:
+  file_backend(const std::string& path, bool read_only) {
+    fd_ = open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd_ < 0) examples::fail_errno("cannot open " + path);
+    struct stat st{};
+    if (fstat(fd_, &st) != 0) examples::fail_errno("stat " + path);
+    if (S_ISREG(st.st_mode)) {
+      size_ = static_cast<std::uint64_t>(st.st_size);
+      // Punching beyond the end changes nothing, and tells whether the file system can.
+      fast_zero_ = !read_only && fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, 1) == 0;
+    } else if (S_ISBLK(st.st_mode)) {
+      if (ioctl(fd_, BLKGETSIZE64, &size_) != 0) examples::fail_errno("BLKGETSIZE64 " + path);
+    } else {
+      close(fd_);
+      fail(path + " is neither a regular file nor a block device");
+    }
+  }
+  ~file_backend() override { close(fd_); }
+  file_backend(const file_backend&) = delete;
+  file_backend& operator=(const file_backend&) = delete;
+
+  [[nodiscard]] std::uint64_t size() const override { return size_; }
+  [[nodiscard]] bool can_fast_zero() const override { return fast_zero_; }
+  int read(std::uint64_t off, std::byte* dst, std::size_t len) override {
+    while (len > 0) {
+      const ssize_t n = pread(fd_, dst, len, static_cast<off_t>(off));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      if (n == 0) return EIO;  // the file shrank under us
+      dst += n;
+      off += static_cast<std::uint64_t>(n);
+      len -= static_cast<std::size_t>(n);
+    }
+    return 0;
+  }
+  int write(std::uint64_t off, const std::byte* src, std::size_t len) override {
+    while (len > 0) {
+      const ssize_t n = pwrite(fd_, src, len, static_cast<off_t>(off));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      src += n;
+      off += static_cast<std::uint64_t>(n);
+      len -= static_cast<std::size_t>(n);
+    }
+    return 0;
+  }
+  int flush() override { return fdatasync(fd_) == 0 ? 0 : errno; }
+  int trim(std::uint64_t off, std::uint64_t len) override {
+    // TRIM is advisory: where the file system cannot punch, doing nothing is correct.
+    if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) == 0)
+      return 0;
+    return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : errno;
+  }
+  int zero(std::uint64_t off, std::uint64_t len, bool may_punch, bool fast_only) override {
+    const auto o = static_cast<off_t>(off), l = static_cast<off_t>(len);
+    if (may_punch && fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return 0;
+    if (fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return 0;
+    if (fast_only) return ENOTSUP;
+    static const std::vector<std::byte> zeroes(1024 * 1024);
+    while (len > 0) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, zeroes.size()));
+      if (const int e = write(off, zeroes.data(), n)) return e;
+      off += n;
+      len -= n;
+    }
+    return 0;
+  }
+  int cache(std::uint64_t off, std::uint64_t len) override {
+    (void)posix_fadvise(fd_, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
+    return 0;
+  }
+
+ private:
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+  bool fast_zero_ = false;
+};
+
+// ---- exports and command line ----------------------------------------------------------------------
+
+struct export_entry {
+  std::string name;
+  std::string spec;  // BACKEND as given, for messages
+  std::unique_ptr<backend> store;
+};
+
+struct settings {
+  examples::endpoint where;
+  nbdwire::handshake_style style = nbdwire::handshake_style::fixed_newstyle;
+  bool read_only = false;
+  std::vector<export_entry> exports;
+};
+
+[[noreturn]] void usage_error(const std::string& msg) { fail(msg + " (try --help)"); }
+
+void print_usage() {
+  std::printf(
+      "usage: nbdwire-server [--listen HOST:PORT | --unix PATH | --port N]\n"
+      "                      [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]\n"
+      "                      NAME=BACKEND...\n"
+      "BACKEND: memory:SIZE (K/M/G/T binary suffixes) or file:PATH (file or block device).\n"
+      "The first export is also the default (empty name). Default listen 127.0.0.1:%u.\n",
+      nbdwire::default_port);
+}
+
+export_entry parse_export(const std::string& arg, bool read_only) {
+  // NAME=BACKEND: the '=' is the one before the backend kind, so names may contain '='.
+  std::size_t eq = std::string::npos;
+  for (std::size_t i = arg.find('='); i != std::string::npos; i = arg.find('=', i + 1)) {
+    const std::string_view rest = std::string_view(arg).substr(i + 1);
+    if (rest.starts_with("memory:") || rest.starts_with("file:")) {
+      eq = i;
+      break;
+    }
+  }
+  if (eq == std::string::npos) usage_error("bad export '" + arg + "': expected NAME=memory:SIZE or NAME=file:PATH");
+  export_entry e;
+  e.name = arg.substr(0, eq);
+  e.spec = arg.substr(eq + 1);
+  if (e.name.size() > nbdwire::max_string) fail("export name too long: " + e.name.substr(0, 40) + "...");
+  if (e.spec.starts_with("memory:")) {
+    const auto size = examples::parse_size(std::string_view(e.spec).substr(7));
+    if (!size) usage_error("bad memory size in '" + arg + "'");
+    e.store = std::make_unique<memory_backend>(*size);
+  } else {
+    const std::string path = e.spec.substr(5);
+    if (path.empty()) usage_error("missing path in '" + arg + "'");
+    e.store = std::make_unique<file_backend>(path, read_only);
+  }
+  return e;
+}
+
+settings parse_args(int argc, char** argv) {
+  settings s;
+  std::vector<std::string> specs;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      print_usage();
+      std::exit(0);
+    } else if (a == "--listen") {
+      const std::string v = value();
+      const auto e = examples::parse_host_port(v, nbdwire::default_port);
+      if (!e) usage_error("bad --listen '" + v + "' (HOST:PORT or [IPv6]:PORT)");
+      s.where = *e;
+    } else if (a == "--unix") {
+      s.where.is_unix = true;
+      s.where.path = value();
+    } else if (a == "--port") {
+      const std::string v = value();
+      const auto p = examples::parse_port(v);
+      if (!p) usage_error("bad --port '" + v + "'");
+      s.where.port = *p;
+    } else if (a == "--style") {
+      const std::string v = value();
+      using hs = nbdwire::handshake_style;
+      if (v == "fixed-newstyle") s.style = hs::fixed_newstyle;
+      else if (v == "newstyle") s.style = hs::newstyle;
+      else if (v == "oldstyle") s.style = hs::oldstyle;
+      else if (v == "legacy1997") s.style = hs::legacy_1997;
+      else usage_error("unknown --style '" + v + "'");
+    } else if (a == "--read-only" || a == "-r") {
+      s.read_only = true;
+    } else if (a.starts_with("-") && a.find('=') == std::string::npos) {
+      usage_error("unknown option " + a);
+    } else {
+      specs.push_back(a);
+    }
+  }
+  if (specs.empty()) usage_error("no export given (NAME=memory:SIZE or NAME=file:PATH)");
+  for (const auto& spec : specs) s.exports.push_back(parse_export(spec, s.read_only));
+  const bool single = s.style == nbdwire::handshake_style::oldstyle || s.style == nbdwire::handshake_style::legacy_1997;
+  if (single && s.exports.size() != 1)
+    fail(std::string(nbdwire::to_string(s.style)) + " serves exactly one export; " + std::to_string(s.exports.size()) +
+         " given");
+  if (s.style == nbdwire::handshake_style::legacy_1997 && s.exports[0].store->size() > 0xffffffffu)
+    fail("the 1997 framing addresses less than 4 GiB; the export is " + std::to_string(s.exports[0].store->size()) +
+         " bytes");
+  return s;
+}
+
+// ---- connections ---------------------------------------------------------------------------------
+
+/// READ data owed to the client, in the order of the payload marks the machine queued.
+struct read_source {
+  std::uint64_t cookie = 0, offset = 0, length = 0;
+  const std::byte* data = nullptr;        // in place (memory) or owned.get()
+  std::unique_ptr<std::byte[]> owned;     // file exports: read at request time
+};
+
+struct deferred_reply {
+  nbdwire::request req;
+  nbd_error status = nbd_error::ok;
+  std::optional<read_source> src;
+};
+
+struct connection {
+  connection(int sock, const nbdwire::server_config& cfg, std::string who)
+      : fd(sock), peer(std::move(who)), m(cfg), in(input_buffer_size) {}
+  int fd;
+  std::string peer;
+  nbdwire::server m;
+  std::vector<std::byte> in;
+  std::size_t start = 0, end = 0;
+  std::deque<read_source> reads;      // data for pending_payload(), front first
+  std::deque<deferred_reply> deferred;// replies waiting for outbox room, in order
+  std::uint64_t read_buffered = 0;    // bytes held in owned read buffers
+  bool finishing = false;             // DISC or end of input: flush, then close
+  std::uint32_t epoll_mask = 0;
+  // The WRITE whose payload is arriving.
+  struct {
+    bool active = false;
+    nbdwire::request req{};
+    std::uint64_t received = 0;
+    int err = 0;
+  } wr;
+
+  [[nodiscard]] bool output_pending() const {
+    return !m.pending_output().empty() || m.pending_payload().has_value();
+  }
+};
+
+class server_loop {
+ public:
+  explicit server_loop(settings s) : s_(std::move(s)) {
+    using namespace nbdwire::transmission_flag;
+    configs_.reserve(s_.exports.size());
+    for (const auto& e : s_.exports) {
+      nbdwire::export_config c;
+      c.name = e.name;
+      c.size = e.store->size();
+      std::uint16_t f = send_flush | send_fua | send_trim | send_write_zeroes | send_cache | can_multi_conn;
+      if (e.store->can_fast_zero()) f |= send_fast_zero;
+      if (s_.read_only) f |= read_only;
+      c.transmission_flags = f;
+      configs_.push_back(c);
+    }
+    cfg_.style = s_.style;
+    cfg_.exports = configs_;
+    cfg_.default_export = 0;
+    // An export explicitly named "" is the default one.
+    for (std::size_t i = 0; i < s_.exports.size(); ++i)
+      if (s_.exports[i].name.empty()) cfg_.default_export = i;
+    // Check the configuration once, with a throwaway machine, before listening.
+    const nbdwire::server probe(cfg_);
+    if (probe.state() == nbdwire::server_state::failed)
+      fail("invalid export configuration: " + std::string(nbdwire::to_string(probe.error())));
+  }
+
+  int run() {
+    listen_fd_ = examples::listen_on(s_.where);
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+    if (ep_ < 0) examples::fail_errno("epoll_create1");
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &sigs, nullptr) != 0) examples::fail_errno("sigprocmask");
+    sig_fd_ = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sig_fd_ < 0) examples::fail_errno("signalfd");
+    add(listen_fd_, EPOLLIN);
+    add(sig_fd_, EPOLLIN);
+
+    const std::size_t n = s_.exports.size();
+    std::printf("nbdwire-server: listening on %s (%s, %zu export%s)\n", s_.where.to_string().c_str(),
+                std::string(nbdwire::to_string(s_.style)).c_str(), n, n == 1 ? "" : "s");
+    std::fflush(stdout);
+
+    epoll_event evs[64];
+    for (;;) {
+      const int k = epoll_wait(ep_, evs, 64, -1);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        examples::fail_errno("epoll_wait");
+      }
+      for (int i = 0; i < k; ++i) {
+        const int fd = evs[i].data.fd;
+        if (fd == sig_fd_) {
+          stop();
+          return 0;
+        }
+        if (fd == listen_fd_) {
+          accept_all();
+          continue;
+        }
+        const auto it = conns_.find(fd);
+        if (it == conns_.end()) continue;  // closed earlier in this batch
+        if (!service(*it->second)) drop(fd);
+      }
+    }
+  }
+
+ private:
+  void add(int fd, std::uint32_t mask) {
+    epoll_event ev{};
+    ev.events = mask;
+    ev.data.fd = fd;
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) examples::fail_errno("epoll_ctl");
+  }
+
+  void accept_all() {
+    for (;;) {
+      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN) std::fprintf(stderr, "nbdwire-server: accept: %s\n", std::strerror(errno));
+        return;
+      }
+      if (!s_.where.is_unix) examples::set_nodelay(fd);
+      auto c = std::make_unique<connection>(fd, cfg_, s_.where.is_unix ? "unix client " + std::to_string(fd)
+                                                                         : examples::peer_name(fd));
+      c->epoll_mask = EPOLLIN | EPOLLOUT;  // the greeting is queued already
+      add(fd, c->epoll_mask);
+      auto& ref = *c;
+      conns_.emplace(fd, std::move(c));
+      if (!service(ref)) drop(fd);
+    }
+  }
+
+  void drop(int fd) {
+    epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+    close(fd);
+    conns_.erase(fd);
+  }
+
+  void stop() {
+    for (auto& [fd, c] : conns_) close(fd);
+    conns_.clear();
+    close(listen_fd_);
+    if (s_.where.is_unix) unlink(s_.where.path.c_str());
+    close(sig_fd_);
+    close(ep_);
+  }
+
+  static void log(const connection& c, const std::string& what) {
+    std::fprintf(stderr, "nbdwire-server: %s: %s\n", c.peer.c_str(), what.c_str());
+  }
+
+  backend& store_of(const connection& c) { return *s_.exports[c.m.negotiated().export_index].store; }
+
+  // -- output --
+
+  /// Sends what the socket takes: headers from the machine, READ data from storage.
+  /// False on a socket error.
+  bool send_some(connection& c) {
+    for (;;) {
+      const auto out = c.m.pending_output();
+      const auto pay = c.m.pending_payload();
+      iovec iov[2];
+      int n = 0;
+      if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
+      if (pay) {
+        if (c.reads.empty() || c.reads.front().cookie != pay->cookie) {
+          log(c, "internal: READ data owed for an unknown request");
+          return false;
+        }
+        const read_source& src = c.reads.front();
+        iov[n++] = {const_cast<std::byte*>(src.data + (pay->offset - src.offset)),
+                    static_cast<std::size_t>(pay->length)};
+      }
+      if (n == 0) return true;
+      msghdr mh{};
+      mh.msg_iov = iov;
+      mh.msg_iovlen = static_cast<std::size_t>(n);
+      const ssize_t w = sendmsg(c.fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return true;
+        if (errno != EPIPE && errno != ECONNRESET) log(c, std::string("send: ") + std::strerror(errno));
+        return false;
+      }
+      const auto sent = static_cast<std::size_t>(w);
+      const std::size_t head = std::min(sent, out.size());
+      c.m.consume_output(head);
+      if (sent > head) {
+        const std::uint64_t body = sent - head;
+        (void)c.m.consume_payload(body);
+        if (body == pay->length) {  // this READ's data is all sent
+          c.read_buffered -= c.reads.front().owned ? c.reads.front().length : 0;
+          c.reads.pop_front();
+        }
+      }
+    }
+  }
+
+  /// Answers a request now, or queues the answer while the outbox is full.
+  bool answer(connection& c, const nbdwire::request& r, nbd_error status, std::optional<read_source> src) {
+    if (c.deferred.empty()) {
+      const auto res = c.m.reply(r, status);
+      if (res) {
+        if (src && status == nbd_error::ok && r.length != 0) c.reads.push_back(std::move(*src));
+        return true;
+      }
+      if (res.error() != nbdwire::errc::outbox_full) {
+        log(c, "internal: reply refused: " + std::string(nbdwire::to_string(res.error())));
+        return false;
+      }
+    }
+    c.deferred.push_back({r, status, std::move(src)});
+    return true;
+  }
+
+  /// Retries deferred replies in order; false while the outbox is still full.
+  bool retry_deferred(connection& c) {
+    while (!c.deferred.empty()) {
+      auto& d = c.deferred.front();
+      const auto res = c.m.reply(d.req, d.status);
+      if (!res) return false;
+      if (d.src && d.status == nbd_error::ok && d.req.length != 0) c.reads.push_back(std::move(*d.src));
+      c.deferred.pop_front();
+    }
+    return true;
+  }
+
+  // -- requests --
+
+  bool finish_write(connection& c) {
+    int err = c.wr.err;
+    if (err == 0 && (c.wr.req.flags & nbdwire::command_flag::fua)) err = store_of(c).flush();
+    c.wr.active = false;
+    return answer(c, c.wr.req, to_nbd_error(err), std::nullopt);
+  }
+
+  bool handle_request(connection& c, const nbdwire::request& r) {
+    using nbdwire::command;
+    namespace cf = nbdwire::command_flag;
+    backend& b = store_of(c);
+    const bool fua = (r.flags & cf::fua) != 0;
+    int err = 0;
+    switch (r.cmd()) {
+      case command::read: {
+        read_source src{r.cookie, r.offset, r.length, nullptr, nullptr};
+        if (r.length != 0) {
+          if (std::byte* p = b.in_place(r.offset)) {
+            src.data = p;
+          } else {
+            src.owned = std::make_unique_for_overwrite<std::byte[]>(static_cast<std::size_t>(r.length));
+            err = b.read(r.offset, src.owned.get(), static_cast<std::size_t>(r.length));
+            src.data = src.owned.get();
+            if (err == 0) c.read_buffered += r.length;
+          }
+        }
+        return answer(c, r, to_nbd_error(err), err ? std::nullopt : std::optional<read_source>(std::move(src)));
+      }
+      case command::write:
+        c.wr.active = true;
+        c.wr.req = r;
+        c.wr.received = 0;
+        c.wr.err = 0;
+        return r.length == 0 ? finish_write(c) : true;  // the reply waits for the payload
+      case command::flush: err = b.flush(); break;
+      case command::trim:
+        err = b.trim(r.offset, r.length);
+        if (err == 0 && fua) err = b.flush();
+        break;
+      case command::write_zeroes:
+        err = b.zero(r.offset, r.length, (r.flags & cf::no_hole) == 0, (r.flags & cf::fast_zero) != 0);
+        if (err == 0 && fua) err = b.flush();
+        break;
+      case command::cache: err = b.cache(r.offset, r.length); break;
+      default: err = EINVAL; break;
+    }
+    return answer(c, r, to_nbd_error(err), std::nullopt);
+  }
+
+  bool handle_payload(connection& c, const nbdwire::event& ev) {
+    if (!c.wr.active || ev.req.cookie != c.wr.req.cookie) return true;
+    if (c.wr.err == 0) c.wr.err = store_of(c).write(ev.offset, ev.data.data(), ev.data.size());
+    c.wr.received += ev.data.size();
+    return c.wr.received == c.wr.req.length ? finish_write(c) : true;
+  }
+
+  // -- the per-connection loop --
+
+  /// Runs a connection as far as it can go without blocking. False: close it now.
+  bool service(connection& c) {
+    int recvs = recvs_per_wakeup;
+    for (;;) {
+      if (!send_some(c)) return false;
+      if (!retry_deferred(c)) break;                    // outbox full: wait until writable
+      if (c.finishing) {
+        if (!c.output_pending()) return false;           // all answered: close
+        break;
+      }
+      if (c.read_buffered > read_buffer_limit) break;   // let the client read first
+
+      const auto r = c.m.receive(nbdwire::bytes_view{c.in.data() + c.start, c.end - c.start});
+      c.start += r.consumed;
+      if (c.start == c.end) c.start = c.end = 0;
+      const auto& ev = r.ev;
+      switch (ev.kind) {
+        case event_kind::need_more: break;
+        case event_kind::blocked:
+          if (c.output_pending()) goto wait;  // the machine waits for the outbox to drain
+          log(c, "internal: machine blocked with nothing to send");
+          return false;
+        case event_kind::request:
+          if (!handle_request(c, ev.req)) return false;
+          continue;
+        case event_kind::payload:
+          if (!handle_payload(c, ev)) return false;
+          continue;
+        case event_kind::disconnected:
+        case event_kind::closed: c.finishing = true; continue;
+        case event_kind::failed:
+          log(c, "protocol error: " + std::string(nbdwire::to_string(ev.error)));
+          (void)send_some(c);  // best effort: an error reply may be queued
+          return false;
+        default: continue;  // ready, option_answered, request_refused: nothing to do
+      }
+
+      // need_more: read from the socket.
+      if (recvs-- == 0) {
+        break;  // more may be waiting: level-triggered epoll comes back
+      }
+      ssize_t n = -1;
+      std::byte* direct = nullptr;
+      std::size_t want = 0;
+      if (c.start == c.end && c.wr.active) {
+        // WRITE data due next with nothing buffered: receive it straight into the export.
+        if (const auto ip = c.m.incoming_payload(); ip && ip->cookie == c.wr.req.cookie) {
+          direct = store_of(c).in_place(ip->offset);
+          want = static_cast<std::size_t>(ip->length);
+        }
+      }
+      if (!direct && c.end == c.in.size()) {
+        // Buffer full with an unconsumed tail: move it to the front (a recv of 0 bytes would
+        // look like the client closing).
+        std::memmove(c.in.data(), c.in.data() + c.start, c.end - c.start);
+        c.end -= c.start;
+        c.start = 0;
+      }
+      n = direct ? recv(c.fd, direct, want, 0) : recv(c.fd, c.in.data() + c.end, c.in.size() - c.end, 0);
+      if (n > 0) {
+        if (direct) {
+          (void)c.m.consume_incoming_payload(static_cast<std::uint64_t>(n));
+          c.wr.received += static_cast<std::uint64_t>(n);
+          if (c.wr.received == c.wr.req.length && !finish_write(c)) return false;
+        } else {
+          c.end += static_cast<std::size_t>(n);
+        }
+        continue;
+      }
+      if (n == 0) {
+        const auto e = c.m.on_eof();
+        if (e.kind == event_kind::failed)
+          log(c, "protocol error: " + std::string(nbdwire::to_string(e.error)));
+        return false;  // the client is gone: nothing more can be delivered
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      if (errno != ECONNRESET) log(c, std::string("receive: ") + std::strerror(errno));
+      return false;
+    }
+  wait:
+    std::uint32_t mask = 0;
+    const bool paused = !c.deferred.empty() || c.read_buffered > read_buffer_limit || c.finishing;
+    if (!paused) mask |= EPOLLIN;
+    if (c.output_pending()) mask |= EPOLLOUT;
+    if (mask == 0) mask = EPOLLIN;  // never leave a connection with nothing to wake it
+    if (mask != c.epoll_mask) {
+      epoll_event ev{};
+      ev.events = mask;
+      ev.data.fd = c.fd;
+      if (epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev) != 0) return false;
+      c.epoll_mask = mask;
+    }
+    return true;
+  }
+
+  settings s_;
+  std::vector<nbdwire::export_config> configs_;
+  nbdwire::server_config cfg_;
+  int listen_fd_ = -1, ep_ = -1, sig_fd_ = -1;
+  std::unordered_map<int, std::unique_ptr<connection>> conns_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    server_loop loop(parse_args(argc, argv));
+    return loop.run();
+  } catch (const examples::failure& f) {
+    std::fprintf(stderr, "nbdwire-server: %s\n", f.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nbdwire-server: %s\n", e.what());
+    return 1;
+  }
+}
