@@ -8,6 +8,9 @@ packages=(
   cmake g++ clang make binutils       # toolchains; binutils provides nm for core-freestanding
   doctest-dev libbenchmark-dev         # unit tests, benchmarks
   nbdkit qemu-utils nbd-server nbd-client libnbd-bin fio   # real peers for interop tests
+  libfuse3-dev fuse3 pkg-config e2fsprogs                  # nbdwire-fuse and its mount tests
+  gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib   # firmware shim: Cortex-M build
+  qemu-system-arm fdisk                # firmware shim: mps2-an385 run; sfdisk for the MBR image
   python3 ca-certificates
 )
 

@@ -15,7 +15,7 @@ using K = event_kind;
 
 namespace {
 
-auto client_factory(client_config cfg = {}) {
+auto client_factory(client_config cfg = simple_client()) {
   return [cfg] { return std::make_unique<client>(cfg); };
 }
 
@@ -46,7 +46,7 @@ std::function<void(client&)> do_abort() {
 const bytes fixed_greeting = greeting(handshake_flag::fixed_newstyle | handshake_flag::no_zeroes);
 
 /// Runs `server_bytes` through a fresh client at every split and expects it to fail with `e`.
-void expect_fatal(const bytes& server_bytes, errc e, handler_fn<client> h, client_config cfg = {}) {
+void expect_fatal(const bytes& server_bytes, errc e, handler_fn<client> h, client_config cfg = simple_client()) {
   const auto log = feed_all_ways(client_factory(cfg), server_bytes, h);
   REQUIRE(!log.events.empty());
   CHECK(log.events.back().kind == K::failed);
@@ -89,7 +89,7 @@ TEST_CASE("client: nbdkit capture INFO then GO (4.1 a)") {
 }
 
 TEST_CASE("client: GO ACK enters transmission with the negotiated export (4.1 a)") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, fixed_greeting);
   REQUIRE(c->go("").has_value());
   const auto ev = feed(*c, from_hex("0003e889045565a9 00000007 00000003 0000000c 0000 0000000040000000 0ded"
@@ -113,7 +113,7 @@ TEST_CASE("client: qemu capture GO with BLOCK_SIZE (4.1 b)") {
   CHECK(log.events[2].info == info_type::block_size);
   CHECK(log.events[2].block_size == block_size_constraints{1, 4096, 32u << 20});
   CHECK(to_hex(log.output) == to_hex(client_flags(3) + option_request(option::go, info_body("", {3}))));
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, fixed_greeting);
   REQUIRE(c->go("", info_request::block_size).has_value());
   (void)feed(*c, bytes(s.begin() + 18, s.end()));
@@ -128,7 +128,7 @@ TEST_CASE("client: nbd-server capture size comes from GO not INFO (4.1 c)") {
                            "0003e889045565a9 00000006 00000001 00000000"
                            "0003e889045565a9 00000007 00000003 0000000c 0000 0000000040000000 016d"
                            "0003e889045565a9 00000007 00000001 00000000");
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   const auto log = feed_all_ways(client_factory(), s, script({do_info("disk"), do_go("disk")}));
   REQUIRE(kinds_string(log.events) == "greeting,info,option_done,info,ready");
   CHECK(log.events[1].export_size == 0);
@@ -159,7 +159,7 @@ TEST_CASE("client: oldstyle greeting G1 goes straight to transmission") {
   const auto log = feed_all_ways(client_factory(), golden("G01"), {});
   REQUIRE(kinds_string(log.events) == "ready");
   CHECK(log.output.empty());  // the client sends nothing in oldstyle
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, golden("G01"));
   CHECK(c->state() == client_state::transmission);
   CHECK(c->negotiated().style == handshake_style::oldstyle);
@@ -169,7 +169,7 @@ TEST_CASE("client: oldstyle greeting G1 goes straight to transmission") {
 }
 
 TEST_CASE("client: oldstyle greeting does not consume the bytes after it") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   const bytes in = golden("G01") + simple_reply(nbd_error::ok, 1);
   const auto r = c->receive(in);
   CHECK(r.ev.kind == K::ready);
@@ -198,7 +198,7 @@ TEST_CASE("client: unknown handshake flag bits are ignored") {
 }
 
 TEST_CASE("client: non-fixed newstyle sends no C_FIXED_NEWSTYLE and only EXPORT_NAME") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   const auto ev = feed(*c, greeting(handshake_flag::no_zeroes));
   REQUIRE(kinds_string(ev) == "greeting");
   CHECK(to_hex(take_output(*c)) == "00000002");
@@ -228,7 +228,7 @@ TEST_CASE("client: greeting that is neither oldstyle nor IHAVEOPT is fatal") {
 }
 
 TEST_CASE("client: EOF in the greeting is unexpected_eof") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, slice(golden("G02"), 0, 10));
   const auto e = c->on_eof();
   CHECK(e.kind == K::failed);
@@ -405,7 +405,7 @@ TEST_CASE("client: unknown error reply type is a refusal") {
 }
 
 TEST_CASE("client: ERR_SHUTDOWN makes the client soft-disconnect with ABORT") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, fixed_greeting);
   (void)take_output(*c);
   REQUIRE(c->go("disk").has_value());
@@ -427,7 +427,7 @@ TEST_CASE("client: ABORT ends with ACK or with the server closing") {
   CHECK(kinds_string(log.events) == "greeting,disconnected");
   CHECK(to_hex(log.output) == to_hex(client_flags(3) + option_request(option::abort)));
   // Servers may close without the ACK; clients SHOULD tolerate it.
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, fixed_greeting);
   REQUIRE(c->abort().has_value());
   const auto e = c->on_eof();
@@ -448,7 +448,7 @@ TEST_CASE("client: LIST reports every export then option_done") {
 }
 
 TEST_CASE("client: one option at a time") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   CHECK(c->go("disk").error() == errc::wrong_state);  // before the greeting
   CHECK_FALSE(c->can_send_option());
   (void)feed(*c, fixed_greeting);
@@ -472,7 +472,7 @@ TEST_CASE("client: GO refused with ERR_UNSUP falls back to EXPORT_NAME") {
   REQUIRE(kinds_string(log.events) == "greeting,ready");
   CHECK(to_hex(log.output) == to_hex(client_flags(3) + option_request(option::go, info_body("disk", {3})) +
                                      option_request(option::export_name, str_bytes("disk"))));
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, fixed_greeting);
   REQUIRE(c->go("disk").has_value());
   (void)feed(*c, bytes(s.begin() + 18, s.end()));
@@ -482,7 +482,7 @@ TEST_CASE("client: GO refused with ERR_UNSUP falls back to EXPORT_NAME") {
 }
 
 TEST_CASE("client: GO refused with ERR_UNSUP without fallback is a refusal") {
-  client_config cfg;
+  client_config cfg = simple_client();
   cfg.fallback_to_export_name = false;
   const auto log = feed_all_ways(client_factory(cfg), fixed_greeting + option_reply(option::go, reply_type::err_unsup),
                                  script({do_go("disk")}));
@@ -492,7 +492,7 @@ TEST_CASE("client: GO refused with ERR_UNSUP without fallback is a refusal") {
 
 TEST_CASE("client: EXPORT_NAME reply is 10 bytes with NO_ZEROES both ways and 134 otherwise") {
   auto run = [](std::uint16_t hflags, bool client_nz, const bytes& reply) {
-    client_config cfg;
+    client_config cfg = simple_client();
     cfg.no_zeroes = client_nz;
     const bytes s = greeting(hflags) + reply + simple_reply(nbd_error::ok, 1);
     auto h = [](client& c, const event& e) {
@@ -512,7 +512,7 @@ TEST_CASE("client: EXPORT_NAME reply is 10 bytes with NO_ZEROES both ways and 13
   CHECK(kinds_string(client_no.events) == "greeting,ready");
   CHECK(to_hex(client_no.output).substr(0, 8) == "00000001");
   // The 134-byte reply is fully consumed before transmission starts.
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, greeting(1));
   REQUIRE(c->export_name("disk").has_value());
   const auto r = c->receive(full + bytes(5));
@@ -521,7 +521,7 @@ TEST_CASE("client: EXPORT_NAME reply is 10 bytes with NO_ZEROES both ways and 13
 }
 
 TEST_CASE("client: server closing after EXPORT_NAME is a refusal of the export") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, fixed_greeting);
   REQUIRE(c->export_name("nope").has_value());
   const auto e = c->on_eof();
@@ -531,12 +531,12 @@ TEST_CASE("client: server closing after EXPORT_NAME is a refusal of the export")
 }
 
 TEST_CASE("client: EOF inside an option reply is unexpected_eof") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   (void)feed(*c, fixed_greeting);
   REQUIRE(c->go("disk").has_value());
   (void)feed(*c, slice(golden("G05"), 0, 25));
   CHECK(c->on_eof().error == errc::unexpected_eof);
-  auto d = std::make_unique<client>();
+  auto d = std::make_unique<client>(simple_client());
   (void)feed(*d, fixed_greeting);
   REQUIRE(d->go("disk").has_value());
   CHECK(d->on_eof().error == errc::unexpected_eof);  // a GO with no answer at all
@@ -547,7 +547,7 @@ TEST_CASE("client: bytes while no option is outstanding are fatal") {
 }
 
 TEST_CASE("client: error stays sticky after failure") {
-  auto c = std::make_unique<client>();
+  auto c = std::make_unique<client>(simple_client());
   bytes g = golden("G02");
   g[0] = std::byte{0};
   auto r = c->receive(g);
@@ -568,7 +568,7 @@ TEST_CASE("client: error stays sticky after failure") {
 }
 
 TEST_CASE("client: legacy 1997 starts in transmission without any handshake") {
-  client_config cfg;
+  client_config cfg = simple_client();
   cfg.style = handshake_style::legacy_1997;
   cfg.legacy_export_size = 1u << 30;
   cfg.legacy_read_only = true;

@@ -350,7 +350,7 @@ TEST_CASE("client: every reply decoder fed at every split") {
 namespace {
 auto legacy_client(std::vector<std::uint64_t>& cks, bool two = false) {
   return [&cks, two] {
-    client_config cfg;
+    client_config cfg = simple_client();
     cfg.style = handshake_style::legacy_1997;
     cfg.legacy_export_size = gib;
     auto c = std::make_unique<client>(cfg);
@@ -364,7 +364,7 @@ auto legacy_client(std::vector<std::uint64_t>& cks, bool two = false) {
 }  // namespace
 
 TEST_CASE("client: legacy 1997 READ is G19 and G20 with data completes it") {
-  client_config cfg;
+  client_config cfg = simple_client();
   cfg.style = handshake_style::legacy_1997;
   cfg.legacy_export_size = gib;
   client c(cfg);
@@ -404,7 +404,7 @@ TEST_CASE("client: legacy 1997 nonzero error fails the request without data") {
 }
 
 TEST_CASE("client: legacy 1997 knows only READ and WRITE within 32 bits") {
-  client_config cfg;
+  client_config cfg = simple_client();
   cfg.style = handshake_style::legacy_1997;
   cfg.legacy_export_size = 1ull << 33;
   client c(cfg);

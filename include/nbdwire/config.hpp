@@ -35,6 +35,26 @@
 #define NBDWIRE_MAX_PAYLOAD_MARKS NBDWIRE_MAX_IN_FLIGHT
 #endif
 
+/// Metadata contexts one connection can select (NBD_OPT_SET_META_CONTEXT). A server that
+/// selects more than this for a client is a hard error (errc::too_many_meta_contexts).
+#ifndef NBDWIRE_MAX_META_CONTEXTS
+#define NBDWIRE_MAX_META_CONTEXTS 8
+#endif
+
+/// Block descriptors accepted in one BLOCK_STATUS chunk: the spec's SHOULD-limit of 2^20.
+/// Descriptors are never buffered (each becomes an `extent` event); the bound only stops a
+/// server from streaming an endless chunk.
+#ifndef NBDWIRE_MAX_EXTENTS_PER_CHUNK
+#define NBDWIRE_MAX_EXTENTS_PER_CHUNK (1u << 20)
+#endif
+
+/// Disjoint ranges a client tracks per READ to prove structured chunks neither overlap nor
+/// leave gaps. Servers send chunks in ascending order (one range); a reply needing more
+/// ranges than this is refused (errc::reply_chunks_too_fragmented).
+#ifndef NBDWIRE_MAX_READ_RANGES
+#define NBDWIRE_MAX_READ_RANGES 4
+#endif
+
 namespace nbdwire {
 NBDWIRE_BEGIN_NAMESPACE
 
@@ -42,13 +62,18 @@ inline constexpr std::size_t max_string = NBDWIRE_MAX_STRING;
 inline constexpr std::size_t max_in_flight = NBDWIRE_MAX_IN_FLIGHT;
 inline constexpr std::size_t outbox_size = NBDWIRE_OUTBOX_SIZE;
 inline constexpr std::size_t max_payload_marks = NBDWIRE_MAX_PAYLOAD_MARKS;
+inline constexpr std::size_t max_meta_contexts = NBDWIRE_MAX_META_CONTEXTS;
+inline constexpr std::uint32_t max_extents_per_chunk = NBDWIRE_MAX_EXTENTS_PER_CHUNK;
+inline constexpr std::size_t max_read_ranges = NBDWIRE_MAX_READ_RANGES;
 
 /// The conventional payload ceiling: a READ or WRITE of up to 32 MiB SHOULD NOT be taken for
 /// a denial of service (spec "Size constraints"). Default maximum payload on both sides.
 inline constexpr std::uint32_t default_max_payload = 32u * 1024u * 1024u;
 
 static_assert(max_string >= 256 && max_string <= 65535, "strings must fit a u16 message length");
-static_assert(max_in_flight >= 1 && max_in_flight <= 65536);
+static_assert(max_in_flight >= 1 && max_in_flight <= 65535);
+static_assert(max_meta_contexts >= 1 && max_meta_contexts <= 32, "contexts are tracked in a 32-bit mask");
+static_assert(max_read_ranges >= 1);
 static_assert(outbox_size >= 2 * max_string + 64, "the outbox must hold one maximal message");
 
 NBDWIRE_END_NAMESPACE

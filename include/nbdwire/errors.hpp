@@ -36,6 +36,7 @@ enum class errc : std::uint16_t {
   export_name_refused = 115,          ///< server closed the connection after EXPORT_NAME
   server_reply_too_long = 116,        ///< NBD_REP_SERVER longer than a name plus description
   unexpected_data = 117,              ///< bytes arrived while no reply was outstanding
+  too_many_meta_contexts = 118,       ///< the server selected more than max_meta_contexts
 
   // -- the client broke the handshake rules (server side; checklist 3.1) ------------------
   bad_client_flags = 200,              ///< unknown client flag bits: MUST drop the connection
@@ -46,6 +47,7 @@ enum class errc : std::uint16_t {
   export_name_unknown = 205,           ///< EXPORT_NAME for an export that does not exist
   export_name_too_long = 206,          ///< EXPORT_NAME longer than max_string
   option_requires_fixed_newstyle = 207,///< a non-fixed newstyle server got another option
+  export_name_after_extended_headers = 208, ///< EXPORT_NAME after EXTENDED_HEADERS ([ext] MUST NOT)
 
   // -- the client broke the transmission rules (server side; checklist 3.3) ---------------
   bad_request_magic = 300,             ///< request magic wrong for the negotiated framing
@@ -56,6 +58,29 @@ enum class errc : std::uint16_t {
   reply_cookie_unknown = 401,          ///< reply to a cookie that is not in flight
   structured_reply_not_negotiated = 402,///< structured chunk although SR is off
   legacy_reply_out_of_order = 403,     ///< 1997 reply does not answer the oldest request
+  chunk_type_unexpected = 404,         ///< known chunk type not valid for the command or the mode
+  chunk_type_unknown = 405,            ///< unknown chunk type without the error bit: MUST disconnect
+  chunk_length_invalid = 406,          ///< chunk length breaks its type's rule
+  chunk_outside_request = 407,         ///< content, hole or error offset outside the request
+  chunk_overlap = 408,                 ///< content chunk overlaps an earlier one
+  none_chunk_without_done = 409,       ///< NBD_REPLY_TYPE_NONE without the DONE flag
+  read_incomplete = 410,               ///< READ succeeded without covering the whole range
+  df_multiple_chunks = 411,            ///< DF read answered with more than one content chunk
+  error_chunk_zero_error = 412,        ///< error chunk whose error value is 0
+  error_message_too_long = 413,        ///< error chunk message beyond its length or max_string
+  block_status_unknown_context = 414,  ///< status chunk for a context id not negotiated
+  block_status_duplicate_context = 415,///< two status chunks for one context in one reply
+  block_status_missing_context = 416,  ///< success without a chunk for every context
+  extent_length_zero = 417,            ///< block descriptor of length 0
+  extent_req_one_violation = 418,      ///< REQ_ONE answered with more than one or a too long extent
+  extent_past_request = 419,           ///< a descriptor follows extents that already cover the request
+  reply_offset_mismatch = 420,         ///< [ext] reply header offset differs from the request's
+  simple_reply_to_read = 421,          ///< simple reply to READ with structured replies on
+  simple_reply_in_extended_mode = 422, ///< simple reply although extended headers are on
+  too_many_extents = 423,              ///< more than max_extents_per_chunk descriptors
+  reply_chunks_too_fragmented = 424,   ///< READ chunks need more than max_read_ranges ranges
+  block_status_count_mismatch = 425,   ///< [ext] descriptor count differs from the length
+  extended_payload_too_large = 302,    ///< [ext] PAYLOAD_LEN above the maximum payload: hard disconnect
 
   // -- the connection ended ----------------------------------------------------------------
   unexpected_eof = 500,                ///< the peer closed in the middle of a message
@@ -106,6 +131,11 @@ enum class error_category : std::uint8_t {
     case errc::too_many_in_flight:
     case errc::payload_too_large:
     case errc::string_too_long:
+    case errc::too_many_meta_contexts:
+    case errc::error_message_too_long:
+    case errc::too_many_extents:
+    case errc::reply_chunks_too_fragmented:
+    case errc::extended_payload_too_large:
       return error_category::limit_exceeded;
     case errc::outbox_full:
       return error_category::buffer_too_small;
@@ -145,6 +175,31 @@ enum class error_category : std::uint8_t {
     NBDWIRE_ERRC_NAME(export_name_refused)
     NBDWIRE_ERRC_NAME(server_reply_too_long)
     NBDWIRE_ERRC_NAME(unexpected_data)
+    NBDWIRE_ERRC_NAME(too_many_meta_contexts)
+    NBDWIRE_ERRC_NAME(export_name_after_extended_headers)
+    NBDWIRE_ERRC_NAME(extended_payload_too_large)
+    NBDWIRE_ERRC_NAME(chunk_type_unexpected)
+    NBDWIRE_ERRC_NAME(chunk_type_unknown)
+    NBDWIRE_ERRC_NAME(chunk_length_invalid)
+    NBDWIRE_ERRC_NAME(chunk_outside_request)
+    NBDWIRE_ERRC_NAME(chunk_overlap)
+    NBDWIRE_ERRC_NAME(none_chunk_without_done)
+    NBDWIRE_ERRC_NAME(read_incomplete)
+    NBDWIRE_ERRC_NAME(df_multiple_chunks)
+    NBDWIRE_ERRC_NAME(error_chunk_zero_error)
+    NBDWIRE_ERRC_NAME(error_message_too_long)
+    NBDWIRE_ERRC_NAME(block_status_unknown_context)
+    NBDWIRE_ERRC_NAME(block_status_duplicate_context)
+    NBDWIRE_ERRC_NAME(block_status_missing_context)
+    NBDWIRE_ERRC_NAME(extent_length_zero)
+    NBDWIRE_ERRC_NAME(extent_req_one_violation)
+    NBDWIRE_ERRC_NAME(extent_past_request)
+    NBDWIRE_ERRC_NAME(reply_offset_mismatch)
+    NBDWIRE_ERRC_NAME(simple_reply_to_read)
+    NBDWIRE_ERRC_NAME(simple_reply_in_extended_mode)
+    NBDWIRE_ERRC_NAME(too_many_extents)
+    NBDWIRE_ERRC_NAME(reply_chunks_too_fragmented)
+    NBDWIRE_ERRC_NAME(block_status_count_mismatch)
     NBDWIRE_ERRC_NAME(bad_client_flags)
     NBDWIRE_ERRC_NAME(client_no_zeroes_not_offered)
     NBDWIRE_ERRC_NAME(bad_option_magic)

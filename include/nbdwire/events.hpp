@@ -4,6 +4,7 @@
 // handshake, and the `request` that names one transmission request.
 #pragma once
 
+#include <array>    // std::array: negotiated contexts
 #include <cstddef>  // std::size_t
 #include <cstdint>  // fixed-width integers
 
@@ -31,6 +32,16 @@ struct block_size_constraints {
          b.preferred >= b.minimum && b.preferred >= 512 && b.maximum >= b.preferred;
 }
 
+/// One negotiated metadata context ("Metadata querying"): the id the server chose, and the
+/// index of the caller's configured context name it answers (no_query when the server
+/// selected it through a wildcard query).
+struct meta_context_binding {
+  static constexpr std::uint32_t no_query = 0xffffffffu;
+  std::uint32_t id = 0;
+  std::uint32_t query_index = no_query;
+  friend constexpr bool operator==(const meta_context_binding&, const meta_context_binding&) = default;
+};
+
 /// The value a handshake ends with and transmission is built from: everything both sides
 /// agreed on. A server can also hand a connection over in this state (the Linux kernel
 /// client takes over after the handshake), and a client can be created directly from it.
@@ -42,8 +53,12 @@ struct negotiated {
   block_size_constraints block_size{};
   /// True when NBD_INFO_BLOCK_SIZE was exchanged during GO, which binds the client to it.
   bool block_size_advertised = false;
-  bool structured_replies = false;  ///< always false in this release
-  bool extended_headers = false;    ///< always false in this release
+  bool structured_replies = false;  ///< NBD_OPT_STRUCTURED_REPLY acknowledged (implied by extended headers)
+  bool extended_headers = false;    ///< [ext] NBD_OPT_EXTENDED_HEADERS acknowledged
+  /// Contexts selected by the last SET_META_CONTEXT for the export in use; BLOCK_STATUS
+  /// needs at least one.
+  std::array<meta_context_binding, max_meta_contexts> meta_contexts{};
+  std::size_t meta_context_count = 0;
   /// Server only: index of the export chosen from server_config::exports.
   std::size_t export_index = 0;
 
@@ -51,6 +66,11 @@ struct negotiated {
     return (transmission_flags & tflag) != 0;
   }
   [[nodiscard]] constexpr bool read_only() const noexcept { return has(transmission_flag::read_only); }
+  [[nodiscard]] constexpr bool has_meta_context(std::uint32_t id) const noexcept {
+    for (std::size_t i = 0; i < meta_context_count; ++i)
+      if (meta_contexts[i].id == id) return true;
+    return false;
+  }
 };
 
 /// One transmission request as it travels: the fields of the request header. `type` keeps
@@ -93,11 +113,15 @@ enum class event_kind : std::uint8_t {
   option_done,      ///< client: final ACK to an option other than GO/ABORT (`option`)
   option_refused,   ///< client: final error reply (`option`, `reply`, `data` = message)
   option_answered,  ///< server: an option was answered (`option`, `reply`)
+  meta_context,     ///< client: NBD_REP_META_CONTEXT (`context_id`, `data` = name)
   ready,            ///< both: transmission begins; see negotiated()
   // transmission
   request,          ///< server: a valid request to carry out (`req`)
   request_refused,  ///< server: an invalid request, already answered with `status`
   payload,          ///< both: payload bytes for `req.cookie` at export `offset` (`data`)
+  read_hole,        ///< client: `length` bytes at export `offset` read as zeroes (OFFSET_HOLE)
+  extent,           ///< client: block status of `length` bytes at `offset` in `context_id` (`extent_flags`)
+  error_chunk,      ///< client: the server reported `status` for `req` (`data` = message; `offset` if has_offset)
   reply,            ///< client: request `req` completed with `status`
   // end
   disconnected,     ///< both: soft disconnect (NBD_CMD_DISC or NBD_OPT_ABORT) completed
@@ -119,6 +143,10 @@ enum class event_kind : std::uint8_t {
     case event_kind::request: return "request";
     case event_kind::request_refused: return "request_refused";
     case event_kind::payload: return "payload";
+    case event_kind::read_hole: return "read_hole";
+    case event_kind::extent: return "extent";
+    case event_kind::error_chunk: return "error_chunk";
+    case event_kind::meta_context: return "meta_context";
     case event_kind::reply: return "reply";
     case event_kind::disconnected: return "disconnected";
     case event_kind::closed: return "closed";
@@ -142,9 +170,19 @@ struct event {
   block_size_constraints block_size{};    ///< info(block_size)
   nbdwire::request req{};                 ///< request, request_refused, reply, payload
   nbd_error status = nbd_error::ok;       ///< reply, request_refused
-  std::uint64_t offset = 0;               ///< payload: export offset of data[0]
+  std::uint64_t offset = 0;               ///< payload: export offset of data[0]; read_hole, extent
   bytes_view data{};                      ///< payload bytes, name, or message
   bytes_view text{};                      ///< description
+  std::uint64_t length = 0;               ///< read_hole, extent
+  std::uint32_t context_id = 0;           ///< meta_context, extent
+  std::uint64_t extent_flags = 0;         ///< extent: status bits (base:allocation: state_flag)
+  bool has_offset = false;                ///< error_chunk: `offset` is meaningful (ERROR_OFFSET)
+};
+
+/// One extent a server reports for BLOCK_STATUS (server::reply_block_status).
+struct block_extent {
+  std::uint64_t length = 0;
+  std::uint64_t flags = 0;
 };
 
 /// What receive() returns: how many input bytes were used, and what happened. `consumed`

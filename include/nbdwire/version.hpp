@@ -8,7 +8,7 @@
 #define NBDWIRE_VERSION_MINOR 1
 #define NBDWIRE_VERSION_PATCH 0
 
-// Limits change the layout of the machines (see config.hpp), so a translation unit built with
-// other limits lands in another inline namespace and cannot be linked against this one silently.
+// The inline namespace carries the major version. The limits of config.hpp change the layout
+// of the machines, so every translation unit of one program must use the same limits.
 #define NBDWIRE_BEGIN_NAMESPACE inline namespace v0 {
 #define NBDWIRE_END_NAMESPACE }

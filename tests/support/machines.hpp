@@ -111,11 +111,20 @@ std::vector<recorded> feed(Machine& m, const bytes& in) {
   return log;
 }
 
+/// A client that negotiates simple replies only: no EXTENDED_HEADERS or STRUCTURED_REPLY
+/// before GO, so its handshake bytes are exactly those of the simple-reply vectors.
+inline nbdwire::client_config simple_client() {
+  nbdwire::client_config cfg;
+  cfg.request_extended_headers = false;
+  cfg.request_structured_replies = false;
+  return cfg;
+}
+
 /// A fixed-newstyle client that completed GO for an export of `size` bytes and `tflags`,
 /// optionally with block size constraints; its output is drained.
 inline std::unique_ptr<nbdwire::client> client_in_transmission(std::uint64_t size, std::uint16_t tflags,
                                                                const nbdwire::block_size_constraints* bs = nullptr,
-                                                               nbdwire::client_config cfg = {}) {
+                                                               nbdwire::client_config cfg = simple_client()) {
   auto c = std::make_unique<nbdwire::client>(cfg);
   auto ev = feed(*c, greeting(nbdwire::handshake_flag::fixed_newstyle | nbdwire::handshake_flag::no_zeroes));
   REQUIRE(ev.size() == 1);

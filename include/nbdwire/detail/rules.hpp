@@ -86,7 +86,7 @@ enum class verdict : std::uint8_t {
   const bool cache_leniency = lenient && r.cmd() == command::cache;
   if (rule.required_tflag && !n.has(rule.required_tflag) && !cache_leniency)
     return verdict::command_not_advertised;
-  if (r.cmd() == command::block_status) return verdict::no_meta_context;  // no contexts in this release
+  if (r.cmd() == command::block_status && n.meta_context_count == 0) return verdict::no_meta_context;
   if (rule.modifies && n.read_only()) return verdict::read_only;
   if (rule.zero_range_only) return (r.offset || r.length) ? verdict::nonzero_range : verdict::ok;
   if (rule.ranged) {
