@@ -61,6 +61,12 @@ struct server_config {
   std::uint32_t max_options = 64;            ///< options per connection before a hard disconnect
   std::uint32_t max_option_length = 1u << 20;///< longer option data is a hard disconnect (DoS)
   bool no_zeroes = true;                     ///< advertise NBD_FLAG_NO_ZEROES
+  bool structured_replies = true;            ///< accept NBD_OPT_STRUCTURED_REPLY
+  bool extended_headers = true;              ///< [ext] accept NBD_OPT_EXTENDED_HEADERS
+  /// Metadata contexts offered for every export, e.g. "base:allocation",
+  /// "qemu:dirty-bitmap:b0"; the context id is the index here. Caller-owned; at most
+  /// max_meta_contexts names of at most max_string bytes.
+  std::span<const std::string_view> meta_contexts{};
 };
 
 /// Server protocol states. Every transition is in server_transitions below.
@@ -175,15 +181,107 @@ class server {
     return {};
   }
 
-  /// Answers a request reported by a `request` event, in any order (except the 1997
-  /// framing, whose client expects request order; there the machine hands out one request
-  /// at a time). Also valid after DISC: the server finishes what is in flight.
-  result<void> reply(const request& r, nbd_error e = nbd_error::ok) noexcept {
-    if (state_ != server_state::transmission && state_ != server_state::closed) return errc::wrong_state;
-    if (outstanding_ == 0) return errc::unknown_request;
-    const bool data = r.cmd() == command::read && e == nbd_error::ok && r.length != 0;
-    if (!queue_reply(r.cookie, e, data ? std::optional<payload_span>{{r.cookie, r.offset, r.length}} : std::nullopt))
+  /// Answers a request reported by a `request` event, completely, in any order (except the
+  /// 1997 framing, whose client expects request order; there the machine hands out one
+  /// request at a time). Also valid after DISC: the server finishes what is in flight.
+  /// - READ success: the data is reserved and pending_payload() asks for it right after the
+  ///   header: a simple reply, or one OFFSET_DATA chunk with structured replies.
+  /// - other success: a simple reply (an NBD_REPLY_TYPE_NONE chunk with extended headers).
+  /// - an error: a simple reply, or an NBD_REPLY_TYPE_ERROR chunk carrying `message`.
+  result<void> reply(const request& r, nbd_error e = nbd_error::ok, std::string_view message = {}) noexcept {
+    if (const errc c = can_reply(); c != errc::ok) return c;
+    if (message.size() > max_string) return errc::string_too_long;
+    if (!queue_whole_reply(r, e, message)) return errc::outbox_full;
+    --outstanding_;
+    return {};
+  }
+
+  /// Structured replies only: one OFFSET_DATA chunk for [offset, offset + length) of READ `r`;
+  /// pending_payload() then asks for the data. `done` marks the last chunk of the reply.
+  result<void> reply_read_data(const request& r, std::uint64_t offset, std::uint64_t length, bool done) noexcept {
+    if (const errc c = check_chunk(r, command::read, offset, length); c != errc::ok) return c;
+    std::array<std::byte, 8> off{};
+    store_be<std::uint64_t>(off.data(), offset);
+    if (!queue_chunk(r, chunk_type::offset_data, done, off, payload_span{r.cookie, offset, length}))
       return errc::outbox_full;
+    if (done) --outstanding_;
+    return {};
+  }
+
+  /// Structured replies only: one OFFSET_HOLE chunk (the range reads as zeroes).
+  result<void> reply_read_hole(const request& r, std::uint64_t offset, std::uint32_t length, bool done) noexcept {
+    if (const errc c = check_chunk(r, command::read, offset, length); c != errc::ok) return c;
+    offset_hole_payload h{};
+    h.offset.set(offset);
+    h.hole_size.set(length);
+    if (!queue_chunk(r, chunk_type::offset_hole, done, encode(h), std::nullopt)) return errc::outbox_full;
+    if (done) --outstanding_;
+    return {};
+  }
+
+  /// The status chunk of one negotiated context for BLOCK_STATUS `r`: consecutive extents
+  /// from the request offset. As many extents as fit one outbox are sent (fewer extents than
+  /// the range is allowed); REQ_ONE sends one, clipped to the request; no extent follows one
+  /// that reaches the end of the request. Returns how many extents went out.
+  result<std::size_t> reply_block_status(const request& r, std::uint32_t context_id,
+                                         std::span<const block_extent> extents, bool done) noexcept {
+    if (const errc c = can_reply(); c != errc::ok) return c;
+    if (r.cmd() != command::block_status || !neg_.has_meta_context(context_id) || extents.empty())
+      return errc::wrong_state;
+    const std::size_t desc = extended_ ? sizeof(block_descriptor_ext) : sizeof(block_descriptor);
+    const std::size_t head = extended_ ? sizeof(extended_reply_header) + 8 : sizeof(structured_reply_header) + 4;
+    // Count what goes out: within the outbox, one for REQ_ONE, none after the request's end.
+    std::size_t n = 0;
+    std::uint64_t sum = 0;
+    const std::size_t room = (outbox_size - head) / desc;
+    while (n < extents.size() && n < room) {
+      if (extents[n].length == 0) return errc::zero_length;
+      sum += extents[n].length;
+      ++n;
+      if ((r.flags & command_flag::req_one) || sum >= r.length) break;
+      if (!extended_ && extents[n - 1].length > 0xffffffffu) break;
+    }
+    if (!out_.room_for(head + n * desc)) return errc::outbox_full;
+    const std::uint64_t payload = (extended_ ? 8 : 4) + n * desc;
+    put_chunk_header(r, extended_ ? chunk_type::block_status_ext : chunk_type::block_status, done, payload);
+    std::array<std::byte, 16> b{};
+    store_be<std::uint32_t>(b.data(), context_id);
+    store_be<std::uint32_t>(b.data() + 4, static_cast<std::uint32_t>(n));
+    out_.put(bytes_view{b}.first(extended_ ? 8 : 4));
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint64_t len = extents[i].length;
+      if (r.flags & command_flag::req_one) len = std::min<std::uint64_t>(len, r.length);
+      if (extended_) {
+        store_be<std::uint64_t>(b.data(), len);
+        store_be<std::uint64_t>(b.data() + 8, extents[i].flags);
+      } else {
+        store_be<std::uint32_t>(b.data(), static_cast<std::uint32_t>(std::min<std::uint64_t>(len, 0xffffffffu)));
+        store_be<std::uint32_t>(b.data() + 4, static_cast<std::uint32_t>(extents[i].flags));
+      }
+      out_.put(bytes_view{b}.first(desc));
+    }
+    if (done) --outstanding_;
+    return n;
+  }
+
+  /// Structured replies only: an error chunk (ERROR, or ERROR_OFFSET when `offset` is given).
+  result<void> reply_error_chunk(const request& r, nbd_error e, std::string_view message,
+                                 std::optional<std::uint64_t> offset, bool done) noexcept {
+    if (const errc c = can_reply(); c != errc::ok) return c;
+    if (!structured_replies_on() || e == nbd_error::ok) return errc::wrong_state;
+    if (message.size() > max_string) return errc::string_too_long;
+    if (offset && (*offset < r.offset || *offset - r.offset >= r.length)) return errc::request_out_of_range;
+    if (!queue_error_chunk(r, e, message, offset, done)) return errc::outbox_full;
+    if (done) --outstanding_;
+    return {};
+  }
+
+  /// Structured replies only: NBD_REPLY_TYPE_NONE with DONE, ending a reply whose chunks
+  /// were all sent without DONE.
+  result<void> reply_done(const request& r) noexcept {
+    if (const errc c = can_reply(); c != errc::ok) return c;
+    if (!structured_replies_on()) return errc::wrong_state;
+    if (!queue_chunk(r, chunk_type::none, true, {}, std::nullopt)) return errc::outbox_full;
     --outstanding_;
     return {};
   }
@@ -211,6 +309,9 @@ class server {
     const bool single = cfg_.style == handshake_style::oldstyle || cfg_.style == handshake_style::legacy_1997;
     if (cfg_.exports.empty() || (single && cfg_.exports.size() != 1)) return false;
     if (cfg_.default_export != server_config::no_export && cfg_.default_export >= cfg_.exports.size()) return false;
+    if (cfg_.meta_contexts.size() > max_meta_contexts) return false;
+    for (auto m : cfg_.meta_contexts)
+      if (m.size() > max_string) return false;
     for (const auto& e : cfg_.exports) {
       if (e.name.size() > max_string || e.description.size() > max_string || !valid(e.block_size)) return false;
       if (cfg_.style == handshake_style::legacy_1997 && e.size > 0xffffffffu) return false;
@@ -241,13 +342,22 @@ class server {
     neg_.transmission_flags = flags_of(e);
     neg_.block_size = e.block_size;
     neg_.block_size_advertised = block_size_advertised;
+    neg_.structured_replies = structured_;
+    neg_.extended_headers = extended_;
+    // Contexts hold only for the export SET_META_CONTEXT named ("Metadata querying").
+    neg_.meta_context_count = 0;
+    if (meta_export_ == index) {
+      for (std::size_t i = 0; i < cfg_.meta_contexts.size(); ++i)
+        if (meta_selected_ & (1u << i))
+          neg_.meta_contexts[neg_.meta_context_count++] = {static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(i)};
+    }
   }
   [[nodiscard]] std::uint16_t flags_of(const export_config& e) const noexcept {
     if (cfg_.style == handshake_style::legacy_1997) {
       return static_cast<std::uint16_t>(transmission_flag::has_flags | (e.transmission_flags & transmission_flag::read_only));
     }
     return detail::sanitize_transmission_flags(
-        static_cast<std::uint16_t>(e.transmission_flags | transmission_flag::has_flags), false, false);
+        static_cast<std::uint16_t>(e.transmission_flags | transmission_flag::has_flags), structured_, extended_);
   }
 
   [[nodiscard]] std::optional<std::size_t> find_export(bytes_view name) const noexcept {
@@ -310,12 +420,21 @@ class server {
       name_len_ = 0;
       info_count_ = 0;
       info_requests_ = 0;
-      // INFO/GO bodies hold at least a name length and an info count ("NBD_OPT_INFO").
-      invalid_ = (o == option::info || o == option::go) && body_len_ < 6;
+      // INFO/GO bodies hold at least a name length and an info count ("NBD_OPT_INFO"),
+      // meta-context bodies a name length and a query count.
+      invalid_ = ((o == option::info || o == option::go) && body_len_ < 6) ||
+                 ((o == option::list_meta_context || o == option::set_meta_context) && body_len_ < 8);
+      meta_stage_ = meta_stage::name_length;
+      meta_target_.reset();
+      meta_matched_ = 0;
+      meta_queries_ = queries_left_ = 0;
       phase_ = rx::option_body;
     }
     n += parse_option_body(in.subspan(n));
     if (body_pos_ < body_len_) return n;
+    const auto o = static_cast<option>(opt_);
+    if ((o == option::list_meta_context || o == option::set_meta_context) && meta_stage_ != meta_stage::done)
+      invalid_ = true;  // the data ended inside a field: lengths that lie
     phase_ = rx::header;
     answer_pending_ = true;
     ev = answer();
@@ -332,6 +451,8 @@ class server {
       std::size_t took = 0;
       if (o == option::export_name) {
         took = name_.fill(rest, body_len_);
+      } else if ((o == option::list_meta_context || o == option::set_meta_context) && !invalid_) {
+        took = parse_meta_body(rest, o == option::list_meta_context);
       } else if (!info_like || invalid_) {
         took = rest.size();  // data nobody needs: consumed and dropped
       } else if (body_pos_ < 4) {
@@ -365,6 +486,63 @@ class server {
     return n;
   }
 
+  /// LIST_/SET_META_CONTEXT data: u32 name length, name, u32 query count, then per query a
+  /// u32 length and the query. Queries are matched one at a time; nothing else is kept.
+  std::size_t parse_meta_body(bytes_view rest, bool list) noexcept {
+    const std::uint64_t remaining = std::uint64_t{body_len_} - body_pos_;  // including `rest`
+    std::size_t took = 0;
+    switch (meta_stage_) {
+      case meta_stage::name_length:
+      case meta_stage::count:
+      case meta_stage::query_length: {
+        took = field_.fill(rest, 4);
+        if (field_.size() < 4) break;
+        const std::uint32_t v = load_be<std::uint32_t>(field_.view().data());
+        field_.clear();
+        const std::uint64_t after = remaining - took;
+        if (meta_stage_ == meta_stage::name_length) {
+          name_len_ = v;
+          if (v > max_string || std::uint64_t{v} + 4 > after) invalid_ = true;
+          meta_stage_ = v ? meta_stage::name : meta_stage::count;
+          if (!v) meta_target_ = find_export({});
+        } else if (meta_stage_ == meta_stage::count) {
+          meta_queries_ = queries_left_ = v;
+          meta_stage_ = v ? meta_stage::query_length : meta_stage::done;
+          if (!v && after != 0) invalid_ = true;
+        } else {
+          query_len_ = v;
+          if (v > max_string || v > after) invalid_ = true;
+          meta_stage_ = meta_stage::query;
+          if (!v) finish_query(list, after);
+        }
+        break;
+      }
+      case meta_stage::name:
+        took = name_.fill(rest, name_len_);
+        if (name_.size() == name_len_) {
+          meta_target_ = find_export(name_.view());
+          name_.clear();  // the buffer now holds queries
+          meta_stage_ = meta_stage::count;
+        }
+        break;
+      case meta_stage::query:
+        took = name_.fill(rest, query_len_);
+        if (name_.size() == query_len_) finish_query(list, remaining - took);
+        break;
+      case meta_stage::done:
+        invalid_ = true;  // data beyond the last query
+        break;
+    }
+    return took;
+  }
+
+  void finish_query(bool list, std::uint64_t after) noexcept {
+    meta_matched_ |= match_query(name_.view(), list);
+    name_.clear();
+    meta_stage_ = --queries_left_ ? meta_stage::query_length : meta_stage::done;
+    if (meta_stage_ == meta_stage::done && after != 0) invalid_ = true;
+  }
+
   /// Queues the answer to the option just read, if the outbox has room; else `blocked`.
   event answer() noexcept {
     const auto o = static_cast<option>(opt_);
@@ -375,6 +553,8 @@ class server {
     }
     switch (o) {
       case option::export_name: {
+        if (extended_) return finish_answer(), fail(errc::export_name_after_extended_headers);
+        meta_export_ = server_config::no_export;  // contexts are bound to GO, not EXPORT_NAME
         const auto idx = find_export(name_.view());
         // An EXPORT_NAME that cannot be satisfied can only be refused by closing.
         if (!idx) return finish_answer(), fail(errc::export_name_unknown);
@@ -395,11 +575,76 @@ class server {
       case option::list: return answer_list();
       case option::info:
       case option::go: return answer_info_or_go(o == option::go);
-      default:
-        // STARTTLS, STRUCTURED_REPLY, meta contexts, EXTENDED_HEADERS (not in this release),
-        // PEEK_EXPORT (withdrawn) and unknown options: consumed, then ERR_UNSUP.
-        return simple_answer(reply_type::err_unsup, "option not supported by this server");
+      case option::structured_reply:
+        if (!cfg_.structured_replies) break;
+        if (body_len_ != 0) return simple_answer(reply_type::err_invalid, "NBD_OPT_STRUCTURED_REPLY takes no data");
+        // [ext] Structured replies cannot replace extended headers once those are on.
+        if (extended_) return simple_answer(reply_type::err_ext_header_reqd, "extended headers are in use");
+        structured_ = true;
+        return simple_answer(reply_type::ack, {});
+      case option::extended_headers:
+        if (!cfg_.extended_headers) break;
+        if (body_len_ != 0) return simple_answer(reply_type::err_invalid, "NBD_OPT_EXTENDED_HEADERS takes no data");
+        extended_ = structured_ = true;
+        return simple_answer(reply_type::ack, {});
+      case option::list_meta_context:
+      case option::set_meta_context: return answer_meta_context(o == option::set_meta_context);
+      default: break;
     }
+    // STARTTLS (not in this release), PEEK_EXPORT (withdrawn), options switched off, and
+    // unknown options: consumed, then ERR_UNSUP.
+    return simple_answer(reply_type::err_unsup, "option not supported by this server");
+  }
+
+  // "NBD_OPT_LIST_META_CONTEXT" / "NBD_OPT_SET_META_CONTEXT": one NBD_REP_META_CONTEXT per
+  // selected context (streamed as the outbox drains), then ACK.
+  event answer_meta_context(bool set) noexcept {
+    if (list_next_ == 0) {
+      // SET replaces the earlier selection even when it fails.
+      if (set) meta_selected_ = 0, meta_export_ = server_config::no_export;
+      if (invalid_) return simple_answer(reply_type::err_invalid, "malformed meta context query");
+      if (set && !structured_) return simple_answer(reply_type::err_invalid, "structured replies must come first");
+      if (!meta_target_) return simple_answer(reply_type::err_unknown, "unknown export");
+      // LIST with no queries lists everything; SET with none selects nothing.
+      if (!set && meta_queries_ == 0) meta_matched_ = all_contexts();
+    }
+    while (list_next_ < cfg_.meta_contexts.size()) {
+      const std::size_t i = list_next_;
+      if (meta_matched_ & (1u << i)) {
+        const std::string_view name = cfg_.meta_contexts[i];
+        if (!out_.room_for(sizeof(option_reply_header) + 4 + name.size())) return {.kind = event_kind::blocked};
+        out_.put_record(make_option_reply_header(opt_, reply_type::meta_context,
+                                                 static_cast<std::uint32_t>(4 + name.size())));
+        std::array<std::byte, 4> id{};
+        // LIST ids SHOULD be 0 and are disregarded; SET ids are the index of the context.
+        store_be<std::uint32_t>(id.data(), set ? static_cast<std::uint32_t>(i) : 0u);
+        out_.put(id);
+        out_.put(as_bytes(name));
+      }
+      ++list_next_;
+    }
+    if (!queue_option_reply(reply_type::ack, {})) return {.kind = event_kind::blocked};
+    if (set) meta_selected_ = meta_matched_, meta_export_ = *meta_target_;
+    finish_answer();
+    return {.kind = event_kind::option_answered, .option = opt_, .reply = reply_type::ack};
+  }
+
+  [[nodiscard]] std::uint32_t all_contexts() const noexcept {
+    const std::size_t n = cfg_.meta_contexts.size();
+    return n >= 32 ? ~0u : (1u << n) - 1;
+  }
+
+  /// Which offered contexts a query names ("Metadata querying"): the exact name; for LIST
+  /// also a "namespace:" or "namespace:prefix:" wildcard. Other queries select nothing.
+  [[nodiscard]] std::uint32_t match_query(bytes_view q, bool list) const noexcept {
+    const std::string_view query = as_chars(q);
+    std::uint32_t m = 0;
+    for (std::size_t i = 0; i < cfg_.meta_contexts.size(); ++i) {
+      const std::string_view name = cfg_.meta_contexts[i];
+      const bool wildcard = list && !query.empty() && query.back() == ':' && name.starts_with(query);
+      if (name == query || wildcard) m |= 1u << i;
+    }
+    return m;
   }
 
   event simple_answer(reply_type t, std::string_view message) noexcept {
@@ -486,7 +731,7 @@ class server {
 
   std::size_t on_request(bytes_view in, event& ev) noexcept {
     if (refusal_pending_) {
-      if (!queue_reply(refused_.cookie, refused_status_, std::nullopt)) return ev = {.kind = event_kind::blocked}, 0;
+      if (!queue_whole_reply(refused_, refused_status_, {})) return ev = {.kind = event_kind::blocked}, 0;
       refusal_pending_ = false;
       ev = {.kind = event_kind::request_refused, .req = refused_, .status = refused_status_};
       return 0;
@@ -497,46 +742,70 @@ class server {
       if (!in.empty()) ev = {.kind = event_kind::blocked};
       return 0;
     }
+    // The magic says which framing: the 1997 one, compact, or [ext] extended, and only the
+    // negotiated one is accepted ("Request message").
+    const std::uint32_t expected = legacy() ? magic::legacy_1997_request
+                                   : extended_ ? magic::extended_request
+                                               : magic::request;
     std::size_t n = stash_.fill(in, 4);
     if (stash_.size() < 4) return n;
-    if (load_be<std::uint32_t>(stash_.view().data()) != (legacy() ? magic::legacy_1997_request : magic::request))
-      return ev = fail(errc::bad_request_magic), n;
-    const std::size_t size = legacy() ? sizeof(legacy_1997_request) : sizeof(request_header);
+    if (load_be<std::uint32_t>(stash_.view().data()) != expected) return ev = fail(errc::bad_request_magic), n;
+    const std::size_t size = legacy() ? sizeof(legacy_1997_request)
+                             : extended_ ? sizeof(extended_request_header)
+                                         : sizeof(request_header);
     n += stash_.fill(in.subspan(n), size);
     if (stash_.size() < size) return n;
     request r{};
+    std::uint64_t payload = 0;
+    bool payload_len_misused = false;
     if (legacy()) {
       const auto h = decode<legacy_1997_request>(stash_.view());
       const std::uint32_t type = h.type.get();
       // Types other than READ and WRITE did not exist; report them as an unknown command.
       r = {h.handle.get(), static_cast<std::uint16_t>(type <= 1 ? type : 0xffffu), 0, h.from.get(), h.length.get()};
+      payload = r.payload_length();
+    } else if (extended_) {
+      const auto h = decode<extended_request_header>(stash_.view());
+      r = {h.cookie.get(), h.type.get(), h.flags.get(), h.offset.get(), h.length.get()};
+      // [ext] PAYLOAD_LEN: the length counts payload bytes that follow. WRITE MUST use it;
+      // on any other command (no BLOCK_STATUS payloads are advertised) the payload is
+      // consumed and the request refused.
+      if (r.flags & command_flag::payload_len) {
+        payload = r.length;
+        r.flags = static_cast<std::uint16_t>(r.flags & ~command_flag::payload_len);
+        payload_len_misused = r.cmd() != command::write;
+      } else {
+        payload_len_misused = r.cmd() == command::write;
+      }
     } else {
       const auto h = decode<request_header>(stash_.view());
       r = {h.cookie.get(), h.type.get(), h.flags.get(), h.offset.get(), h.length.get()};
+      payload = r.payload_length();
     }
     stash_.clear();
-    ev = on_request_header(r);
+    ev = on_request_header(r, payload, payload_len_misused);
     return n;
   }
 
-  event on_request_header(const request& r) noexcept {
+  event on_request_header(const request& r, std::uint64_t payload, bool payload_len_misused) noexcept {
     if (r.cmd() == command::disc && !legacy()) {
       // "NBD_CMD_DISC": no reply; stop reading. Requests in flight are still answered.
       move(server_trigger::disc);
       return {.kind = event_kind::disconnected, .req = r};
     }
-    const std::uint64_t payload = r.payload_length();
     // A payload beyond both the advertised maximum and the 32 MiB every server should accept
     // is treated as a denial of service (checklist 2.9) rather than read and dropped.
     if (payload > std::max<std::uint64_t>(default_max_payload, neg_.block_size.maximum))
-      return fail(errc::write_payload_too_large);
-    const detail::verdict v = shutting_down_ ? detail::verdict::shutting_down : detail::check_request(r, neg_, true);
+      return fail(extended_ ? errc::extended_payload_too_large : errc::write_payload_too_large);
+    const detail::verdict v = shutting_down_        ? detail::verdict::shutting_down
+                              : payload_len_misused ? detail::verdict::flag_not_applicable
+                                                    : detail::check_request(r, neg_, true);
     payload_ = {r.cookie, r.offset, payload};
     if (v != detail::verdict::ok) {
       phase_ = payload ? rx::discard : rx::header;
       refused_ = r;
       refused_status_ = detail::to_nbd_error(v);
-      if (!queue_reply(r.cookie, refused_status_, std::nullopt)) {
+      if (!queue_whole_reply(r, refused_status_, {})) {
         refusal_pending_ = true;
         return {};
       }
@@ -559,6 +828,77 @@ class server {
     return take;
   }
 
+  [[nodiscard]] bool structured_replies_on() const noexcept { return neg_.structured_replies; }
+
+  [[nodiscard]] errc can_reply() const noexcept {
+    if (state_ != server_state::transmission && state_ != server_state::closed) return errc::wrong_state;
+    if (outstanding_ == 0) return errc::unknown_request;
+    return errc::ok;
+  }
+
+  [[nodiscard]] errc check_chunk(const request& r, command c, std::uint64_t offset, std::uint64_t length) const noexcept {
+    if (const errc e = can_reply(); e != errc::ok) return e;
+    if (!structured_replies_on() || r.cmd() != c) return errc::wrong_state;
+    if (length == 0) return errc::zero_length;
+    if (offset < r.offset || !range_within(offset - r.offset, length, r.length)) return errc::request_out_of_range;
+    return errc::ok;
+  }
+
+  /// A whole reply in one message. Simple replies serve everything without structured
+  /// replies; with them only a success without data (never anything for READ), and with
+  /// extended headers nothing ("Structured reply chunk message", [ext]).
+  [[nodiscard]] bool queue_whole_reply(const request& r, nbd_error e, std::string_view message) noexcept {
+    const bool ok = e == nbd_error::ok;
+    const bool data = r.cmd() == command::read && ok && r.length != 0;
+    const std::optional<payload_span> mark =
+        data ? std::optional<payload_span>{payload_span{r.cookie, r.offset, r.length}} : std::nullopt;
+    const bool chunks = extended_ || (structured_replies_on() && (r.cmd() == command::read || !ok));
+    if (!chunks) return queue_reply(r.cookie, e, mark);
+    if (!ok) return queue_error_chunk(r, e, message, std::nullopt, true);
+    if (data) {
+      std::array<std::byte, 8> off{};
+      store_be<std::uint64_t>(off.data(), r.offset);
+      return queue_chunk(r, chunk_type::offset_data, true, off, mark);
+    }
+    return queue_chunk(r, chunk_type::none, true, {}, std::nullopt);
+  }
+
+  [[nodiscard]] bool queue_error_chunk(const request& r, nbd_error e, std::string_view message,
+                                       std::optional<std::uint64_t> offset, bool done) noexcept {
+    const std::size_t len = sizeof(error_chunk_prefix) + message.size() + (offset ? 8 : 0);
+    if (!out_.room_for(sizeof(extended_reply_header) + len)) return false;
+    put_chunk_header(r, offset ? chunk_type::error_offset : chunk_type::error, done, len);
+    error_chunk_prefix p{};
+    p.error.set(static_cast<std::uint32_t>(e));
+    p.message_length.set(static_cast<std::uint16_t>(message.size()));
+    out_.put_record(p);
+    out_.put(as_bytes(message));
+    if (offset) {
+      std::array<std::byte, 8> o{};
+      store_be<std::uint64_t>(o.data(), *offset);
+      out_.put(o);
+    }
+    return true;
+  }
+
+  [[nodiscard]] bool queue_chunk(const request& r, chunk_type t, bool done, bytes_view fixed,
+                                 std::optional<payload_span> data) noexcept {
+    if (!out_.room_for(sizeof(extended_reply_header) + fixed.size(), data.has_value())) return false;
+    put_chunk_header(r, t, done, fixed.size() + (data ? data->length : 0));
+    out_.put(fixed);
+    if (data) out_.put_mark(*data);
+    return true;
+  }
+
+  /// A structured chunk header, or [ext] an extended one (whose offset is the request's).
+  void put_chunk_header(const request& r, chunk_type t, bool done, std::uint64_t length) noexcept {
+    const std::uint16_t flags = done ? reply_flag::done : 0;
+    if (extended_)
+      out_.put_record(make_extended_reply(flags, t, r.cookie, r.offset, length));
+    else
+      out_.put_record(make_structured_reply(flags, t, r.cookie, static_cast<std::uint32_t>(length)));
+  }
+
   [[nodiscard]] bool queue_reply(std::uint64_t cookie, nbd_error e, std::optional<payload_span> data) noexcept {
     const std::size_t size = legacy() ? sizeof(legacy_1997_reply) : sizeof(simple_reply_header);
     if (!out_.room_for(size, data.has_value())) return false;
@@ -575,6 +915,14 @@ class server {
   errc error_ = errc::ok;
   nbdwire::negotiated neg_{};
   bool no_zeroes_ = false, shutting_down_ = false;
+  bool structured_ = false, extended_ = false;
+  // metadata contexts
+  enum class meta_stage : std::uint8_t { name_length, name, count, query_length, query, done };
+  meta_stage meta_stage_ = meta_stage::name_length;
+  std::optional<std::size_t> meta_target_{};  ///< the export a meta-context option names
+  std::uint32_t meta_matched_ = 0, meta_queries_ = 0, queries_left_ = 0, query_len_ = 0;
+  std::uint32_t meta_selected_ = 0;            ///< SET_META_CONTEXT's selection...
+  std::size_t meta_export_ = server_config::no_export;  ///< ...and the export it is for
   // option in progress
   std::uint32_t opt_ = 0;
   std::uint32_t body_len_ = 0, body_pos_ = 0, name_len_ = 0, options_seen_ = 0;
