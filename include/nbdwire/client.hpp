@@ -804,8 +804,11 @@ class client {
   std::size_t on_reply(bytes_view in, event& ev) noexcept {
     switch (phase_) {
       case rx::payload_done:
-        phase_ = in_chunk_ ? rx::chunk : rx::header;
-        if (in_chunk_) return 0;  // the chunk's end is handled next
+        if (in_chunk_) {  // OFFSET_DATA complete: its chunk ends now (DONE or not)
+          phase_ = rx::chunk;
+          return on_chunk(in, ev);
+        }
+        phase_ = rx::header;
         ev = complete(payload_slot_, nbd_error::ok);
         return 0;
       case rx::payload: return on_payload(in, ev);
@@ -951,7 +954,11 @@ class client {
   /// The chunk bytes not yet read.
   [[nodiscard]] std::uint64_t chunk_left() const noexcept { return chunk_.length - chunk_.read; }
 
+  // Invariant: a step that consumes nothing and reports nothing really needs more input,
+  // so a chunk that ends without new bytes (DONE after data, an empty skipped chunk) is
+  // finished within the same step.
   std::size_t on_chunk(bytes_view in, event& ev) noexcept {
+    if (field_ == field::skip && chunk_left() == 0) field_ = field::end;
     if (field_ == field::end) {
       in_chunk_ = false;
       phase_ = rx::header;
