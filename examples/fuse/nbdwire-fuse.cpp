@@ -21,6 +21,7 @@
 #include <sys/eventfd.h> // eventfd: wakes the I/O thread
 #include <sys/socket.h>  // recv, sendmsg, shutdown
 #include <sys/stat.h>    // struct stat
+#include <sys/time.h>    // timeval: handshake timeouts
 #include <sys/uio.h>     // iovec
 #include <unistd.h>      // close, read, write
 
@@ -103,6 +104,11 @@ struct piece {
   std::uint64_t offset = 0;
   std::uint32_t length = 0;
   std::byte* buf = nullptr;  ///< READ destination / WRITE source (never written for WRITE)
+  // A WRITE completes only once its payload is sent and its reply is in: a server that
+  // replied early must not make the caller free a buffer that is still being sent.
+  bool sent = true;
+  bool replied = false;
+  int status = 0;
 };
 
 class connection {
@@ -114,7 +120,7 @@ class connection {
     const auto& n = m_.negotiated();
     const std::uint32_t min = n.block_size.minimum;
     const std::uint64_t max = std::min<std::uint64_t>(n.block_size.maximum, nbdwire::default_max_payload);
-    chunk_ = static_cast<std::uint32_t>(max - max % min);
+    chunk_ = static_cast<std::uint32_t>(std::max<std::uint64_t>(max - max % min, min));
   }
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -240,9 +246,10 @@ class connection {
       }
       if (!r && (r.error() == nbdwire::errc::too_many_in_flight || r.error() == nbdwire::errc::outbox_full))
         break;  // stays queued until a reply frees room
-      if (r)
+      if (r) {
+        p.sent = p.cmd != command::write;
         in_flight_.emplace(r.value(), p);
-      else
+      } else
         p.owner->finish(to_errno(r.error()));
       queue_.pop_front();
       popped = true;
@@ -259,9 +266,10 @@ class connection {
       iovec iov[2];
       std::size_t n = 0;
       if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
+      piece* wp = nullptr;
       if (pay) {
-        const piece& p = in_flight_.at(pay->cookie);
-        iov[n++] = {p.buf + (pay->offset - p.offset), static_cast<std::size_t>(pay->length)};
+        wp = &in_flight_.at(pay->cookie);
+        iov[n++] = {wp->buf + (pay->offset - wp->offset), static_cast<std::size_t>(pay->length)};
       }
       if (n == 0) return 0;
       msghdr msg{};
@@ -276,7 +284,13 @@ class connection {
       const auto s = static_cast<std::size_t>(sent);
       const std::size_t header = std::min(s, out.size());
       m_.consume_output(header);
-      if (s > header && !m_.consume_payload(s - header)) return -1;
+      if (s > header) {
+        if (!m_.consume_payload(s - header)) return -1;
+        if (s - header == pay->length) {
+          wp->sent = true;
+          if (wp->replied) complete(pay->cookie);
+        }
+      }
     }
   }
 
@@ -319,25 +333,42 @@ class connection {
 
   /// Feeds input to the machine and acts on its events. False once the connection is over.
   bool feed(std::span<const std::byte> in) {
+    bool stalled = false;
     for (;;) {
       const auto [used, ev] = m_.receive(in);
       in = in.subspan(used);
+      if (ev.kind != event_kind::need_more) stalled = false;
       switch (ev.kind) {
         case event_kind::need_more:
-          if (in.empty() || used == 0) return true;
+          if (in.empty()) return true;
+          // need_more should mean all input was used; a machine step that ends a chunk may
+          // still return it with input left, so that input is offered once more.
+          if (used == 0) {
+            if (stalled) {
+              go_dead("the client machine stopped taking input");
+              return false;
+            }
+            stalled = true;
+          } else {
+            stalled = false;
+          }
           break;
         case event_kind::payload: {
           const piece& p = in_flight_.at(ev.req.cookie);
           std::memcpy(p.buf + (ev.offset - p.offset), ev.data.data(), ev.data.size());
           break;
         }
+        case event_kind::read_hole: {  // structured replies: a range that reads as zeroes
+          const piece& p = in_flight_.at(ev.req.cookie);
+          std::memset(p.buf + (ev.offset - p.offset), 0, static_cast<std::size_t>(ev.length));
+          break;
+        }
         case event_kind::reply: {
           const auto it = in_flight_.find(ev.req.cookie);
-          if (it != in_flight_.end()) {
-            call* owner = it->second.owner;
-            in_flight_.erase(it);
-            owner->finish(to_errno(ev.status));
-          }
+          if (it == in_flight_.end()) break;
+          it->second.replied = true;
+          it->second.status = to_errno(ev.status);
+          if (it->second.sent) complete(ev.req.cookie);
           break;
         }
         case event_kind::failed:
@@ -347,9 +378,17 @@ class connection {
         case event_kind::disconnected:
           go_dead({});
           return false;
-        default: break;
+        default: break;  // error_chunk: its status arrives with the reply
       }
     }
+  }
+
+  void complete(std::uint64_t cookie) {
+    const auto it = in_flight_.find(cookie);
+    call* owner = it->second.owner;
+    const int status = it->second.status;
+    in_flight_.erase(it);
+    owner->finish(status);
   }
 
   /// The connection is over: every queued and in-flight request fails with EIO, and so does
@@ -403,6 +442,7 @@ void handshake(int fd, const std::string& export_name, handshake_result& hs) {
     send_all(fd, c);
     const ssize_t got = recv(fd, buf.data(), buf.size(), 0);
     if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) examples::fail("handshake: the server did not answer within 30 s");
     if (got < 0) examples::fail_errno("handshake: receive");
     if (got == 0) {
       const auto ev = c.on_eof();
@@ -622,6 +662,10 @@ int main(int argc, char** argv) {
     const int fd = examples::connect_to(u.where);
     handshake_result hs;
     try {
+      // A server that accepts and then says nothing must not hang the command.
+      const timeval limit{30, 0};
+      (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+      (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
       handshake(fd, u.export_name, hs);
     } catch (...) {
       close(fd);

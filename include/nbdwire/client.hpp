@@ -954,41 +954,51 @@ class client {
   /// The chunk bytes not yet read.
   [[nodiscard]] std::uint64_t chunk_left() const noexcept { return chunk_.length - chunk_.read; }
 
-  // Invariant: a step that consumes nothing and reports nothing really needs more input,
-  // so a chunk that ends without new bytes (DONE after data, an empty skipped chunk) is
-  // finished within the same step.
+  // Invariant: a step that consumes nothing and reports nothing really needs more input. So
+  // a chunk is read field after field within one step until it reports something or runs
+  // out of input, and a chunk that ends without DONE goes straight on to the next message.
   std::size_t on_chunk(bytes_view in, event& ev) noexcept {
-    if (field_ == field::skip && chunk_left() == 0) field_ = field::end;
-    if (field_ == field::end) {
-      in_chunk_ = false;
-      phase_ = rx::header;
-      if (chunk_.flags & reply_flag::done) ev = finish(chunk_.slot);
-      return 0;
-    }
-    if (field_ == field::skip) {
-      const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), chunk_left()));
-      chunk_.read += take;
-      if (chunk_left() == 0) field_ = field::end;
-      return take;
-    }
-    if (field_ == field::message) {
-      const std::size_t take = body_.fill(in, message_len_);
-      chunk_.read += take;
-      if (body_.size() < message_len_) return take;
-      if (static_cast<chunk_type>(chunk_.type) == chunk_type::error_offset) {
-        begin_field(field::error_offset, 8);
-      } else {
-        ev = report_error(false, 0);
-        field_ = chunk_left() ? field::skip : field::end;  // slop after the message is tolerated
+    std::size_t used = 0;
+    for (;;) {
+      const bytes_view rest = in.subspan(used);
+      if (field_ == field::skip && chunk_left() == 0) field_ = field::end;
+      if (field_ == field::end) {
+        in_chunk_ = false;
+        phase_ = rx::header;
+        if (chunk_.flags & reply_flag::done) {
+          ev = finish(chunk_.slot);
+          return used;
+        }
+        return used + on_reply(rest, ev);
       }
-      return take;
+      std::size_t take = 0;
+      bool complete = false;
+      if (field_ == field::skip) {
+        take = static_cast<std::size_t>(std::min<std::uint64_t>(rest.size(), chunk_left()));
+        complete = take == chunk_left();
+        chunk_.read += take;
+      } else if (field_ == field::message) {
+        take = body_.fill(rest, message_len_);
+        chunk_.read += take;
+        complete = body_.size() == message_len_;
+        if (complete && static_cast<chunk_type>(chunk_.type) == chunk_type::error_offset) {
+          begin_field(field::error_offset, 8);
+        } else if (complete) {
+          field_ = chunk_left() ? field::skip : field::end;  // slop after the message is tolerated
+          ev = report_error(false, 0);
+        }
+      } else {
+        take = stash_.fill(rest, field_size_);
+        chunk_.read += take;
+        complete = stash_.size() == field_size_;
+        if (complete) {
+          ev = on_field();
+          stash_.clear();
+        }
+      }
+      used += take;
+      if (!complete || ev.kind != event_kind::need_more || phase_ != rx::chunk) return used;
     }
-    const std::size_t take = stash_.fill(in, field_size_);
-    chunk_.read += take;
-    if (stash_.size() < field_size_) return take;
-    ev = on_field();
-    stash_.clear();
-    return take;
   }
 
   /// A complete fixed-size field of the current chunk is in the stash.
@@ -1054,7 +1064,8 @@ class client {
         message_len_ = p.message_length.get();
         const auto type = static_cast<chunk_type>(chunk_.type);
         if (type != chunk_type::error && type != chunk_type::error_offset) {
-          // Unknown error type: its error value and nothing else.
+          // Unknown error type: its error value and nothing else, if its message fits.
+          if (message_len_ > chunk_.length - sizeof(error_chunk_prefix)) return fail(errc::error_message_too_long);
           record_error(chunk_.slot, err ? normalize_error(err) : nbd_error::einval);
           field_ = chunk_left() ? field::skip : field::end;
           return {};
@@ -1097,7 +1108,7 @@ class client {
     ++s.content_chunks;
     const std::uint64_t b = off, e = off + len;
     std::size_t i = 0;
-    while (i < s.range_count && s.ranges[i].end < b) ++i;
+    while (i < s.range_count && s.ranges[i].end <= b) ++i;  // ranges wholly before b (touching is fine)
     if (i < s.range_count && s.ranges[i].begin < e) return errc::chunk_overlap;  // [begin,end) meets [b,e)
     // Insert at i, merging with touching neighbours.
     const bool join_prev = i > 0 && s.ranges[i - 1].end == b;

@@ -3,8 +3,13 @@
 // bring a machine to a known state, for the client and server tests.
 #pragma once
 
+#include <array>
+#include <initializer_list>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "nbdwire/client.hpp"
 #include "nbdwire/server.hpp"
@@ -157,6 +162,149 @@ inline std::unique_ptr<nbdwire::server> server_in_transmission(std::span<const n
   REQUIRE(!ev.empty());
   REQUIRE(ev.back().kind == nbdwire::event_kind::ready);
   REQUIRE(s->state() == nbdwire::server_state::transmission);
+  (void)take_output(*s);
+  return s;
+}
+
+
+// ---- structured replies, metadata contexts, extended headers --------------------------------
+
+/// A structured reply chunk: header (length = payload size unless `length` says otherwise)
+/// and payload.
+inline bytes chunk(std::uint16_t flags, std::uint16_t type, std::uint64_t cookie, const bytes& payload = {}) {
+  return rec(nbdwire::make_structured_reply(flags, static_cast<nbdwire::chunk_type>(type), cookie,
+                                            static_cast<std::uint32_t>(payload.size()))) +
+         payload;
+}
+inline bytes chunk(std::uint16_t flags, nbdwire::chunk_type t, std::uint64_t cookie, const bytes& payload = {}) {
+  return chunk(flags, static_cast<std::uint16_t>(t), cookie, payload);
+}
+/// A structured chunk header alone, with any length.
+inline bytes chunk_header(std::uint16_t flags, std::uint16_t type, std::uint64_t cookie, std::uint32_t length) {
+  return rec(nbdwire::make_structured_reply(flags, static_cast<nbdwire::chunk_type>(type), cookie, length));
+}
+/// [ext] An extended reply chunk: header carrying `offset`, and payload.
+inline bytes ext_chunk(std::uint16_t flags, std::uint16_t type, std::uint64_t cookie, std::uint64_t offset,
+                       const bytes& payload = {}) {
+  return rec(nbdwire::make_extended_reply(flags, static_cast<nbdwire::chunk_type>(type), cookie, offset,
+                                          payload.size())) +
+         payload;
+}
+inline bytes ext_chunk(std::uint16_t flags, nbdwire::chunk_type t, std::uint64_t cookie, std::uint64_t offset,
+                       const bytes& payload = {}) {
+  return ext_chunk(flags, static_cast<std::uint16_t>(t), cookie, offset, payload);
+}
+inline bytes ext_chunk_header(std::uint16_t flags, std::uint16_t type, std::uint64_t cookie, std::uint64_t offset,
+                              std::uint64_t length) {
+  return rec(nbdwire::make_extended_reply(flags, static_cast<nbdwire::chunk_type>(type), cookie, offset, length));
+}
+
+/// Chunk payloads.
+inline bytes data_payload(std::uint64_t offset, const bytes& data) { return be<std::uint64_t>(offset) + data; }
+inline bytes hole_payload(std::uint64_t offset, std::uint32_t size) {
+  return be<std::uint64_t>(offset) + be<std::uint32_t>(size);
+}
+struct extent_desc {
+  std::uint64_t length = 0;
+  std::uint64_t flags = 0;
+};
+inline bytes status_payload(std::uint32_t id, std::initializer_list<extent_desc> extents) {
+  bytes b = be<std::uint32_t>(id);
+  for (const auto& e : extents)
+    b = b + be<std::uint32_t>(static_cast<std::uint32_t>(e.length)) + be<std::uint32_t>(static_cast<std::uint32_t>(e.flags));
+  return b;
+}
+/// [ext] BLOCK_STATUS_EXT payload; `count` is written as given (the real count by default).
+inline bytes status_ext_payload(std::uint32_t id, std::initializer_list<extent_desc> extents,
+                                std::optional<std::uint32_t> count = std::nullopt) {
+  bytes b = be<std::uint32_t>(id) + be<std::uint32_t>(count ? *count : static_cast<std::uint32_t>(extents.size()));
+  for (const auto& e : extents) b = b + be<std::uint64_t>(e.length) + be<std::uint64_t>(e.flags);
+  return b;
+}
+inline bytes error_payload(std::uint32_t err, std::string_view message) {
+  return be<std::uint32_t>(err) + be<std::uint16_t>(static_cast<std::uint16_t>(message.size())) + str_bytes(message);
+}
+inline bytes error_offset_payload(std::uint32_t err, std::string_view message, std::uint64_t offset) {
+  return error_payload(err, message) + be<std::uint64_t>(offset);
+}
+
+/// [ext] An extended request.
+inline bytes ext_request_bytes(std::uint16_t type, std::uint16_t flags, std::uint64_t cookie, std::uint64_t offset,
+                               std::uint64_t length) {
+  return rec(nbdwire::make_extended_request(static_cast<nbdwire::command>(type), flags, cookie, offset, length));
+}
+inline bytes ext_request_bytes(nbdwire::command c, std::uint16_t flags, std::uint64_t cookie, std::uint64_t offset,
+                               std::uint64_t length) {
+  return ext_request_bytes(static_cast<std::uint16_t>(c), flags, cookie, offset, length);
+}
+
+/// LIST_/SET_META_CONTEXT body: export name, query count, queries.
+inline bytes meta_body(std::string_view name, std::initializer_list<std::string_view> queries) {
+  bytes b = be<std::uint32_t>(static_cast<std::uint32_t>(name.size())) + str_bytes(name) +
+            be<std::uint32_t>(static_cast<std::uint32_t>(queries.size()));
+  for (auto q : queries) b = b + be<std::uint32_t>(static_cast<std::uint32_t>(q.size())) + str_bytes(q);
+  return b;
+}
+/// NBD_REP_META_CONTEXT for option `o`.
+inline bytes meta_reply(nbdwire::option o, std::uint32_t id, std::string_view name) {
+  return option_reply(o, nbdwire::reply_type::meta_context, be<std::uint32_t>(id) + str_bytes(name));
+}
+
+/// Context names used by client factories (static: a client keeps a view of them).
+inline constexpr std::array<std::string_view, 3> context_names{"base:allocation", "qemu:dirty-bitmap:b0",
+                                                                "qemu:allocation-depth"};
+
+/// How a client factory negotiates: which reply framing, and which context ids the server
+/// "chooses" for context_names[0..n).
+enum class framing : std::uint8_t { simple, structured, extended };
+struct modern_setup {
+  framing mode = framing::structured;
+  std::vector<std::uint32_t> context_ids{};
+  std::uint64_t size = 1ull << 30;
+  std::uint16_t tflags = nbdwire::transmission_flag::has_flags | nbdwire::transmission_flag::send_flush;
+};
+
+/// A client that negotiated `setup` through the go() plan against scripted server replies;
+/// its output is drained.
+inline std::unique_ptr<nbdwire::client> modern_client(const modern_setup& setup) {
+  using nbdwire::option;
+  nbdwire::client_config cfg;
+  cfg.request_extended_headers = setup.mode == framing::extended;
+  cfg.request_structured_replies = setup.mode == framing::structured;
+  cfg.meta_contexts = std::span<const std::string_view>(context_names.data(), setup.context_ids.size());
+  auto c = std::make_unique<nbdwire::client>(cfg);
+  auto ev = feed(*c, greeting(nbdwire::handshake_flag::fixed_newstyle | nbdwire::handshake_flag::no_zeroes));
+  REQUIRE(ev.size() == 1);
+  REQUIRE(c->go("disk").has_value());
+  bytes replies;
+  if (setup.mode == framing::extended) replies = ack(option::extended_headers);
+  if (setup.mode == framing::structured) replies = ack(option::structured_reply);
+  if (setup.mode != framing::simple && !setup.context_ids.empty()) {
+    for (std::size_t i = 0; i < setup.context_ids.size(); ++i)
+      replies = replies + meta_reply(option::set_meta_context, setup.context_ids[i], context_names[i]);
+    replies = replies + ack(option::set_meta_context);
+  }
+  replies = replies + info_export(option::go, setup.size, setup.tflags) + ack(option::go);
+  ev = feed(*c, replies);
+  REQUIRE(!ev.empty());
+  REQUIRE(ev.back().kind == nbdwire::event_kind::ready);
+  REQUIRE(c->negotiated().structured_replies == (setup.mode != framing::simple));
+  REQUIRE(c->negotiated().extended_headers == (setup.mode == framing::extended));
+  REQUIRE(c->negotiated().meta_context_count == (setup.mode == framing::simple ? 0 : setup.context_ids.size()));
+  (void)take_output(*c);
+  return c;
+}
+
+/// A server that completed GO for `export_name` after the given preliminary options
+/// (e.g. EXTENDED_HEADERS, SET_META_CONTEXT); output drained.
+inline std::unique_ptr<nbdwire::server> modern_server(std::span<const nbdwire::export_config> exports,
+                                                      nbdwire::server_config cfg, const bytes& preliminaries,
+                                                      std::string_view export_name = "") {
+  auto s = make_server(exports, cfg);
+  const auto ev =
+      feed(*s, client_flags(3) + preliminaries + option_request(nbdwire::option::go, info_body(export_name, {3})));
+  REQUIRE(!ev.empty());
+  REQUIRE(ev.back().kind == nbdwire::event_kind::ready);
   (void)take_output(*s);
   return s;
 }

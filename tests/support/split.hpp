@@ -40,6 +40,10 @@ struct recorded {
   std::uint64_t offset = 0;
   bytes data;
   bytes text;
+  std::uint64_t length = 0;        ///< read_hole, extent
+  std::uint32_t context_id = 0;    ///< meta_context, extent
+  std::uint64_t extent_flags = 0;  ///< extent
+  bool has_offset = false;         ///< error_chunk
   bool operator==(const recorded&) const = default;
 };
 
@@ -48,7 +52,9 @@ inline recorded record(const nbdwire::event& e) {
           e.reply,      e.info,        e.flags,
           e.export_size, e.transmission_flags, e.block_size,
           e.req,        e.status,      e.offset,
-          bytes(e.data.begin(), e.data.end()), bytes(e.text.begin(), e.text.end())};
+          bytes(e.data.begin(), e.data.end()), bytes(e.text.begin(), e.text.end()),
+          e.length,     e.context_id,  e.extent_flags,
+          e.has_offset};
 }
 
 /// Appends an event; a payload fragment that continues the previous one is merged into it,
@@ -89,6 +95,18 @@ inline std::string describe(const recorded& r) {
       s << " cookie=" << r.req.cookie << " type=" << r.req.type << " flags=" << r.req.flags
         << " offset=" << r.req.offset << " length=" << r.req.length << " status=" << nbdwire::to_string(r.status);
       if (r.kind == nbdwire::event_kind::payload) s << " at=" << r.offset << " bytes=" << r.data.size();
+      break;
+    case nbdwire::event_kind::meta_context: s << " id=" << r.context_id << " name=" << to_hex(r.data); break;
+    case nbdwire::event_kind::read_hole:
+      s << " cookie=" << r.req.cookie << " at=" << r.offset << " length=" << r.length;
+      break;
+    case nbdwire::event_kind::extent:
+      s << " cookie=" << r.req.cookie << " ctx=" << r.context_id << " at=" << r.offset << " length=" << r.length
+        << " flags=" << r.extent_flags;
+      break;
+    case nbdwire::event_kind::error_chunk:
+      s << " cookie=" << r.req.cookie << " status=" << nbdwire::to_string(r.status) << " message=" << to_hex(r.data);
+      if (r.has_offset) s << " at=" << r.offset;
       break;
     default: break;
   }
@@ -183,8 +201,12 @@ auto run_cuts(const Factory& make, nbdwire::bytes_view input, const std::vector<
       }
       drain(*m, log.output, source);
       if (kind == nbdwire::event_kind::need_more) {
-        if (!chunk.empty()) log.leftover_after_need_more = true;
-        break;
+        if (chunk.empty()) break;
+        // A contract violation, recorded; the rest is still fed (a second call in a row
+        // that takes nothing ends the piece) so later events can be checked too.
+        log.leftover_after_need_more = true;
+        if (r.consumed == 0 && ++idle > 1) break;
+        continue;
       }
       if (kind == nbdwire::event_kind::failed || kind == nbdwire::event_kind::closed ||
           kind == nbdwire::event_kind::disconnected) {

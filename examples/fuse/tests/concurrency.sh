@@ -26,7 +26,7 @@ splice_into "$EXP" 0 "$T/pre"
 log "4 readers and 4 writers at once"
 pids=()
 for i in 0 1 2 3; do
-    dd if="$FILE" of="$T/read$i" bs=128K skip=$((i * 4)) count=4 iflag=direct,skip_bytes,count_bytes \
+    dd if="$FILE" of="$T/read$i" bs=128K iflag=direct,skip_bytes,count_bytes \
         skip=$((i * 4 * MIB)) count=$((4 * MIB)) status=none 2>"$T/read$i.err" &
     pids+=($!)
     rand_file "$T/w$i" $((4 * MIB))

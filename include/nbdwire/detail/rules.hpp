@@ -81,7 +81,7 @@ enum class verdict : std::uint8_t {
   if (!rule.known) return verdict::unknown_command;
   if ((r.flags & ~rule.allowed_flags) != 0) return verdict::flag_not_applicable;
   for (std::uint16_t bit = 1; bit != 0; bit = static_cast<std::uint16_t>(bit << 1)) {
-    if ((r.flags & bit) && !n.has(flag_gate(bit))) return verdict::flag_not_advertised;
+    if ((r.flags & bit) && flag_gate(bit) != 0 && !n.has(flag_gate(bit))) return verdict::flag_not_advertised;
   }
   const bool cache_leniency = lenient && r.cmd() == command::cache;
   if (rule.required_tflag && !n.has(rule.required_tflag) && !cache_leniency)
