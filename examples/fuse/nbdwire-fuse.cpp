@@ -333,26 +333,11 @@ class connection {
 
   /// Feeds input to the machine and acts on its events. False once the connection is over.
   bool feed(std::span<const std::byte> in) {
-    bool stalled = false;
     for (;;) {
       const auto [used, ev] = m_.receive(in);
       in = in.subspan(used);
-      if (ev.kind != event_kind::need_more) stalled = false;
       switch (ev.kind) {
-        case event_kind::need_more:
-          if (in.empty()) return true;
-          // need_more should mean all input was used; a machine step that ends a chunk may
-          // still return it with input left, so that input is offered once more.
-          if (used == 0) {
-            if (stalled) {
-              go_dead("the client machine stopped taking input");
-              return false;
-            }
-            stalled = true;
-          } else {
-            stalled = false;
-          }
-          break;
+        case event_kind::need_more: return true;  // every byte was used
         case event_kind::payload: {
           const piece& p = in_flight_.at(ev.req.cookie);
           std::memcpy(p.buf + (ev.offset - p.offset), ev.data.data(), ev.data.size());
@@ -474,7 +459,7 @@ void handshake(int fd, const std::string& export_name, handshake_result& hs) {
         case event_kind::disconnected: examples::fail("the server ended the handshake");
         default: break;
       }
-      if (ev.kind == event_kind::need_more && (in.empty() || used == 0)) break;
+      if (ev.kind == event_kind::need_more) break;  // every byte was used
     }
   }
 }
