@@ -108,28 +108,9 @@ class outbox {
   std::size_t head_ = 0, tail_ = 0, first_mark_ = 0, marks_ = 0;
 };
 
-/// Accumulates one fixed-size header (at most max_header_size bytes) while it arrives in
-/// pieces. Only headers pass through it; payloads never do.
-class stash {
- public:
-  /// Takes bytes from `in` until `want` bytes are held; returns how many were taken.
-  std::size_t fill(bytes_view in, std::size_t want) noexcept {
-    const std::size_t take = want > have_ ? std::min(in.size(), want - have_) : 0;
-    std::copy_n(in.begin(), take, buf_.begin() + static_cast<std::ptrdiff_t>(have_));
-    have_ += take;
-    return take;
-  }
-  [[nodiscard]] std::size_t size() const noexcept { return have_; }
-  [[nodiscard]] bytes_view view() const noexcept { return {buf_.data(), have_}; }
-  void clear() noexcept { have_ = 0; }
-
- private:
-  std::array<std::byte, max_header_size> buf_{};
-  std::size_t have_ = 0;
-};
-
-/// Accumulates one string-bearing message body (at most `N` bytes): option data on the server,
-/// option reply data on the client. Bounded: the machines check lengths before filling it.
+/// Accumulates at most `N` bytes of one message while they arrive in pieces: a fixed-size
+/// header (the stash), an export name, an option reply body. Payloads never pass through it.
+/// Bounded: the machines check lengths before filling it.
 template <std::size_t N>
 class body_buffer {
  public:
@@ -148,6 +129,9 @@ class body_buffer {
   std::array<std::byte, N> buf_{};
   std::size_t have_ = 0;
 };
+
+/// The header stash: big enough for the largest fixed record (the oldstyle greeting).
+using stash = body_buffer<max_header_size>;
 
 /// One permitted transition of a machine's state table.
 template <class State, class Trigger>
