@@ -4,10 +4,12 @@
 //   nbdwire-client [--style legacy1997 --size SIZE] COMMAND URI [OPTIONS]
 //     info URI [--json]                 what the server says about an export
 //     list URI [--json]                 the exports a server offers
+//     map URI [--json]                  allocation map (base:allocation), as nbdinfo --map
 //     read URI [--offset N] [--length N]    export data to stdout
 //     write URI [--offset N] [--no-flush] stdin to the export, then FLUSH
 //     copy SRC DST                      export <-> file ('-' is stdin/stdout)
 //
+// Extended headers and structured replies are used when the server offers them.
 // The adapter only moves bytes: the socket loop below feeds the machine and sends what it
 // queues. READ data is received straight into the request's buffer when the machine says it
 // comes next; WRITE data goes from the request's buffer into sendmsg() beside its header.
@@ -21,6 +23,7 @@
 #include <algorithm>      // std::min
 #include <csignal>        // std::signal: SIGPIPE is reported as EPIPE instead
 #include <cstdio>         // std::printf, std::fprintf
+#include <cstring>        // std::memset
 #include <deque>          // request windows
 #include <functional>     // std::function: payload source and sink
 #include <memory>         // std::unique_ptr
@@ -62,14 +65,29 @@ class connection {
   /// Where READ payload may be received directly, or nullptr to take it through receive().
   std::function<std::byte*(const nbdwire::payload_span&)> payload_sink;
 
+  /// The server's message from an error chunk for request `cookie`, taken once.
+  std::string take_error_message(std::uint64_t cookie) {
+    const auto it = error_messages_.find(cookie);
+    if (it == error_messages_.end()) return {};
+    std::string m = std::move(it->second);
+    error_messages_.erase(it);
+    return m;
+  }
+
   /// The next event other than need_more/blocked, doing socket I/O as needed. A timeout
-  /// (timeout_ms >= 0) returns a need_more event.
+  /// (timeout_ms >= 0) returns a need_more event. Error chunks are kept for
+  /// take_error_message(); the request's `reply` event carries their status.
   nbdwire::event next(int timeout_ms = -1) {
     for (;;) {
       if (eof_) fail("the server closed the connection");
       const auto r = m_.receive(nbdwire::bytes_view{buf_.data() + start_, end_ - start_});
       start_ += r.consumed;
       if (start_ == end_) start_ = end_ = 0;
+      if (r.ev.kind == event_kind::error_chunk) {
+        if (!r.ev.data.empty() && !error_messages_.contains(r.ev.req.cookie))
+          error_messages_[r.ev.req.cookie] = std::string(nbdwire::as_chars(r.ev.data));
+        continue;
+      }
       if (r.ev.kind != event_kind::need_more && r.ev.kind != event_kind::blocked) return r.ev;
       if (r.ev.kind == event_kind::blocked && !output_pending())
         fail("internal: the client machine is blocked with nothing to send");
@@ -210,6 +228,7 @@ class connection {
   std::vector<std::byte> buf_;
   std::size_t start_ = 0, end_ = 0;
   bool eof_ = false;
+  std::unordered_map<std::uint64_t, std::string> error_messages_;
 };
 
 // ---- command line ---------------------------------------------------------------------------
@@ -234,6 +253,7 @@ void print_usage() {
       "usage: nbdwire-client [--style legacy1997 --size SIZE] COMMAND URI [OPTIONS]\n"
       "  info URI [--json]                    export size, flags, block sizes, description\n"
       "  list URI [--json]                    exports offered by the server\n"
+      "  map URI [--json]                     allocation map (like nbdinfo --map)\n"
       "  read URI [--offset N] [--length N]   export data to stdout\n"
       "  write URI [--offset N] [--no-flush]  stdin to the export (then FLUSH)\n"
       "  copy SRC DST                         URI to file or file to URI ('-' = stdin/stdout)\n"
@@ -292,10 +312,16 @@ options parse_args(int argc, char** argv) {
 struct export_facts {
   std::string requested_name;
   std::optional<std::string> description;
+  std::vector<std::string> contexts;  ///< LIST_META_CONTEXT's answer, when asked for
 };
 
-std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o) {
+/// The metadata context `map` selects.
+constexpr std::string_view allocation_context[] = {"base:allocation"};
+
+std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o,
+                                            bool want_allocation = false) {
   nbdwire::client_config cfg;
+  if (want_allocation) cfg.meta_contexts = allocation_context;
   if (o.legacy) {
     if (*o.legacy_size > 0xffffffffu) fail("the 1997 framing addresses less than 4 GiB; --size is too large");
     cfg.style = nbdwire::handshake_style::legacy_1997;
@@ -338,23 +364,46 @@ nbdwire::event handshake_event(connection& c) {
 }
 
 /// Handshake up to transmission with GO (all info requested); EXPORT_NAME as fallback.
-export_facts negotiate(connection& c, const std::string& name) {
+/// With `list_contexts`, first asks which metadata contexts the export has (fixed newstyle
+/// only; a refusal just means none are listed).
+export_facts negotiate(connection& c, const std::string& name, bool list_contexts = false) {
   export_facts f;
   f.requested_name = name;
   auto& m = c.machine();
   if (m.state() == nbdwire::client_state::transmission) return f;  // legacy 1997: no handshake
+  auto go = [&] {
+    if (const auto r = m.go(name, nbdwire::info_request::all); !r)
+      fail("cannot request export '" + name + "': " + errc_text(r.error()));
+  };
+  bool listing = false;
   for (;;) {
     const auto ev = handshake_event(c);
+    const bool list_answer = listing && ev.option == static_cast<std::uint32_t>(nbdwire::option::list_meta_context);
     switch (ev.kind) {
       case event_kind::greeting:
-        if (const auto r = m.go(name, nbdwire::info_request::all); !r)
-          fail("cannot request export '" + name + "': " + errc_text(r.error()));
+        if (list_contexts && m.list_meta_context(name)) {
+          listing = true;
+          break;
+        }
+        go();
+        break;
+      case event_kind::meta_context: f.contexts.emplace_back(nbdwire::as_chars(ev.data)); break;
+      case event_kind::option_done:
+        if (!list_answer) fail_event(ev, "during the handshake");
+        listing = false;
+        go();
         break;
       case event_kind::info:
         if (ev.info == nbdwire::info_type::description) f.description = std::string(nbdwire::as_chars(ev.data));
         break;
       case event_kind::ready: return f;
       case event_kind::option_refused:
+        if (list_answer) {
+          listing = false;
+          f.contexts.clear();
+          go();
+          break;
+        }
         fail("the server refused export '" + name + "': " + refusal_text(ev));
       default: fail_event(ev, "during the handshake");
     }
@@ -465,9 +514,9 @@ void check_alignment(const nbdwire::negotiated& n, std::uint64_t offset, std::ui
     fail("offset and length must be multiples of the export's minimum block size (" + std::to_string(min) + ")");
 }
 
-std::string request_error(const char* what, const chunk& c, nbdwire::nbd_error e) {
+std::string request_error(const char* what, const chunk& c, nbdwire::nbd_error e, const std::string& message) {
   return std::string(what) + " of " + std::to_string(c.length) + " bytes at offset " + std::to_string(c.offset) +
-         " failed: " + std::string(nbdwire::to_string(e));
+         " failed: " + std::string(nbdwire::to_string(e)) + (message.empty() ? "" : " (" + message + ")");
 }
 
 /// Reads [offset, offset + length) with up to max_window requests in flight and hands the
@@ -523,10 +572,17 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
         if (dst != ev.data.data()) std::memcpy(dst, ev.data.data(), ev.data.size());
         break;
       }
+      case event_kind::read_hole: {  // structured replies: a range that reads as zeroes
+        const auto it = by_cookie.find(ev.req.cookie);
+        if (it == by_cookie.end()) fail("internal: READ hole for an unknown request");
+        std::memset(it->second->data.get() + (ev.offset - it->second->offset), 0, static_cast<std::size_t>(ev.length));
+        break;
+      }
       case event_kind::reply: {
         const auto it = by_cookie.find(ev.req.cookie);
         if (it == by_cookie.end()) fail("internal: reply for an unknown request");
-        if (ev.status != nbdwire::nbd_error::ok) fail(request_error("READ", *it->second, ev.status));
+        if (ev.status != nbdwire::nbd_error::ok)
+          fail(request_error("READ", *it->second, ev.status, c.take_error_message(ev.req.cookie)));
         it->second->done = true;
         by_cookie.erase(it);
         while (!window.empty() && window.front()->done) {
@@ -607,7 +663,8 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
     if (ev.kind != event_kind::reply) fail_event(ev, "while writing");
     const auto it = in_flight.find(ev.req.cookie);
     if (it == in_flight.end()) fail("internal: reply for an unknown request");
-    if (ev.status != nbdwire::nbd_error::ok) fail(request_error("WRITE", *it->second, ev.status));
+    if (ev.status != nbdwire::nbd_error::ok)
+      fail(request_error("WRITE", *it->second, ev.status, c.take_error_message(ev.req.cookie)));
     prog.add(it->second->length);
     spare.push_back(std::move(it->second->data));
     in_flight.erase(it);
@@ -635,7 +692,7 @@ int cmd_info(const options& o) {
   need_args(o, 2, "info URI [--json]");
   const auto uri = examples::parse_nbd_uri(o.positional[1]);
   auto c = open_connection(uri, o);
-  const auto facts = negotiate(*c, uri.export_name);
+  const auto facts = negotiate(*c, uri.export_name, true);
   const auto n = c->machine().negotiated();
   c->shut_down();
 
@@ -659,6 +716,11 @@ int cmd_info(const options& o) {
     j += "  \"block-size-preferred\": " + std::to_string(n.block_size.preferred) + ",\n";
     j += "  \"block-size-maximum\": " + std::to_string(n.block_size.maximum) + ",\n";
     j += "  \"description\": " + (facts.description ? json_string(*facts.description) : "null"s) + ",\n";
+    j += "  \"structured-replies\": "s + (n.structured_replies ? "true" : "false") + ",\n";
+    j += "  \"extended-headers\": "s + (n.extended_headers ? "true" : "false") + ",\n";
+    j += "  \"contexts\": [";
+    for (std::size_t i = 0; i < facts.contexts.size(); ++i) j += (i ? ", " : "") + json_string(facts.contexts[i]);
+    j += "],\n";
     j += "  \"protocol\": \""s + protocol_name(n.style) + "\"\n}\n";
     std::fputs(j.c_str(), stdout);
   } else {
@@ -672,7 +734,114 @@ int cmd_info(const options& o) {
     std::printf("block-size-preferred: %u\n", n.block_size.preferred);
     std::printf("block-size-maximum: %u\n", n.block_size.maximum);
     if (facts.description) std::printf("description: %s\n", facts.description->c_str());
+    std::printf("structured-replies: %s\n", n.structured_replies ? "yes" : "no");
+    std::printf("extended-headers: %s\n", n.extended_headers ? "yes" : "no");
+    std::printf("contexts:%s\n", facts.contexts.empty() ? " none" : "");
+    for (const auto& ctx : facts.contexts) std::printf("  %s\n", ctx.c_str());
   }
+  return 0;
+}
+
+/// One line of the allocation map: `length` bytes at `offset` with base:allocation `flags`.
+struct map_extent {
+  std::uint64_t offset = 0, length = 0, flags = 0;
+};
+
+/// nbdinfo's words for base:allocation flags.
+const char* allocation_description(std::uint64_t flags) {
+  switch (flags) {
+    case 0: return "data";
+    case nbdwire::state_flag::hole: return "hole";
+    case nbdwire::state_flag::zero: return "zero";
+    case nbdwire::state_flag::hole | nbdwire::state_flag::zero: return "hole,zero";
+    default: return nullptr;
+  }
+}
+
+/// The whole export's base:allocation map, adjacent extents with equal flags merged. A server
+/// without the context has no holes to report, so everything is data.
+std::vector<map_extent> allocation_map(connection& c) {
+  auto& m = c.machine();
+  const auto& n = m.negotiated();
+  const std::uint64_t size = n.export_size;
+  std::vector<map_extent> map;
+  auto add = [&](std::uint64_t off, std::uint64_t len, std::uint64_t flags) {
+    if (!map.empty() && map.back().flags == flags && map.back().offset + map.back().length == off)
+      map.back().length += len;
+    else
+      map.push_back({off, len, flags});
+  };
+  std::optional<std::uint32_t> id;
+  for (std::size_t i = 0; i < n.meta_context_count; ++i)
+    if (n.meta_contexts[i].query_index == 0) id = n.meta_contexts[i].id;
+  if (!id) {
+    std::fprintf(stderr, "nbdwire-client: the server offers no base:allocation context; the whole export is data\n");
+    if (size != 0) add(0, size, 0);
+    return map;
+  }
+  // Ask for up to almost 4 GiB at a time (a whole number of minimum blocks). A server may
+  // describe less than asked, and its last extent may run past the request.
+  const std::uint32_t min = n.block_size.minimum ? n.block_size.minimum : 1;
+  const std::uint32_t most = 0xfffff000u - 0xfffff000u % min;
+  std::uint64_t pos = 0;
+  while (pos < size) {
+    const auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(size - pos, most));
+    const auto r = m.block_status(pos, len);
+    if (!r) fail("cannot send BLOCK_STATUS at offset " + std::to_string(pos) + ": " + errc_text(r.error()));
+    std::uint64_t covered = pos;
+    for (;;) {
+      const auto ev = c.next();
+      if (ev.kind == event_kind::extent) {
+        if (ev.context_id != *id || ev.offset != covered || ev.offset >= size) continue;
+        const std::uint64_t end = std::min(size, ev.offset + std::min(ev.length, size - ev.offset));
+        add(ev.offset, end - ev.offset, ev.extent_flags);
+        covered = end;
+        continue;
+      }
+      if (ev.kind != event_kind::reply) fail_event(ev, "while mapping");
+      if (ev.status != nbdwire::nbd_error::ok) {
+        const std::string msg = c.take_error_message(ev.req.cookie);
+        fail("BLOCK_STATUS at offset " + std::to_string(pos) + " failed: " + std::string(nbdwire::to_string(ev.status)) +
+             (msg.empty() ? "" : " (" + msg + ")"));
+      }
+      break;
+    }
+    if (covered == pos) fail("the server described nothing at offset " + std::to_string(pos));
+    pos = covered;
+  }
+  return map;
+}
+
+int cmd_map(const options& o) {
+  need_args(o, 2, "map URI [--json]");
+  const auto uri = examples::parse_nbd_uri(o.positional[1]);
+  auto c = open_connection(uri, o, true);
+  negotiate(*c, uri.export_name);
+  const auto map = allocation_map(*c);
+  c->shut_down();
+  // The layout of nbdinfo --map, so the two can be compared line by line.
+  std::string out = o.json ? "[\n" : "";
+  char line[160];
+  for (std::size_t i = 0; i < map.size(); ++i) {
+    const auto& e = map[i];
+    const char* d = allocation_description(e.flags);
+    const auto off = static_cast<unsigned long long>(e.offset), len = static_cast<unsigned long long>(e.length),
+               type = static_cast<unsigned long long>(e.flags);
+    if (o.json) {
+      std::snprintf(line, sizeof line, "%s{ \"offset\": %llu, \"length\": %llu, \"type\": %llu", i ? ",\n" : "", off,
+                    len, type);
+      out += line;
+      if (d) out += ", \"description\": \""s + d + "\"";
+      out += "}";
+    } else {
+      std::snprintf(line, sizeof line, "%10llu  %10llu  %3llu", off, len, type);
+      out += line;
+      if (d) out += "  "s + d;
+      out += "\n";
+    }
+  }
+  if (o.json) out += "\n]\n";
+  std::fputs(out.c_str(), stdout);
   return 0;
 }
 
@@ -815,6 +984,7 @@ int main(int argc, char** argv) {
     const std::string& cmd = o.positional[0];
     if (cmd == "info") return cmd_info(o);
     if (cmd == "list") return cmd_list(o);
+    if (cmd == "map") return cmd_map(o);
     if (cmd == "read") return cmd_read(o);
     if (cmd == "write") return cmd_write(o);
     if (cmd == "copy") return cmd_copy(o);

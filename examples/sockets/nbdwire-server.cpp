@@ -6,6 +6,10 @@
 //                  NAME=BACKEND...
 //   BACKEND: memory:SIZE (sparse, lazily allocated) or file:PATH (file or block device)
 //
+// With structured replies, READs of sparse ranges answer holes with OFFSET_HOLE chunks, and
+// BLOCK_STATUS reports "base:allocation" from the backend: for memory, the pages ever written
+// (pages given back by TRIM or zeroing are holes again); for files, SEEK_DATA/SEEK_HOLE.
+//
 // One epoll loop serves every client; sockets are non-blocking, so a slow or idle client never
 // holds up another. The adapter only moves bytes: the machine validates and answers the
 // protocol, this file carries out requests against storage. READ data goes from storage
@@ -65,6 +69,21 @@ nbd_error to_nbd_error(int err) {
 
 // ---- storage -----------------------------------------------------------------------------------
 
+/// A stretch of an export that is either data or a hole (reads as zeroes, not allocated).
+struct alloc_run {
+  std::uint64_t length = 0;
+  bool hole = false;
+};
+
+/// Appends a run, merging it with the previous one of the same kind.
+void add_run(std::vector<alloc_run>& out, std::uint64_t length, bool hole) {
+  if (length == 0) return;
+  if (!out.empty() && out.back().hole == hole)
+    out.back().length += length;
+  else
+    out.push_back({length, hole});
+}
+
 /// What an export is stored in. Calls return 0 or an errno value.
 class backend {
  public:
@@ -82,6 +101,17 @@ class backend {
   /// fail with ENOTSUP rather than write zeroes slowly (NBD_CMD_FLAG_FAST_ZERO).
   virtual int zero(std::uint64_t off, std::uint64_t len, bool may_punch, bool fast_only) = 0;
   virtual int cache(std::uint64_t off, std::uint64_t len) = 0;
+  /// A WRITE of [off, off + len) is about to arrive (its data may be received in place).
+  virtual void will_write(std::uint64_t, std::uint64_t) {}
+  /// Describes [off, off + len) as alternating data and hole runs, from `off` on. Stops after
+  /// `max_runs` runs, so the runs may cover less than `len`; they never cover more.
+  virtual int allocation(std::uint64_t off, std::uint64_t len, std::size_t max_runs, std::vector<alloc_run>& out) {
+    (void)off;
+    (void)max_runs;
+    out.clear();
+    add_run(out, len, false);
+    return 0;
+  }
 };
 
 /// A sparse in-memory export: private anonymous pages, reserved lazily, so an untouched
@@ -95,6 +125,7 @@ class memory_backend final : public backend {
     void* p = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) examples::fail_errno("cannot map a memory export of " + std::to_string(size) + " bytes");
     base_ = static_cast<std::byte*>(p);
+    written_.assign(static_cast<std::size_t>((map_len_ / page_ + 63) / 64), 0);
   }
   ~memory_backend() override {
     if (base_) munmap(base_, map_len_);
@@ -110,8 +141,12 @@ class memory_backend final : public backend {
     return 0;
   }
   int write(std::uint64_t off, const std::byte* src, std::size_t len) override {
+    will_write(off, len);
     std::memcpy(base_ + off, src, len);
     return 0;
+  }
+  void will_write(std::uint64_t off, std::uint64_t len) override {
+    if (len != 0) mark(off / page_, (off + len - 1) / page_ + 1, true);
   }
   int flush() override { return 0; }
   int trim(std::uint64_t off, std::uint64_t len) override {
@@ -120,13 +155,29 @@ class memory_backend final : public backend {
   }
   int zero(std::uint64_t off, std::uint64_t len, bool may_punch, bool) override {
     // Both ways are at least as fast as writing, so FAST_ZERO never fails here.
-    if (may_punch)
+    if (may_punch) {
       discard(off, len);
-    else
+    } else {
+      will_write(off, len);  // NO_HOLE: the range stays allocated
       std::memset(base_ + off, 0, static_cast<std::size_t>(len));
+    }
     return 0;
   }
   int cache(std::uint64_t, std::uint64_t) override { return 0; }
+
+  int allocation(std::uint64_t off, std::uint64_t len, std::size_t max_runs, std::vector<alloc_run>& out) override {
+    out.clear();
+    const std::uint64_t end = off + len;
+    std::uint64_t pos = off;
+    while (pos < end && out.size() < max_runs) {
+      const std::uint64_t p = pos / page_;
+      const bool data = bit(p);
+      const std::uint64_t stop = std::min(end, next_change(p, data, (end + page_ - 1) / page_) * page_);
+      add_run(out, stop - pos, !data);
+      pos = stop;
+    }
+    return 0;
+  }
 
  private:
   /// Gives whole pages back (they read as zeroes again) and zeroes the partial edges.
@@ -142,11 +193,43 @@ class memory_backend final : public backend {
     std::memset(base_ + off, 0, static_cast<std::size_t>(first - off));
     if (madvise(base_ + first, static_cast<std::size_t>(last - first), MADV_DONTNEED) != 0)
       std::memset(base_ + first, 0, static_cast<std::size_t>(last - first));
+    else
+      mark(first / page_, last / page_, false);  // given back: a hole again
     std::memset(base_ + last, 0, static_cast<std::size_t>(end - last));
+  }
+
+  // One bit per page: set once the page was written, cleared when it is given back.
+  [[nodiscard]] bool bit(std::uint64_t p) const { return (written_[p / 64] >> (p % 64)) & 1u; }
+  void mark(std::uint64_t from, std::uint64_t to, bool value) {
+    for (std::uint64_t p = from; p < to;) {
+      std::uint64_t& w = written_[p / 64];
+      if (p % 64 == 0 && to - p >= 64) {  // whole words at once
+        w = value ? ~std::uint64_t{0} : 0;
+        p += 64;
+        continue;
+      }
+      const std::uint64_t m = std::uint64_t{1} << (p % 64);
+      w = value ? (w | m) : (w & ~m);
+      ++p;
+    }
+  }
+  /// The first page in [p, limit) whose bit differs from `value`, or `limit`.
+  [[nodiscard]] std::uint64_t next_change(std::uint64_t p, bool value, std::uint64_t limit) const {
+    const std::uint64_t same = value ? ~std::uint64_t{0} : 0;
+    while (p < limit) {
+      if (p % 64 == 0 && written_[p / 64] == same) {
+        p += 64;
+        continue;
+      }
+      if (bit(p) != value) return p;
+      ++p;
+    }
+    return limit;
   }
 
   std::uint64_t size_, page_ = 4096, map_len_ = 0;
   std::byte* base_ = nullptr;
+  std::vector<std::uint64_t> written_;
 };
 
 /// An existing file or block device, accessed with pread/pwrite.
@@ -224,6 +307,30 @@ class file_backend final : public backend {
   }
   int cache(std::uint64_t off, std::uint64_t len) override {
     (void)posix_fadvise(fd_, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
+    return 0;
+  }
+
+  int allocation(std::uint64_t off, std::uint64_t len, std::size_t max_runs, std::vector<alloc_run>& out) override {
+    out.clear();
+    const std::uint64_t end = off + len;
+    std::uint64_t pos = off;
+    while (pos < end && out.size() < max_runs) {
+      const off_t d = lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+      if (d < 0) {
+        // ENXIO: no data from here to the end of the file. Anything else (a block device, a
+        // file system without SEEK_DATA): report data, which is always correct.
+        add_run(out, end - pos, errno == ENXIO);
+        return 0;
+      }
+      const std::uint64_t data = std::min(end, static_cast<std::uint64_t>(d));
+      add_run(out, data - pos, true);
+      pos = data;
+      if (pos >= end) break;
+      const off_t h = lseek(fd_, static_cast<off_t>(pos), SEEK_HOLE);
+      const std::uint64_t hole = h < 0 ? end : std::min(end, std::max(pos + 1, static_cast<std::uint64_t>(h)));
+      add_run(out, hole - pos, false);
+      pos = hole;
+    }
     return 0;
   }
 
@@ -342,17 +449,54 @@ settings parse_args(int argc, char** argv) {
 
 // ---- connections ---------------------------------------------------------------------------------
 
-/// READ data owed to the client, in the order of the payload marks the machine queued.
+/// READ data owed to the client, one per payload mark the machine queued, in that order.
 struct read_source {
   std::uint64_t cookie = 0, offset = 0, length = 0;
-  const std::byte* data = nullptr;        // in place (memory) or owned.get()
-  std::unique_ptr<std::byte[]> owned;     // file exports: read at request time
+  const std::byte* data = nullptr;         // in place (memory) or inside `owned`
+  std::shared_ptr<std::byte[]> owned;      // file exports: read at request time
+  std::uint64_t buffered = 0;              // bytes of `owned` this piece accounts for
 };
 
-struct deferred_reply {
+/// One call on the machine that answers (part of) a request.
+struct reply_step {
+  enum class kind : std::uint8_t { whole, data, hole, status } what = kind::whole;
+  nbd_error status = nbd_error::ok;               // whole
+  std::uint64_t offset = 0, length = 0;           // data, hole
+  std::optional<read_source> src;                 // whole (successful READ), data
+  std::uint32_t context = 0;                      // status
+  std::vector<nbdwire::block_extent> extents;     // status
+  bool done = true;                               // the reply's last chunk
+
+  static reply_step whole(nbd_error e, std::optional<read_source> src = {}) {
+    reply_step s;
+    s.status = e;
+    s.src = std::move(src);
+    return s;
+  }
+  static reply_step chunk(kind k, std::uint64_t offset, std::uint64_t length, std::optional<read_source> src) {
+    reply_step s;
+    s.what = k;
+    s.offset = offset;
+    s.length = length;
+    s.src = std::move(src);
+    s.done = false;
+    return s;
+  }
+  static reply_step block_status(std::uint32_t context, std::vector<nbdwire::block_extent> extents, bool done) {
+    reply_step s;
+    s.what = kind::status;
+    s.context = context;
+    s.extents = std::move(extents);
+    s.done = done;
+    return s;
+  }
+};
+
+/// A reply as a sequence of steps; `next` is the first not yet accepted by the machine.
+struct pending_reply {
   nbdwire::request req;
-  nbd_error status = nbd_error::ok;
-  std::optional<read_source> src;
+  std::vector<reply_step> steps;
+  std::size_t next = 0;
 };
 
 struct connection {
@@ -364,7 +508,7 @@ struct connection {
   std::vector<std::byte> in;
   std::size_t start = 0, end = 0;
   std::deque<read_source> reads;      // data for pending_payload(), front first
-  std::deque<deferred_reply> deferred;// replies waiting for outbox room, in order
+  std::deque<pending_reply> deferred; // replies waiting for outbox room, in order
   std::uint64_t read_buffered = 0;    // bytes held in owned read buffers
   bool finishing = false;             // DISC or end of input: flush, then close
   std::uint32_t epoll_mask = 0;
@@ -394,9 +538,13 @@ class server_loop {
       if (e.store->can_fast_zero()) f |= send_fast_zero;
       if (s_.read_only) f |= read_only;
       c.transmission_flags = f;
+      // Byte-granular requests work; 4 KiB is the page size of memory exports and a usual
+      // file system block; 32 MiB is the payload every client may send.
+      c.block_size = {1, 4096, nbdwire::default_max_payload};
       configs_.push_back(c);
     }
     cfg_.style = s_.style;
+    cfg_.meta_contexts = contexts_;
     cfg_.exports = configs_;
     cfg_.default_export = 0;
     // An export explicitly named "" is the default one.
@@ -511,7 +659,7 @@ class server_loop {
       int n = 0;
       if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
       if (pay) {
-        if (c.reads.empty() || c.reads.front().cookie != pay->cookie) {
+        if (c.reads.empty() || c.reads.front().cookie != pay->cookie || c.reads.front().offset > pay->offset) {
           log(c, "internal: READ data owed for an unknown request");
           return false;
         }
@@ -536,38 +684,79 @@ class server_loop {
       if (sent > head) {
         const std::uint64_t body = sent - head;
         (void)c.m.consume_payload(body);
-        if (body == pay->length) {  // this READ's data is all sent
-          c.read_buffered -= c.reads.front().owned ? c.reads.front().length : 0;
+        if (body == pay->length) {  // this piece of READ data is all sent
+          c.read_buffered -= c.reads.front().buffered;
           c.reads.pop_front();
         }
       }
     }
   }
 
-  /// Answers a request now, or queues the answer while the outbox is full.
-  bool answer(connection& c, const nbdwire::request& r, nbd_error status, std::optional<read_source> src) {
-    if (c.deferred.empty()) {
-      const auto res = c.m.reply(r, status);
-      if (res) {
-        if (src && status == nbd_error::ok && r.length != 0) c.reads.push_back(std::move(*src));
-        return true;
-      }
-      if (res.error() != nbdwire::errc::outbox_full) {
-        log(c, "internal: reply refused: " + std::string(nbdwire::to_string(res.error())));
-        return false;
-      }
+  /// Hands one step to the machine. True: taken (or failed for good, which was logged and
+  /// makes `fatal` true); false: the outbox is full, try again once it drains.
+  bool run_step(connection& c, const nbdwire::request& r, reply_step& st, bool& fatal) {
+    using k = reply_step::kind;
+    nbdwire::errc e = nbdwire::errc::ok;
+    switch (st.what) {
+      case k::whole:
+        if (const auto res = c.m.reply(r, st.status); !res) e = res.error();
+        break;
+      case k::data:
+        if (const auto res = c.m.reply_read_data(r, st.offset, st.length, st.done); !res) e = res.error();
+        break;
+      case k::hole:
+        if (const auto res = c.m.reply_read_hole(r, st.offset, static_cast<std::uint32_t>(st.length), st.done); !res)
+          e = res.error();
+        break;
+      case k::status:
+        if (const auto res = c.m.reply_block_status(r, st.context, st.extents, st.done); !res) e = res.error();
+        break;
     }
-    c.deferred.push_back({r, status, std::move(src)});
+    if (e == nbdwire::errc::outbox_full) return false;
+    if (e != nbdwire::errc::ok) {
+      log(c, "internal: reply refused: " + std::string(nbdwire::to_string(e)));
+      fatal = true;
+      return true;
+    }
+    // A payload mark was queued: its data is sent from this source.
+    if (st.src && st.src->length != 0 && (st.what == k::data || st.status == nbd_error::ok))
+      c.reads.push_back(std::move(*st.src));
     return true;
   }
 
-  /// Retries deferred replies in order; false while the outbox is still full.
-  bool retry_deferred(connection& c) {
+  /// Runs a reply's steps from `p.next` on; false when the outbox filled up first.
+  bool run_steps(connection& c, pending_reply& p, bool& fatal) {
+    while (p.next < p.steps.size()) {
+      if (!run_step(c, p.req, p.steps[p.next], fatal)) return false;
+      if (fatal) return true;
+      ++p.next;
+    }
+    return true;
+  }
+
+  /// Answers a request now, or queues (the rest of) the answer while the outbox is full.
+  bool answer(connection& c, pending_reply p) {
+    bool fatal = false;
+    if (c.deferred.empty() && run_steps(c, p, fatal)) return !fatal;
+    c.deferred.push_back(std::move(p));
+    return true;
+  }
+  bool answer(connection& c, const nbdwire::request& r, nbd_error status, std::optional<read_source> src = {}) {
+    pending_reply p{r, {}, 0};
+    p.steps.push_back(reply_step::whole(status, std::move(src)));
+    return answer(c, std::move(p));
+  }
+
+  /// Retries deferred replies in order. `blocked` is set while the outbox is still full.
+  bool retry_deferred(connection& c, bool& blocked) {
+    blocked = false;
     while (!c.deferred.empty()) {
-      auto& d = c.deferred.front();
-      const auto res = c.m.reply(d.req, d.status);
-      if (!res) return false;
-      if (d.src && d.status == nbd_error::ok && d.req.length != 0) c.reads.push_back(std::move(*d.src));
+      bool fatal = false;
+      if (!run_steps(c, c.deferred.front(), fatal)) {
+        blocked = true;
+        return true;
+      }
+      if (fatal) return false;
       c.deferred.pop_front();
     }
     return true;
@@ -579,7 +768,74 @@ class server_loop {
     int err = c.wr.err;
     if (err == 0 && (c.wr.req.flags & nbdwire::command_flag::fua)) err = store_of(c).flush();
     c.wr.active = false;
-    return answer(c, c.wr.req, to_nbd_error(err), std::nullopt);
+    return answer(c, c.wr.req, to_nbd_error(err));
+  }
+
+  /// READ: one data chunk (or simple reply), or with structured replies, data and hole
+  /// chunks following the backend's allocation. Data is never copied for memory exports.
+  bool handle_read(connection& c, const nbdwire::request& r) {
+    backend& b = store_of(c);
+    using k = reply_step::kind;
+    std::vector<alloc_run> runs;
+    const bool chunked = c.m.negotiated().structured_replies && r.length != 0 &&
+                         (r.flags & nbdwire::command_flag::df) == 0;  // DF: one data chunk
+    if (chunked) {
+      if (const int err = b.allocation(r.offset, r.length, SIZE_MAX, runs); err != 0)
+        return answer(c, r, to_nbd_error(err));
+    }
+    if (runs.size() <= 1 && !(runs.size() == 1 && runs[0].hole)) runs.assign(1, alloc_run{r.length, false});
+    // The data: in place, or read now into one buffer (holes are left unread).
+    std::byte* in_place = r.length ? b.in_place(r.offset) : nullptr;
+    std::shared_ptr<std::byte[]> owned;
+    if (!in_place && r.length != 0) {
+      std::uint64_t pos = r.offset;
+      for (const alloc_run& x : runs) {
+        if (!x.hole) {
+          if (!owned) owned = std::make_shared_for_overwrite<std::byte[]>(static_cast<std::size_t>(r.length));
+          if (const int err = b.read(pos, owned.get() + (pos - r.offset), static_cast<std::size_t>(x.length)))
+            return answer(c, r, to_nbd_error(err));
+        }
+        pos += x.length;
+      }
+    }
+    const std::byte* base = in_place ? in_place : owned.get();
+    auto source = [&](std::uint64_t off, std::uint64_t len) {
+      const std::uint64_t buffered = owned ? len : 0;
+      c.read_buffered += buffered;
+      return read_source{r.cookie, off, len, base ? base + (off - r.offset) : nullptr, owned, buffered};
+    };
+    pending_reply p{r, {}, 0};
+    if (!chunked || (runs.size() == 1 && !runs[0].hole)) {
+      p.steps.push_back(reply_step::whole(nbd_error::ok, source(r.offset, r.length)));
+      return answer(c, std::move(p));
+    }
+    std::uint64_t pos = r.offset;
+    for (const alloc_run& x : runs) {
+      p.steps.push_back(reply_step::chunk(x.hole ? k::hole : k::data, pos, x.length,
+                                          x.hole ? std::nullopt : std::optional<read_source>(source(pos, x.length))));
+      pos += x.length;
+    }
+    p.steps.back().done = true;
+    return answer(c, std::move(p));
+  }
+
+  /// BLOCK_STATUS: "base:allocation" extents from the backend, for every negotiated context.
+  bool handle_block_status(connection& c, const nbdwire::request& r) {
+    if (r.length == 0) return answer(c, r, nbd_error::einval);
+    const auto& n = c.m.negotiated();
+    // More than one outbox holds; the machine sends what fits and the client asks again.
+    const std::size_t max_runs = (r.flags & nbdwire::command_flag::req_one) ? 1 : 1024;
+    std::vector<alloc_run> runs;
+    if (const int err = store_of(c).allocation(r.offset, r.length, max_runs, runs); err != 0 || runs.empty())
+      return answer(c, r, to_nbd_error(err ? err : EIO));
+    std::vector<nbdwire::block_extent> extents;
+    extents.reserve(runs.size());
+    using namespace nbdwire::state_flag;
+    for (const alloc_run& x : runs) extents.push_back({x.length, x.hole ? (hole | zero) : 0u});
+    pending_reply p{r, {}, 0};
+    for (std::size_t i = 0; i < n.meta_context_count; ++i)
+      p.steps.push_back(reply_step::block_status(n.meta_contexts[i].id, extents, i + 1 == n.meta_context_count));
+    return answer(c, std::move(p));
   }
 
   bool handle_request(connection& c, const nbdwire::request& r) {
@@ -589,21 +845,10 @@ class server_loop {
     const bool fua = (r.flags & cf::fua) != 0;
     int err = 0;
     switch (r.cmd()) {
-      case command::read: {
-        read_source src{r.cookie, r.offset, r.length, nullptr, nullptr};
-        if (r.length != 0) {
-          if (std::byte* p = b.in_place(r.offset)) {
-            src.data = p;
-          } else {
-            src.owned = std::make_unique_for_overwrite<std::byte[]>(static_cast<std::size_t>(r.length));
-            err = b.read(r.offset, src.owned.get(), static_cast<std::size_t>(r.length));
-            src.data = src.owned.get();
-            if (err == 0) c.read_buffered += r.length;
-          }
-        }
-        return answer(c, r, to_nbd_error(err), err ? std::nullopt : std::optional<read_source>(std::move(src)));
-      }
+      case command::read: return handle_read(c, r);
+      case command::block_status: return handle_block_status(c, r);
       case command::write:
+        b.will_write(r.offset, r.length);
         c.wr.active = true;
         c.wr.req = r;
         c.wr.received = 0;
@@ -621,7 +866,7 @@ class server_loop {
       case command::cache: err = b.cache(r.offset, r.length); break;
       default: err = EINVAL; break;
     }
-    return answer(c, r, to_nbd_error(err), std::nullopt);
+    return answer(c, r, to_nbd_error(err));
   }
 
   bool handle_payload(connection& c, const nbdwire::event& ev) {
@@ -638,7 +883,9 @@ class server_loop {
     int recvs = recvs_per_wakeup;
     for (;;) {
       if (!send_some(c)) return false;
-      if (!retry_deferred(c)) break;                    // outbox full: wait until writable
+      bool blocked = false;
+      if (!retry_deferred(c, blocked)) return false;
+      if (blocked) break;                                // outbox full: wait until writable
       if (c.finishing) {
         if (!c.output_pending()) return false;           // all answered: close
         break;
@@ -731,6 +978,8 @@ class server_loop {
 
   settings s_;
   std::vector<nbdwire::export_config> configs_;
+  // Context id 0: the only one offered.
+  static constexpr std::string_view contexts_[] = {"base:allocation"};
   nbdwire::server_config cfg_;
   int listen_fd_ = -1, ep_ = -1, sig_fd_ = -1;
   std::unordered_map<int, std::unique_ptr<connection>> conns_;

@@ -27,6 +27,9 @@ rand_file "$T/base" "$size"
 step "nbdcopy fills the export" nbdcopy "$T/base" "$uri"
 
 client_info_check "$uri" "$size" "$proto"
+# Written all over, so one data extent, whether or not the server has base:allocation (--no-sr
+# and oldstyle have none: the whole export counts as data).
+map_all_data "$uri" "$size"
 
 if [ "$has_list" = 1 ]; then
     client list "$uri" >"$T/list.txt"

@@ -369,3 +369,13 @@ client_info_check() {
 
 # pattern_file BYTE LENGTH: LENGTH copies of BYTE (0-255) to stdout.
 pattern_file() { head -c "$2" /dev/zero | tr '\0' "\\$(printf '%03o' "$1")"; }
+
+# map_all_data URI SIZE: nbdwire-client map shows the whole export as one data extent (servers
+# without base:allocation, or fully written ones), in nbdinfo's layout.
+map_all_data() {
+    client map "$1" >"$T/map.txt"
+    sed 's/^/    | /' "$T/map.txt" >&2
+    printf '%10s  %10s  %3s  data\n' 0 "$2" 0 | cmp - "$T/map.txt" >&2 ||
+        fail "map does not show the whole export as data"
+    log "   map: the whole export is data"
+}
