@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: MIT
+// Fuzz support: every attack surface of the two machines as a function of one byte string,
+// run under invariants that hold for any input, and compared across input splits.
+//
+// An input is: configuration bytes (the first bytes pick the machine's configuration), a
+// few action bytes (what the caller does: options to send, requests to submit, how to
+// answer), then the byte stream from the peer. A run drives a fresh machine over the stream
+// cut at given positions, acts on every event as an adapter would, and records what
+// happened. Invariants are checked as the run goes (check() aborts, so libFuzzer reports the
+// input); the record of one run is then compared with runs over other splits.
+//
+// No I/O: machines are sans-IO, so a fuzz run needs no fork, socket or thread.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "nbdwire/client.hpp"
+#include "nbdwire/server.hpp"
+
+namespace nbdwire_fuzz {
+
+using bytes = std::vector<std::byte>;
+using nbdwire::bytes_view;
+using nbdwire::event_kind;
+
+/// An invariant failed: say which, then abort so the fuzzer keeps the input.
+[[noreturn]] inline void violated(const char* what, const char* file, int line) {
+  std::fprintf(stderr, "nbdwire fuzz invariant violated: %s (%s:%d)\n", what, file, line);
+  std::abort();
+}
+#define NBDWIRE_FUZZ_CHECK(cond) \
+  do {                           \
+    if (!(cond)) ::nbdwire_fuzz::violated(#cond, __FILE__, __LINE__); \
+  } while (0)
+#define NBDWIRE_FUZZ_FAIL(what) ::nbdwire_fuzz::violated(what, __FILE__, __LINE__)
+
+/// Reads configuration and action fields off the front of the input; past the end every
+/// field reads as zero, so any input is a valid configuration.
+class reader {
+ public:
+  explicit reader(bytes_view in) : in_(in) {}
+  std::uint8_t u8() noexcept {
+    if (pos_ >= in_.size()) return 0;
+    return static_cast<std::uint8_t>(in_[pos_++]);
+  }
+  // Big-endian; each read is its own statement, since operand order is unspecified.
+  std::uint16_t u16() noexcept {
+    const unsigned hi = u8();
+    return static_cast<std::uint16_t>((hi << 8) | u8());
+  }
+  std::uint32_t u32() noexcept {
+    const std::uint32_t hi = u16();
+    return (hi << 16) | u16();
+  }
+  std::uint64_t u64() noexcept {
+    const std::uint64_t hi = u32();
+    return (hi << 32) | u32();
+  }
+  bytes_view take(std::size_t n) noexcept {
+    n = std::min(n, in_.size() - pos_);
+    const bytes_view b = in_.subspan(pos_, n);
+    pos_ += n;
+    return b;
+  }
+  [[nodiscard]] bytes_view rest() const noexcept { return in_.subspan(pos_); }
+
+ private:
+  bytes_view in_;
+  std::size_t pos_ = 0;
+};
+
+/// Export contents both sides agree on, so payload bytes are the same in every run.
+inline std::byte pattern_byte(std::uint64_t offset) noexcept {
+  return static_cast<std::byte>((offset * 131u + 7u) & 0xffu);
+}
+
+/// One event with its views copied. Payload fragments that continue each other are merged,
+/// since the split decides fragment sizes and nothing else.
+struct recorded {
+  event_kind kind = event_kind::need_more;
+  nbdwire::errc error = nbdwire::errc::ok;
+  std::uint32_t option = 0;
+  nbdwire::reply_type reply = nbdwire::reply_type::ack;
+  nbdwire::info_type info = nbdwire::info_type::export_info;
+  std::uint16_t flags = 0;
+  std::uint64_t export_size = 0;
+  std::uint16_t transmission_flags = 0;
+  nbdwire::block_size_constraints block_size{};
+  nbdwire::request req{};
+  nbdwire::nbd_error status = nbdwire::nbd_error::ok;
+  std::uint64_t offset = 0;
+  bytes data, text;
+  bool operator==(const recorded&) const = default;
+};
+
+/// Everything a run produced that must not depend on how the input was split.
+struct run_log {
+  std::vector<recorded> events;
+  bytes output;  ///< every byte the machine asked to send, payloads included
+  nbdwire::errc final_error = nbdwire::errc::ok;
+  std::size_t consumed = 0;
+  bool failed = false;
+  bool operator==(const run_log&) const = default;
+};
+
+inline void append(run_log& log, const nbdwire::event& e) {
+  if (e.kind == event_kind::payload && !log.events.empty()) {
+    recorded& last = log.events.back();
+    if (last.kind == event_kind::payload && last.req.cookie == e.req.cookie &&
+        last.offset + last.data.size() == e.offset) {
+      last.data.insert(last.data.end(), e.data.begin(), e.data.end());
+      return;
+    }
+  }
+  log.events.push_back({e.kind, e.error, e.option, e.reply, e.info, e.flags, e.export_size, e.transmission_flags,
+                        e.block_size, e.req, e.status, e.offset, bytes(e.data.begin(), e.data.end()),
+                        bytes(e.text.begin(), e.text.end())});
+}
+
+/// Moves everything a machine wants sent into `out`; payload marks are filled with the
+/// export pattern. Checks the outbox bound and that a payload is asked for only once its
+/// header has gone.
+template <class Machine>
+void drain(Machine& m, bytes& out) {
+  for (int guard = 0;; ++guard) {
+    NBDWIRE_FUZZ_CHECK(guard < 1'000'000);
+    const bytes_view o = m.pending_output();
+    NBDWIRE_FUZZ_CHECK(o.size() <= nbdwire::outbox_size);
+    if (!o.empty()) {
+      out.insert(out.end(), o.begin(), o.end());
+      m.consume_output(o.size());
+      continue;
+    }
+    const auto p = m.pending_payload();
+    if (!p) return;
+    // Payloads are at most 32 MiB (or the export's own maximum, which the configurations
+    // here keep small); emit at most 64 KiB of pattern for it and send the rest in one step.
+    NBDWIRE_FUZZ_CHECK(p->length != 0);
+    NBDWIRE_FUZZ_CHECK(p->length <= 0xffffffffu);
+    const std::uint64_t shown = std::min<std::uint64_t>(p->length, 65536);
+    for (std::uint64_t i = 0; i < shown; ++i) out.push_back(pattern_byte(p->offset + i));
+    NBDWIRE_FUZZ_CHECK(m.consume_payload(p->length + 1).error() == nbdwire::errc::payload_overrun);
+    NBDWIRE_FUZZ_CHECK(m.consume_payload(p->length).has_value());
+  }
+}
+
+/// Checks that apply to every event of either machine.
+inline void check_event_common(const nbdwire::event& e, bytes_view chunk) {
+  NBDWIRE_FUZZ_CHECK(e.data.size() <= 0xffffffffu);
+  if (e.kind == event_kind::payload) {
+    // Payload views the caller's input: never empty, never outside it.
+    NBDWIRE_FUZZ_CHECK(!e.data.empty());
+    NBDWIRE_FUZZ_CHECK(e.data.data() >= chunk.data() && e.data.data() + e.data.size() <= chunk.data() + chunk.size());
+  } else {
+    // Strings are bounded by max_string ("Conventions").
+    NBDWIRE_FUZZ_CHECK(e.data.size() <= nbdwire::max_string);
+    NBDWIRE_FUZZ_CHECK(e.text.size() <= nbdwire::max_string);
+  }
+  if (e.kind == event_kind::failed) NBDWIRE_FUZZ_CHECK(nbdwire::is_fatal(e.error));
+}
+
+/// The cuts of a split run: ascending positions strictly inside (0, n).
+using cuts = std::vector<std::size_t>;
+
+inline cuts every_byte(std::size_t n) {
+  cuts c;
+  for (std::size_t i = 1; i < n; ++i) c.push_back(i);
+  return c;
+}
+
+/// Deterministic pseudo-random cuts seeded by the input itself (splitmix64).
+inline cuts seeded_cuts(bytes_view in, std::size_t n) {
+  std::uint64_t s = 0x9e3779b97f4a7c15u ^ n;
+  for (std::byte b : in) s = (s ^ static_cast<std::uint8_t>(b)) * 0x100000001b3u;
+  auto next = [&s]() {
+    s += 0x9e3779b97f4a7c15u;
+    std::uint64_t z = s;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+  };
+  cuts c;
+  if (n < 2) return c;
+  const std::size_t mean = std::max<std::size_t>(1, n >> (next() % 6));
+  for (std::size_t at = 1 + next() % (2 * mean); at < n; at += 1 + next() % (2 * mean)) c.push_back(at);
+  return c;
+}
+
+/// Normalises cut positions read from fuzz input: ascending, unique, inside (0, n).
+inline cuts normalise(cuts c, std::size_t n) {
+  cuts out;
+  for (auto& x : c) {
+    if (n < 2) break;
+    out.push_back(1 + x % (n - 1));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+/// The split invariant: whatever the cuts, the same events, output and end state. A run
+/// that failed may have read a different part of the failing unit, so `consumed` is not
+/// compared then.
+inline void check_same(const run_log& whole, const run_log& split) {
+  run_log a = whole, b = split;
+  if (a.failed || b.failed) a.consumed = b.consumed = 0;
+  if (a == b) return;
+  std::fprintf(stderr, "split run differs: whole %zu events (%s) vs split %zu events (%s)\n", a.events.size(),
+               std::string(nbdwire::to_string(a.final_error)).c_str(), b.events.size(),
+               std::string(nbdwire::to_string(b.final_error)).c_str());
+  const std::size_t k = std::min(a.events.size(), b.events.size());
+  for (std::size_t i = 0; i < k; ++i)
+    if (!(a.events[i] == b.events[i])) {
+      std::fprintf(stderr, "first difference at event %zu: %s vs %s\n", i,
+                   std::string(nbdwire::to_string(a.events[i].kind)).c_str(),
+                   std::string(nbdwire::to_string(b.events[i].kind)).c_str());
+      break;
+    }
+  if (a.output != b.output) std::fprintf(stderr, "outputs differ (%zu vs %zu bytes)\n", a.output.size(), b.output.size());
+  NBDWIRE_FUZZ_FAIL("events are identical whatever the input splits");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The feed loop, shared by both machines. `Actor` reacts to events (sends options, submits
+// requests, replies) and may take payload straight from the input (incoming_payload()).
+// ---------------------------------------------------------------------------------------------
+
+template <class Machine, class Actor>
+run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool eof_at_end) {
+  run_log log;
+  drain(m, log.output);
+  bool terminal = false;
+  std::size_t start = 0;
+  for (std::size_t k = 0; k <= at.size() && !terminal; ++k) {
+    const std::size_t end = k < at.size() ? at[k] : stream.size();
+    const bytes_view whole_chunk = stream.subspan(start, end - start);
+    bytes_view chunk = whole_chunk;
+    start = end;
+    int idle = 0;
+    for (;;) {
+      // The caller may read payload straight into its storage instead of taking events.
+      if (const std::size_t direct = actor.take_direct(m, chunk, log); direct != 0) {
+        chunk = chunk.subspan(direct);
+        log.consumed += direct;
+        idle = 0;
+        continue;
+      }
+      const auto r = m.receive(chunk);
+      NBDWIRE_FUZZ_CHECK(r.consumed <= chunk.size());  // consumed bytes never exceed input
+      check_event_common(r.ev, chunk);
+      chunk = chunk.subspan(r.consumed);
+      log.consumed += r.consumed;
+      const event_kind kind = r.ev.kind;
+      if (kind != event_kind::failed) NBDWIRE_FUZZ_CHECK(m.error() == nbdwire::errc::ok);  // no silent failure
+      if (kind == event_kind::need_more) {
+        // need_more means every byte given was used, unless the machine can take none.
+        if (!chunk.empty()) NBDWIRE_FUZZ_CHECK(r.consumed == 0);
+        actor.on_need_more(m, log);
+        drain(m, log.output);
+        if (!chunk.empty() && r.consumed == 0) {
+          // Input the machine cannot take now (e.g. a request while the 1997 framing waits
+          // for a reply): the actor must have unblocked it, or this is a stall.
+          NBDWIRE_FUZZ_CHECK(++idle < 4);
+          continue;
+        }
+        break;
+      }
+      append(log, r.ev);
+      actor.on_event(m, r.ev, log);
+      drain(m, log.output);
+      if (kind == event_kind::failed) {
+        NBDWIRE_FUZZ_CHECK(m.error() == r.ev.error);
+        // A terminal error stays terminal: same errc, nothing consumed, whatever comes next.
+        const auto again = m.receive(chunk);
+        NBDWIRE_FUZZ_CHECK(again.consumed == 0 && again.ev.kind == event_kind::failed && again.ev.error == r.ev.error);
+        const auto eof = m.on_eof();
+        NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == r.ev.error);
+        log.failed = true;
+        terminal = true;
+        break;
+      }
+      if (kind == event_kind::closed || kind == event_kind::disconnected) {
+        // End of input: later bytes are not read.
+        const auto again = m.receive(chunk);
+        NBDWIRE_FUZZ_CHECK(again.consumed == 0 && again.ev.kind == event_kind::closed);
+        actor.on_closed(m, log);
+        drain(m, log.output);
+        terminal = true;
+        break;
+      }
+      if (kind == event_kind::blocked) {
+        // The actor drained output (and replied): the next call must make progress.
+        NBDWIRE_FUZZ_CHECK(++idle < 4 || r.consumed != 0);
+        if (r.consumed != 0) idle = 0;
+      } else {
+        idle = 0;
+      }
+    }
+  }
+  if (!terminal && eof_at_end) {
+    const nbdwire::event e = m.on_eof();
+    check_event_common(e, {});
+    append(log, e);
+    NBDWIRE_FUZZ_CHECK(e.kind == event_kind::closed || e.kind == event_kind::disconnected ||
+                       e.kind == event_kind::failed);
+    if (e.kind == event_kind::failed) {
+      NBDWIRE_FUZZ_CHECK(m.error() == e.error);
+      log.failed = true;
+    }
+    actor.on_closed(m, log);
+    drain(m, log.output);
+  }
+  log.final_error = m.error();
+  return log;
+}
+
+}  // namespace nbdwire_fuzz

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs the fuzz targets of a libFuzzer build, one after the other on one core at the lowest
+# priority, then minimises each committed corpus with what the run found.
+#   fuzz/tools/run-fuzz.sh BUILD_DIR SECONDS_PER_TARGET [TARGET...]
+#   fuzz/tools/run-fuzz.sh BUILD_DIR --seed LOG_OR_SEED_DIR...   (add make-seeds.py output)
+# BUILD_DIR was configured with clang and -DNBDWIRE_BUILD_FUZZ=ON. Each run's last status
+# line (executions, coverage, exec/s) is appended to BUILD_DIR/fuzz/campaign.log. Crashes are
+# left in BUILD_DIR/fuzz/work/<target>/ as crash-*; keep a fixed one in fuzz/corpus/<target>/.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build=$(realpath "${1:?usage: run-fuzz.sh BUILD_DIR SECONDS|--seed DIR... [TARGET...]}")
+shift
+all=(server_handshake client_handshake server_tx client_tx legacy_server legacy_client roundtrip split)
+work=$build/fuzz/work
+mkdir -p "$work"
+
+# minimise TARGET DIR...: corpus/TARGET := the smallest set of inputs of corpus/TARGET and
+# DIRs with the same coverage, named by SHA-256.
+minimise() {
+  local t=$1; shift
+  local bin=$build/fuzz/fuzz_$t new=$work/$t.merged
+  rm -rf "$new"; mkdir -p "$new"
+  nice -n 19 "$bin" -merge=1 -max_len=4096 "$new" "$root/fuzz/corpus/$t" "$@" >"$work/$t.merge.log" 2>&1
+  rm -f "$root/fuzz/corpus/$t"/*
+  for f in "$new"/*; do cp "$f" "$root/fuzz/corpus/$t/$(sha256sum <"$f" | cut -c1-64)"; done
+  echo "$t: $(ls "$root/fuzz/corpus/$t" | wc -l) inputs, $(du -sb "$root/fuzz/corpus/$t" | cut -f1) bytes"
+}
+
+if [[ ${1:-} == --seed ]]; then
+  shift
+  for t in "${all[@]}"; do
+    dirs=()
+    for d in "$@"; do [[ -d $d/$t ]] && dirs+=("$d/$t"); done
+    minimise "$t" "${dirs[@]}"
+  done
+  exit 0
+fi
+
+seconds=${1:?seconds per target}
+shift
+targets=("$@")
+((${#targets[@]})) || targets=("${all[@]}")
+for t in "${targets[@]}"; do
+  mkdir -p "$work/$t"
+  echo "== $t: ${seconds}s"
+  (cd "$work/$t" && nice -n 19 "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -max_len=4096 \
+      -dict="$root/fuzz/nbd.dict" -print_final_stats=1 "$work/$t" "$root/fuzz/corpus/$t" \
+      >"$work/$t.log" 2>&1) || echo "$t: FAILED, see $work/$t.log"
+  line=$(grep -E '^#[0-9]+' "$work/$t.log" | tail -n 1)
+  execs=$(grep -E 'stat::number_of_executed_units' "$work/$t.log" | awk '{print $2}')
+  rate=$(grep -E 'stat::average_exec_per_sec' "$work/$t.log" | awk '{print $2}')
+  echo "$(date -u +%FT%TZ) $t ${seconds}s execs=$execs exec/s=$rate $line" | tee -a "$build/fuzz/campaign.log"
+  minimise "$t" "$work/$t"
+done
