@@ -28,8 +28,10 @@
 #include <unistd.h>        // pread, pwrite, fdatasync, close
 
 #include <algorithm>      // std::min
+#include <chrono>         // handshake deadlines
 #include <csignal>        // sigset_t
 #include <cstdio>         // std::printf, std::fprintf
+#include <cstdlib>        // std::strtod
 #include <cstring>        // std::memcpy, std::memset
 #include <deque>          // per-connection queues
 #include <memory>         // std::unique_ptr
@@ -51,6 +53,11 @@ constexpr std::size_t input_buffer_size = 256 * 1024;
 // server stops taking requests until the client has read its replies.
 constexpr std::uint64_t read_buffer_limit = 64u * 1024 * 1024;
 constexpr int recvs_per_wakeup = 16;  // fairness between busy connections
+// File READs up to this size use per-connection buffers that are reused, at most this many.
+constexpr std::size_t pooled_buffer_size = 128 * 1024;
+constexpr std::size_t max_pooled_buffers = 64;
+// WRITE payloads from this size on are received straight into a memory export.
+constexpr std::uint64_t direct_receive_min = 64 * 1024;
 
 /// errno from a storage call -> the NBD error it is reported as ("Error values").
 nbd_error to_nbd_error(int err) {
@@ -286,12 +293,14 @@ class file_backend final : public backend {
   }
   int flush() override { return fdatasync(fd_) == 0 ? 0 : errno; }
   int trim(std::uint64_t off, std::uint64_t len) override {
+    forget_data();
     // TRIM is advisory: where the file system cannot punch, doing nothing is correct.
     if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) == 0)
       return 0;
     return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : errno;
   }
   int zero(std::uint64_t off, std::uint64_t len, bool may_punch, bool fast_only) override {
+    forget_data();
     const auto o = static_cast<off_t>(off), l = static_cast<off_t>(len);
     if (may_punch && fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return 0;
     if (fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return 0;
@@ -313,6 +322,14 @@ class file_backend final : public backend {
   int allocation(std::uint64_t off, std::uint64_t len, std::size_t max_runs, std::vector<alloc_run>& out) override {
     out.clear();
     const std::uint64_t end = off + len;
+    // Inside the data run found last time: no system call. SEEK_HOLE can cost time in
+    // proportion to the run's length (tmpfs walks its pages), so random reads of a large
+    // allocated file would otherwise scan it on every request. A stale answer can only say
+    // "data" for what became a hole elsewhere, which is always correct.
+    if (off >= data_from_ && end <= data_to_) {
+      add_run(out, len, false);
+      return 0;
+    }
     std::uint64_t pos = off;
     while (pos < end && out.size() < max_runs) {
       const off_t d = lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
@@ -327,6 +344,10 @@ class file_backend final : public backend {
       pos = data;
       if (pos >= end) break;
       const off_t h = lseek(fd_, static_cast<off_t>(pos), SEEK_HOLE);
+      if (h > 0 && static_cast<std::uint64_t>(h) > pos) {
+        data_from_ = pos;
+        data_to_ = static_cast<std::uint64_t>(h);
+      }
       const std::uint64_t hole = h < 0 ? end : std::min(end, std::max(pos + 1, static_cast<std::uint64_t>(h)));
       add_run(out, hole - pos, false);
       pos = hole;
@@ -335,9 +356,13 @@ class file_backend final : public backend {
   }
 
  private:
+  /// Our own TRIM or zeroing may punch holes: forget the known data run.
+  void forget_data() { data_from_ = data_to_ = 0; }
+
   int fd_ = -1;
   std::uint64_t size_ = 0;
   bool fast_zero_ = false;
+  std::uint64_t data_from_ = 0, data_to_ = 0;  // a run known to be data, [from, to)
 };
 
 // ---- exports and command line ----------------------------------------------------------------------
@@ -352,6 +377,9 @@ struct settings {
   examples::endpoint where;
   nbdwire::handshake_style style = nbdwire::handshake_style::fixed_newstyle;
   bool read_only = false;
+  /// Clients that have not finished the handshake this long after connecting are dropped
+  /// (0: never). A setting of this adapter: the protocol core has no clock.
+  double handshake_timeout = 30;
   std::vector<export_entry> exports;
 };
 
@@ -361,7 +389,7 @@ void print_usage() {
   std::printf(
       "usage: nbdwire-server [--listen HOST:PORT | --unix PATH | --port N]\n"
       "                      [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]\n"
-      "                      NAME=BACKEND...\n"
+      "                      [--handshake-timeout SECONDS] NAME=BACKEND...\n"
       "BACKEND: memory:SIZE (K/M/G/T binary suffixes) or file:PATH (file or block device).\n"
       "The first export is also the default (empty name). Default listen 127.0.0.1:%u.\n",
       nbdwire::default_port);
@@ -429,6 +457,12 @@ settings parse_args(int argc, char** argv) {
       else usage_error("unknown --style '" + v + "'");
     } else if (a == "--read-only" || a == "-r") {
       s.read_only = true;
+    } else if (a == "--handshake-timeout") {
+      const std::string v = value();
+      char* end = nullptr;
+      const double t = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(t >= 0) || t > 86400) usage_error("bad --handshake-timeout '" + v + "'");
+      s.handshake_timeout = t;
     } else if (a.starts_with("-") && a.find('=') == std::string::npos) {
       usage_error("unknown option " + a);
     } else {
@@ -503,12 +537,20 @@ struct connection {
   connection(int sock, const nbdwire::server_config& cfg, std::string who)
       : fd(sock), peer(std::move(who)), m(cfg), in(input_buffer_size) {}
   int fd;
+  std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
   std::string peer;
   nbdwire::server m;
   std::vector<std::byte> in;
   std::size_t start = 0, end = 0;
-  std::deque<read_source> reads;      // data for pending_payload(), front first
+  // Data for pending_payload(), front (reads[reads_head]) first. A vector that is emptied
+  // rather than freed, so steady traffic reuses its storage.
+  std::vector<read_source> reads;
+  std::size_t reads_head = 0;
   std::deque<pending_reply> deferred; // replies waiting for outbox room, in order
+  // Reused for every request, so the steady state allocates nothing per request.
+  std::vector<alloc_run> runs;
+  std::vector<reply_step> steps;
+  std::vector<std::shared_ptr<std::byte[]>> buffers;  // read buffers; free when use_count() == 1
   std::uint64_t read_buffered = 0;    // bytes held in owned read buffers
   bool finishing = false;             // DISC or end of input: flush, then close
   std::uint32_t epoll_mask = 0;
@@ -520,8 +562,43 @@ struct connection {
     int err = 0;
   } wr;
 
+  [[nodiscard]] bool reads_empty() const { return reads_head == reads.size(); }
+  [[nodiscard]] const read_source& reads_front() const { return reads[reads_head]; }
+  void reads_pop() {
+    reads[reads_head++].owned.reset();  // the buffer is free again
+    if (reads_head == reads.size()) {
+      reads.clear();
+      reads_head = 0;
+    } else if (reads_head >= 64 && reads_head * 2 >= reads.size()) {
+      reads.erase(reads.begin(), reads.begin() + static_cast<std::ptrdiff_t>(reads_head));
+      reads_head = 0;
+    }
+  }
+  /// A buffer for a file READ of `len` bytes: a free pooled one for small reads, else new.
+  std::shared_ptr<std::byte[]> read_buffer(std::uint64_t len) {
+    if (len > pooled_buffer_size) return std::make_shared_for_overwrite<std::byte[]>(static_cast<std::size_t>(len));
+    for (auto& b : buffers)
+      if (b.use_count() == 1) return b;
+    auto b = std::make_shared_for_overwrite<std::byte[]>(pooled_buffer_size);
+    if (buffers.size() < max_pooled_buffers) buffers.push_back(b);
+    return b;
+  }
+
+  // What gather() took from the machine and flush() has not sent yet: header bytes copied
+  // into `headers`, READ data by reference (`keep` holds a file READ's buffer).
+  struct piece {
+    std::size_t header_offset = 0, length = 0;
+    const std::byte* data = nullptr;  // null: bytes of `headers`
+    std::uint64_t buffered = 0;
+    std::shared_ptr<std::byte[]> keep;
+  };
+  std::vector<std::byte> headers;
+  std::vector<piece> sendq;
+  std::size_t sendq_head = 0, sent_of_head = 0;
+  [[nodiscard]] std::size_t queued_pieces() const { return sendq.size() - sendq_head; }
+
   [[nodiscard]] bool output_pending() const {
-    return !m.pending_output().empty() || m.pending_payload().has_value();
+    return sendq_head < sendq.size() || !m.pending_output().empty() || m.pending_payload().has_value();
   }
 };
 
@@ -577,7 +654,7 @@ class server_loop {
 
     epoll_event evs[64];
     for (;;) {
-      const int k = epoll_wait(ep_, evs, 64, -1);
+      const int k = epoll_wait(ep_, evs, 64, drop_late_handshakes());
       if (k < 0) {
         if (errno == EINTR) continue;
         examples::fail_errno("epoll_wait");
@@ -600,6 +677,32 @@ class server_loop {
   }
 
  private:
+  /// Drops connections still negotiating past the handshake deadline; returns the epoll
+  /// timeout (ms) until the next deadline, or -1.
+  int drop_late_handshakes() {
+    if (s_.handshake_timeout <= 0) return -1;
+    using clock = std::chrono::steady_clock;
+    const auto limit = std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s_.handshake_timeout));
+    const auto now = clock::now();
+    auto next = clock::time_point::max();
+    std::vector<int> late;
+    for (const auto& [fd, c] : conns_) {
+      const auto st = c->m.state();
+      if (st != nbdwire::server_state::awaiting_client_flags && st != nbdwire::server_state::negotiating) continue;
+      if (now - c->accepted >= limit)
+        late.push_back(fd);
+      else
+        next = std::min(next, c->accepted + limit);
+    }
+    for (const int fd : late) {
+      log(*conns_.at(fd), "handshake not finished within the deadline; dropped");
+      drop(fd);
+    }
+    if (next == clock::time_point::max()) return -1;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
+    return static_cast<int>(std::min<long long>(ms, 60000));
+  }
+
   void add(int fd, std::uint32_t mask) {
     epoll_event ev{};
     ev.events = mask;
@@ -649,25 +752,47 @@ class server_loop {
 
   // -- output --
 
-  /// Sends what the socket takes: headers from the machine, READ data from storage.
-  /// False on a socket error.
-  bool send_some(connection& c) {
+  /// Moves everything the machine has to send into the connection's send queue: header bytes
+  /// are copied (they are small), READ data is referenced in place. The machine's outbox is
+  /// then free for more replies, and one sendmsg() can carry the replies of many requests.
+  /// False on an internal error.
+  bool gather(connection& c) {
     for (;;) {
       const auto out = c.m.pending_output();
-      const auto pay = c.m.pending_payload();
-      iovec iov[2];
-      int n = 0;
-      if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
-      if (pay) {
-        if (c.reads.empty() || c.reads.front().cookie != pay->cookie || c.reads.front().offset > pay->offset) {
-          log(c, "internal: READ data owed for an unknown request");
-          return false;
-        }
-        const read_source& src = c.reads.front();
-        iov[n++] = {const_cast<std::byte*>(src.data + (pay->offset - src.offset)),
-                    static_cast<std::size_t>(pay->length)};
+      if (!out.empty()) {
+        if (c.sendq.empty() || c.sendq.back().data) c.sendq.push_back({c.headers.size(), 0, nullptr, 0, {}});
+        c.sendq.back().length += out.size();
+        c.headers.insert(c.headers.end(), out.begin(), out.end());
+        c.m.consume_output(out.size());
       }
-      if (n == 0) return true;
+      const auto pay = c.m.pending_payload();
+      if (!pay) {
+        if (c.m.pending_output().empty()) return true;
+        continue;
+      }
+      if (c.reads_empty() || c.reads_front().cookie != pay->cookie || c.reads_front().offset > pay->offset) {
+        log(c, "internal: READ data owed for an unknown request");
+        return false;
+      }
+      const read_source& src = c.reads_front();
+      c.sendq.push_back({0, static_cast<std::size_t>(pay->length), src.data + (pay->offset - src.offset),
+                         src.buffered, src.owned});
+      (void)c.m.consume_payload(pay->length);
+      c.reads_pop();
+    }
+  }
+
+  /// Sends what the socket takes from the send queue. False on a socket error.
+  bool flush(connection& c) {
+    while (c.sendq_head < c.sendq.size()) {
+      iovec iov[64];
+      int n = 0;
+      for (std::size_t i = c.sendq_head; i < c.sendq.size() && n < 64; ++i) {
+        const connection::piece& pc = c.sendq[i];
+        const std::byte* base = pc.data ? pc.data : c.headers.data() + pc.header_offset;
+        const std::size_t skip = i == c.sendq_head ? c.sent_of_head : 0;
+        iov[n++] = {const_cast<std::byte*>(base + skip), pc.length - skip};
+      }
       msghdr mh{};
       mh.msg_iov = iov;
       mh.msg_iovlen = static_cast<std::size_t>(n);
@@ -678,18 +803,32 @@ class server_loop {
         if (errno != EPIPE && errno != ECONNRESET) log(c, std::string("send: ") + std::strerror(errno));
         return false;
       }
-      const auto sent = static_cast<std::size_t>(w);
-      const std::size_t head = std::min(sent, out.size());
-      c.m.consume_output(head);
-      if (sent > head) {
-        const std::uint64_t body = sent - head;
-        (void)c.m.consume_payload(body);
-        if (body == pay->length) {  // this piece of READ data is all sent
-          c.read_buffered -= c.reads.front().buffered;
-          c.reads.pop_front();
+      auto sent = static_cast<std::size_t>(w);
+      while (sent > 0) {
+        connection::piece& pc = c.sendq[c.sendq_head];
+        const std::size_t left = pc.length - c.sent_of_head;
+        if (sent < left) {
+          c.sent_of_head += sent;
+          break;
         }
+        sent -= left;
+        c.read_buffered -= pc.buffered;
+        pc.keep.reset();  // a pooled read buffer is free again
+        ++c.sendq_head;
+        c.sent_of_head = 0;
       }
     }
+    c.sendq.clear();
+    c.sendq_head = 0;
+    c.headers.clear();
+    return true;
+  }
+
+  /// Gathers the machine's output, and sends once enough is queued. False: close.
+  bool send_some(connection& c, bool force) {
+    if (!gather(c)) return false;
+    if (force || c.queued_pieces() >= 32 || c.headers.size() >= 64 * 1024) return flush(c);
+    return true;
   }
 
   /// Hands one step to the machine. True: taken (or failed for good, which was logged and
@@ -735,14 +874,24 @@ class server_loop {
   }
 
   /// Answers a request now, or queues (the rest of) the answer while the outbox is full.
-  bool answer(connection& c, pending_reply p) {
+  bool answer(connection& c, pending_reply&& p) {
     bool fatal = false;
-    if (c.deferred.empty() && run_steps(c, p, fatal)) return !fatal;
+    if (c.deferred.empty() && run_steps(c, p, fatal)) {
+      p.steps.clear();  // keep the storage for the next request
+      c.steps = std::move(p.steps);
+      return !fatal;
+    }
     c.deferred.push_back(std::move(p));
     return true;
   }
+  /// An empty reply for `r`, on the connection's reused step storage.
+  static pending_reply start_reply(connection& c, const nbdwire::request& r) {
+    pending_reply p{r, std::move(c.steps), 0};
+    p.steps.clear();
+    return p;
+  }
   bool answer(connection& c, const nbdwire::request& r, nbd_error status, std::optional<read_source> src = {}) {
-    pending_reply p{r, {}, 0};
+    pending_reply p = start_reply(c, r);
     p.steps.push_back(reply_step::whole(status, std::move(src)));
     return answer(c, std::move(p));
   }
@@ -776,7 +925,8 @@ class server_loop {
   bool handle_read(connection& c, const nbdwire::request& r) {
     backend& b = store_of(c);
     using k = reply_step::kind;
-    std::vector<alloc_run> runs;
+    std::vector<alloc_run>& runs = c.runs;
+    runs.clear();
     const bool chunked = c.m.negotiated().structured_replies && r.length != 0 &&
                          (r.flags & nbdwire::command_flag::df) == 0;  // DF: one data chunk
     if (chunked) {
@@ -791,7 +941,7 @@ class server_loop {
       std::uint64_t pos = r.offset;
       for (const alloc_run& x : runs) {
         if (!x.hole) {
-          if (!owned) owned = std::make_shared_for_overwrite<std::byte[]>(static_cast<std::size_t>(r.length));
+          if (!owned) owned = c.read_buffer(r.length);
           if (const int err = b.read(pos, owned.get() + (pos - r.offset), static_cast<std::size_t>(x.length)))
             return answer(c, r, to_nbd_error(err));
         }
@@ -804,7 +954,7 @@ class server_loop {
       c.read_buffered += buffered;
       return read_source{r.cookie, off, len, base ? base + (off - r.offset) : nullptr, owned, buffered};
     };
-    pending_reply p{r, {}, 0};
+    pending_reply p = start_reply(c, r);
     if (!chunked || (runs.size() == 1 && !runs[0].hole)) {
       p.steps.push_back(reply_step::whole(nbd_error::ok, source(r.offset, r.length)));
       return answer(c, std::move(p));
@@ -881,16 +1031,19 @@ class server_loop {
   /// Runs a connection as far as it can go without blocking. False: close it now.
   bool service(connection& c) {
     int recvs = recvs_per_wakeup;
+    bool drained = false;  // the last recv() was short: the socket is most likely empty
     for (;;) {
-      if (!send_some(c)) return false;
+      // Replies are gathered as requests are handled and sent together when the input runs
+      // dry (or the queue grows), so a burst of requests is answered with one sendmsg().
+      if (!send_some(c, false)) return false;
       bool blocked = false;
       if (!retry_deferred(c, blocked)) return false;
-      if (blocked) break;                                // outbox full: wait until writable
-      if (c.finishing) {
-        if (!c.output_pending()) return false;           // all answered: close
-        break;
+      if (blocked || c.queued_pieces() >= 256 || c.finishing || c.read_buffered > read_buffer_limit) {
+        if (!send_some(c, true)) return false;
+        if (c.finishing && !c.output_pending()) return false;  // all answered: close
+        if (blocked || c.finishing || c.read_buffered > read_buffer_limit) break;  // wait until writable
+        if (c.queued_pieces() >= 256) break;  // the client is not reading: stop taking requests
       }
-      if (c.read_buffered > read_buffer_limit) break;   // let the client read first
 
       const auto r = c.m.receive(nbdwire::bytes_view{c.in.data() + c.start, c.end - c.start});
       c.start += r.consumed;
@@ -899,7 +1052,8 @@ class server_loop {
       switch (ev.kind) {
         case event_kind::need_more: break;
         case event_kind::blocked:
-          if (c.output_pending()) goto wait;  // the machine waits for the outbox to drain
+          // The machine waits for its outbox to drain: gathering it may be enough.
+          if (!c.m.pending_output().empty() || c.m.pending_payload()) continue;
           log(c, "internal: machine blocked with nothing to send");
           return false;
         case event_kind::request:
@@ -912,21 +1066,25 @@ class server_loop {
         case event_kind::closed: c.finishing = true; continue;
         case event_kind::failed:
           log(c, "protocol error: " + std::string(nbdwire::to_string(ev.error)));
-          (void)send_some(c);  // best effort: an error reply may be queued
+          (void)send_some(c, true);  // best effort: an error reply may be queued
           return false;
         default: continue;  // ready, option_answered, request_refused: nothing to do
       }
 
-      // need_more: read from the socket.
-      if (recvs-- == 0) {
-        break;  // more may be waiting: level-triggered epoll comes back
-      }
+      // need_more: send what is gathered, then read from the socket.
+      if (!send_some(c, true)) return false;
+      // Level-triggered epoll comes back if more is waiting, so a short read ends the turn
+      // without a recv() that would only say EAGAIN.
+      if (drained || recvs-- == 0) break;
       ssize_t n = -1;
       std::byte* direct = nullptr;
       std::size_t want = 0;
       if (c.start == c.end && c.wr.active) {
         // WRITE data due next with nothing buffered: receive it straight into the export.
-        if (const auto ip = c.m.incoming_payload(); ip && ip->cookie == c.wr.req.cookie) {
+        // Small payloads come through the input buffer with the next headers instead: one
+        // recv() and a small copy are cheaper than a recv() per payload.
+        if (const auto ip = c.m.incoming_payload();
+            ip && ip->cookie == c.wr.req.cookie && ip->length >= direct_receive_min) {
           direct = store_of(c).in_place(ip->offset);
           want = static_cast<std::size_t>(ip->length);
         }
@@ -938,8 +1096,12 @@ class server_loop {
         c.end -= c.start;
         c.start = 0;
       }
-      n = direct ? recv(c.fd, direct, want, 0) : recv(c.fd, c.in.data() + c.end, c.in.size() - c.end, 0);
+      if (!direct) want = c.in.size() - c.end;
+      n = recv(c.fd, direct ? direct : c.in.data() + c.end, want, 0);
       if (n > 0) {
+        // Mid-WRITE the rest of the payload is usually on its way (clients often send header
+        // and data separately): only a short read at a request boundary ends the turn.
+        drained = static_cast<std::size_t>(n) < want && !c.wr.active;
         if (direct) {
           (void)c.m.consume_incoming_payload(static_cast<std::uint64_t>(n));
           c.wr.received += static_cast<std::uint64_t>(n);
@@ -960,9 +1122,9 @@ class server_loop {
       if (errno != ECONNRESET) log(c, std::string("receive: ") + std::strerror(errno));
       return false;
     }
-  wait:
     std::uint32_t mask = 0;
-    const bool paused = !c.deferred.empty() || c.read_buffered > read_buffer_limit || c.finishing;
+    const bool paused = !c.deferred.empty() || c.read_buffered > read_buffer_limit || c.finishing ||
+                        c.queued_pieces() >= 256;
     if (!paused) mask |= EPOLLIN;
     if (c.output_pending()) mask |= EPOLLOUT;
     if (mask == 0) mask = EPOLLIN;  // never leave a connection with nothing to wake it
