@@ -5,7 +5,7 @@
 #pragma once
 
 #include <cstdint>      // std::uint16_t
-#include <cstdlib>      // std::abort: result<T>::value() on an error is a contract violation
+#include <cstdlib>      // std::abort: result<T>::value() on an error, where there is no trap builtin
 #include <string_view>  // names
 #include <utility>      // std::move
 
@@ -240,8 +240,19 @@ enum class error_category : std::uint8_t {
   return "unknown_error";
 }
 
+/// Ends the program on a contract violation. A trap instruction where the compiler has one:
+/// unlike std::abort it needs nothing from the C library (newlib's abort pulls in signal
+/// emulation and the heap on bare metal).
+[[noreturn]] inline void contract_violation() noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_trap();
+#else
+  std::abort();
+#endif
+}
+
 /// A value or an errc. C++20 has no std::expected; this one never throws and never
-/// allocates. value() on an error is a contract violation and aborts.
+/// allocates. value() on an error is a contract violation and traps.
 template <class T>
 class [[nodiscard]] result {
  public:
@@ -251,7 +262,7 @@ class [[nodiscard]] result {
   constexpr explicit operator bool() const noexcept { return has_value(); }
   [[nodiscard]] constexpr errc error() const noexcept { return error_; }
   [[nodiscard]] constexpr const T& value() const noexcept {
-    if (!has_value()) std::abort();
+    if (!has_value()) contract_violation();
     return value_;
   }
   [[nodiscard]] constexpr const T& operator*() const noexcept { return value(); }
