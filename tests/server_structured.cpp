@@ -520,3 +520,81 @@ TEST_CASE("server: chunk calls need structured replies and stay inside the reque
                chunk(0, CT::offset_hole, 1, hole_payload(5120, 2048)) +
                chunk(0, CT::error_offset, 1, error_offset_payload(5, "bad", 7168)) + chunk(reply_flag::done, CT::none, 1)));
 }
+
+namespace {
+/// A server that acknowledged STRUCTURED_REPLY and entered transmission with GO.
+std::unique_ptr<server> sr_server(std::span<const export_config> offered) {
+  server_config cfg;
+  cfg.exports = offered;
+  auto s = std::make_unique<server>(cfg);
+  (void)take_output(*s);
+  const auto ev = feed(*s, client_flags(3) + option_request(option::structured_reply) +
+                               option_request(option::go, info_body("", {3})));
+  REQUIRE(!ev.empty());
+  REQUIRE(ev.back().kind == event_kind::ready);
+  REQUIRE(s->negotiated().structured_replies);
+  (void)take_output(*s);
+  return s;
+}
+request read_request(server& s, std::uint64_t cookie, std::uint16_t flags, std::uint64_t offset, std::uint32_t length) {
+  const auto ev = feed(s, request_bytes(command::read, flags, cookie, offset, length));
+  REQUIRE(ev.size() == 1);
+  REQUIRE(ev[0].kind == event_kind::request);
+  return ev[0].req;
+}
+}  // namespace
+
+TEST_CASE("server: a DF read is answered by one data chunk covering it with DONE") {
+  const std::array<export_config, 1> ex{
+      export_config{"", "", 1u << 20, transmission_flag::send_df, {}}};
+  auto s = sr_server(ex);
+  REQUIRE(s->negotiated().has(transmission_flag::send_df));
+  const request r = read_request(*s, 7, command_flag::df, 4096, 8192);
+  // Holes are merged into data under DF; partial or unfinished data chunks would make two.
+  CHECK(s->reply_read_hole(r, 4096, 8192, true).error() == errc::df_requires_one_chunk);
+  CHECK(s->reply_read_data(r, 4096, 4096, false).error() == errc::df_requires_one_chunk);
+  CHECK(s->reply_read_data(r, 4096, 8192, false).error() == errc::df_requires_one_chunk);
+  CHECK(take_output(*s).empty());
+  REQUIRE(s->reply_read_data(r, 4096, 8192, true).has_value());
+  const auto h = decode<structured_reply_header>(take_output(*s));
+  CHECK(h.flags.get() == reply_flag::done);
+  CHECK(h.type.get() == static_cast<std::uint16_t>(chunk_type::offset_data));
+  CHECK(h.length.get() == 8 + 8192);
+}
+
+TEST_CASE("server: a compact read above 2^32 - 8 bytes is split into two data chunks") {
+  // "A read of more than 2^32 - 8 bytes of data MUST be split" without extended headers;
+  // reachable when the export sets no fixed maximum payload.
+  const std::array<export_config, 1> ex{
+      export_config{"", "", 1ull << 33, 0, {1, 4096, 0xffffffffu}}};
+  auto s = sr_server(ex);
+  const request r = read_request(*s, 9, 0, 0, 0xffffffffu);
+  REQUIRE(s->reply(r).has_value());
+  // First chunk: header + offset, then its payload mark.
+  bytes out(s->pending_output().begin(), s->pending_output().end());
+  REQUIRE(out.size() == sizeof(structured_reply_header) + 8);
+  const auto h1 = decode<structured_reply_header>(out);
+  CHECK(h1.flags.get() == 0);
+  const std::uint64_t first = h1.length.get() - 8;
+  CHECK(first <= 0xffffffffu - 8);
+  CHECK(load_be<std::uint64_t>(out.data() + sizeof(structured_reply_header)) == 0);
+  s->consume_output(out.size());
+  auto p = s->pending_payload();
+  REQUIRE(p.has_value());
+  CHECK(p->offset == 0);
+  CHECK(p->length == first);
+  REQUIRE(s->consume_payload(first).has_value());
+  // Second chunk: the rest, with DONE.
+  out.assign(s->pending_output().begin(), s->pending_output().end());
+  REQUIRE(out.size() == sizeof(structured_reply_header) + 8);
+  const auto h2 = decode<structured_reply_header>(out);
+  CHECK(h2.flags.get() == reply_flag::done);
+  CHECK(h2.length.get() - 8 == 0xffffffffu - first);
+  CHECK(load_be<std::uint64_t>(out.data() + sizeof(structured_reply_header)) == first);
+  s->consume_output(out.size());
+  p = s->pending_payload();
+  REQUIRE(p.has_value());
+  CHECK(p->offset == first);
+  CHECK(p->length == 0xffffffffu - first);
+  CHECK(s->outstanding() == 0);
+}

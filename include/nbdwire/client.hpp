@@ -296,7 +296,7 @@ class client {
     const std::size_t header = legacy ? sizeof(legacy_1997_request)
                                : extended ? sizeof(extended_request_header)
                                           : sizeof(request_header);
-    if (!out_.room_for(header, payload)) return errc::outbox_full;
+    if (!out_.room_for(header, payload ? 1 : 0)) return errc::outbox_full;
 
     std::size_t slot = 0;
     while (slots_[slot].used) ++slot;

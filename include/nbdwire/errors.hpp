@@ -106,6 +106,7 @@ enum class errc : std::uint16_t {
   invalid_config = 616,                ///< the machine's configuration is inconsistent
   unknown_request = 617,               ///< reply() for a request that is not awaiting one
   length_too_large = 618,              ///< length does not fit the request form (32 bits compact)
+  df_requires_one_chunk = 619,         ///< a DF read is answered by one data chunk covering it, with DONE
 };
 
 /// Who is at fault, and what a caller can do about it.
@@ -235,6 +236,7 @@ enum class error_category : std::uint8_t {
     NBDWIRE_ERRC_NAME(invalid_config)
     NBDWIRE_ERRC_NAME(unknown_request)
     NBDWIRE_ERRC_NAME(length_too_large)
+    NBDWIRE_ERRC_NAME(df_requires_one_chunk)
 #undef NBDWIRE_ERRC_NAME
   }
   return "unknown_error";

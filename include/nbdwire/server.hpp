@@ -200,6 +200,10 @@ class server {
   /// pending_payload() then asks for the data. `done` marks the last chunk of the reply.
   result<void> reply_read_data(const request& r, std::uint64_t offset, std::uint64_t length, bool done) noexcept {
     if (const errc c = check_chunk(r, command::read, offset, length); c != errc::ok) return c;
+    // DF: "at most one content chunk", so it covers the whole request and ends the reply.
+    if ((r.flags & command_flag::df) && (offset != r.offset || length != r.length || !done))
+      return errc::df_requires_one_chunk;
+    if (!extended_ && length > max_compact_chunk_data) return errc::length_too_large;
     std::array<std::byte, 8> off{};
     store_be<std::uint64_t>(off.data(), offset);
     if (!queue_chunk(r, chunk_type::offset_data, done, off, payload_span{r.cookie, offset, length}))
@@ -211,6 +215,7 @@ class server {
   /// Structured replies only: one OFFSET_HOLE chunk (the range reads as zeroes).
   result<void> reply_read_hole(const request& r, std::uint64_t offset, std::uint32_t length, bool done) noexcept {
     if (const errc c = check_chunk(r, command::read, offset, length); c != errc::ok) return c;
+    if (r.flags & command_flag::df) return errc::df_requires_one_chunk;  // DF merges holes into data
     offset_hole_payload h{};
     h.offset.set(offset);
     h.hole_size.set(length);
@@ -856,12 +861,24 @@ class server {
     if (!chunks) return queue_reply(r.cookie, e, mark);
     if (!ok) return queue_error_chunk(r, e, message, std::nullopt, true);
     if (data) {
+      // A compact chunk's 32-bit length holds at most 2^32 - 9 data bytes: "a read of more
+      // than 2^32 - 8 bytes MUST be split" without extended headers (DF: at most 65,536
+      // bytes need be served unsplit, and a larger DF read is never split here either).
+      const std::uint64_t first = !extended_ && r.length > max_compact_chunk_data ? max_compact_chunk_data & ~std::uint64_t{4095}
+                                                                                    : r.length;
+      if (!out_.room_for(2 * (sizeof(extended_reply_header) + 8), 2)) return false;
       std::array<std::byte, 8> off{};
       store_be<std::uint64_t>(off.data(), r.offset);
-      return queue_chunk(r, chunk_type::offset_data, true, off, mark);
+      (void)queue_chunk(r, chunk_type::offset_data, first == r.length, off, payload_span{r.cookie, r.offset, first});
+      if (first == r.length) return true;
+      store_be<std::uint64_t>(off.data(), r.offset + first);
+      return queue_chunk(r, chunk_type::offset_data, true, off, payload_span{r.cookie, r.offset + first, r.length - first});
     }
     return queue_chunk(r, chunk_type::none, true, {}, std::nullopt);
   }
+
+  /// Data bytes one compact OFFSET_DATA chunk can carry (its length counts 8 offset bytes).
+  static constexpr std::uint64_t max_compact_chunk_data = 0xffffffffu - 8;
 
   [[nodiscard]] bool queue_error_chunk(const request& r, nbd_error e, std::string_view message,
                                        std::optional<std::uint64_t> offset, bool done) noexcept {
@@ -883,7 +900,7 @@ class server {
 
   [[nodiscard]] bool queue_chunk(const request& r, chunk_type t, bool done, bytes_view fixed,
                                  std::optional<payload_span> data) noexcept {
-    if (!out_.room_for(sizeof(extended_reply_header) + fixed.size(), data.has_value())) return false;
+    if (!out_.room_for(sizeof(extended_reply_header) + fixed.size(), data ? 1 : 0)) return false;
     put_chunk_header(r, t, done, fixed.size() + (data ? data->length : 0));
     out_.put(fixed);
     if (data) out_.put_mark(*data);
@@ -901,7 +918,7 @@ class server {
 
   [[nodiscard]] bool queue_reply(std::uint64_t cookie, nbd_error e, std::optional<payload_span> data) noexcept {
     const std::size_t size = legacy() ? sizeof(legacy_1997_reply) : sizeof(simple_reply_header);
-    if (!out_.room_for(size, data.has_value())) return false;
+    if (!out_.room_for(size, data ? 1 : 0)) return false;
     if (legacy())
       out_.put_record(make_legacy_1997_reply(cookie, static_cast<std::uint32_t>(e)));
     else

@@ -24,9 +24,9 @@ namespace detail {
 
 class outbox {
  public:
-  /// Room for `n` more bytes (and a mark, if `with_mark`), compacting if that helps.
-  [[nodiscard]] bool room_for(std::size_t n, bool with_mark = false) noexcept {
-    if (with_mark && marks_ == max_payload_marks) return false;
+  /// Room for `n` more bytes and `marks` payload marks, compacting if that helps.
+  [[nodiscard]] bool room_for(std::size_t n, std::size_t marks = 0) noexcept {
+    if (marks > max_payload_marks - marks_) return false;
     if (tail_ + n <= buf_.size()) return true;
     compact();
     return tail_ + n <= buf_.size();
