@@ -7,7 +7,9 @@
 //     map URI [--json]                  allocation map (base:allocation), as nbdinfo --map
 //     read URI [--offset N] [--length N]    export data to stdout
 //     write URI [--offset N] [--no-flush] stdin to the export, then FLUSH
-//     copy SRC DST                      export <-> file ('-' is stdin/stdout)
+//     copy SRC DST                      export <-> file ('-' is stdin/stdout); reads only what
+//                                       base:allocation calls data (holes stay holes in a file),
+//                                       and writes all-zero blocks as WRITE_ZEROES
 //
 // Extended headers and structured replies are used when the server offers them.
 // The adapter only moves bytes: the socket loop below feeds the machine and sends what it
@@ -599,6 +601,14 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
   }
 }
 
+/// Whether n bytes are all zero: the first 16 are, and every byte equals the one 16 before it.
+bool all_zero(const std::byte* p, std::size_t n) {
+  const std::size_t head = std::min<std::size_t>(n, 16);
+  for (std::size_t i = 0; i < head; ++i)
+    if (p[i] != std::byte{0}) return false;
+  return n <= head || std::memcmp(p, p + head, n - head) == 0;
+}
+
 /// Writes what `in` yields (until it returns 0) from `offset` on, pipelined. Fails before
 /// sending anything past the end of the export. Returns the bytes written.
 std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
@@ -610,6 +620,7 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
   const std::uint32_t step = chunk_size(neg);
   const std::uint64_t size = neg.export_size;
   if (offset > size) fail("offset " + std::to_string(offset) + " is past the end of the export");
+  const bool can_zero = neg.has(nbdwire::transmission_flag::send_write_zeroes);
   std::unordered_map<std::uint64_t, std::unique_ptr<chunk>> in_flight;
   std::vector<std::unique_ptr<std::byte[]>> spare;
   const callbacks_reset reset{c};
@@ -642,8 +653,10 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
              std::to_string(neg.block_size.minimum) + ")");
       ch->offset = pos;
       ch->length = static_cast<std::uint32_t>(got);
+      // All zeroes: WRITE_ZEROES sends no payload and lets the server punch a hole.
+      const bool zeroes = can_zero && all_zero(ch->data.get(), got);
       for (;;) {
-        const auto r = m.write(pos, ch->length);
+        const auto r = zeroes ? m.write_zeroes(pos, ch->length) : m.write(pos, ch->length);
         if (r) {
           ch->cookie = *r;
           break;
@@ -894,19 +907,52 @@ int cmd_list(const options& o) {
   return 0;
 }
 
-/// Export -> descriptor (stdout or a file).
+/// Export -> descriptor (stdout or a file). `skip_holes` (copy): READ only what
+/// base:allocation says may hold data; ranges that read as zeroes are seeked over in a
+/// regular file (they stay holes) and written as zeroes elsewhere.
 void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t offset,
-                  std::optional<std::uint64_t> length, int fd, const std::string& what, bool show_progress) {
+                  std::optional<std::uint64_t> length, int fd, const std::string& what, bool show_progress,
+                  bool skip_holes = false) {
   const auto uri = examples::parse_nbd_uri(uri_text);
-  auto c = open_connection(uri, o);
+  auto c = open_connection(uri, o, skip_holes);
   negotiate(*c, uri.export_name);
   const std::uint64_t size = c->machine().negotiated().export_size;
   if (offset > size) fail("offset " + std::to_string(offset) + " is past the end of the export (" + std::to_string(size) + " bytes)");
   const std::uint64_t len = length ? *length : size - offset;
   if (len > size - offset) fail("offset + length is past the end of the export (" + std::to_string(size) + " bytes)");
   progress prog(len, show_progress);
-  pipelined_read(
-      *c, offset, len, [&](const std::byte* p, std::size_t n) { examples::write_all(fd, p, n, what); }, prog);
+  const auto out = [&](const std::byte* p, std::size_t n) { examples::write_all(fd, p, n, what); };
+  if (!skip_holes) {
+    pipelined_read(*c, offset, len, out, prog);
+  } else {
+    struct stat st{};
+    const bool seekable = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) >= 0;
+    const std::uint64_t end = offset + len;
+    for (const map_extent& e : allocation_map(*c)) {
+      const std::uint64_t from = std::max(offset, e.offset), to = std::min(end, e.offset + e.length);
+      if (from >= to) continue;
+      if ((e.flags & nbdwire::state_flag::zero) == 0) {
+        pipelined_read(*c, from, to - from, out, prog);
+        continue;
+      }
+      if (seekable) {
+        if (lseek(fd, static_cast<off_t>(to - from), SEEK_CUR) < 0) examples::fail_errno("seek in " + what);
+      } else {
+        static const std::vector<std::byte> zeroes(1024 * 1024);
+        for (std::uint64_t p = from; p < to;) {
+          const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(to - p, zeroes.size()));
+          out(zeroes.data(), n);
+          p += n;
+        }
+      }
+      prog.add(to - from);
+    }
+    // A hole at the end is only a seek so far: the size makes it part of the file.
+    if (seekable) {
+      const off_t here = lseek(fd, 0, SEEK_CUR);
+      if (here < 0 || ftruncate(fd, here) != 0) examples::fail_errno("set the size of " + what);
+    }
+  }
   prog.finish();
   c->shut_down();
 }
@@ -960,7 +1006,7 @@ int cmd_copy(const options& o) {
       fd = open(dst.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
       if (fd < 0) examples::fail_errno("cannot open " + dst);
     }
-    export_to_fd(o, src, 0, std::nullopt, fd, dst == "-" ? "stdout" : dst, true);
+    export_to_fd(o, src, 0, std::nullopt, fd, dst == "-" ? "stdout" : dst, true, true);
     if (fd != 1 && close(fd) < 0) examples::fail_errno("close " + dst);
   } else {
     int fd = 0;

@@ -13,8 +13,10 @@
 // One epoll loop serves every client; sockets are non-blocking, so a slow or idle client never
 // holds up another. The adapter only moves bytes: the machine validates and answers the
 // protocol, this file carries out requests against storage. READ data goes from storage
-// straight into sendmsg() beside its reply header (memory exports without any copy); WRITE
-// data to a memory export is received straight into the export.
+// straight into sendmsg() beside its reply header (memory exports without any copy), and the
+// replies to a burst of requests leave in one sendmsg(); large WRITE payloads to a memory
+// export are received straight into the export. Buffers are reused, so serving a request
+// allocates nothing.
 #include <fcntl.h>         // open, fallocate flags
 #include <linux/falloc.h>  // FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 #include <linux/fs.h>      // BLKGETSIZE64
@@ -28,6 +30,7 @@
 #include <unistd.h>        // pread, pwrite, fdatasync, close
 
 #include <algorithm>      // std::min
+#include <bit>            // std::bit_ceil
 #include <chrono>         // handshake deadlines
 #include <csignal>        // sigset_t
 #include <cstdio>         // std::printf, std::fprintf
@@ -53,9 +56,10 @@ constexpr std::size_t input_buffer_size = 256 * 1024;
 // server stops taking requests until the client has read its replies.
 constexpr std::uint64_t read_buffer_limit = 64u * 1024 * 1024;
 constexpr int recvs_per_wakeup = 16;  // fairness between busy connections
-// File READs up to this size use per-connection buffers that are reused, at most this many.
-constexpr std::size_t pooled_buffer_size = 128 * 1024;
-constexpr std::size_t max_pooled_buffers = 64;
+// File READs go through per-connection buffers that are reused: powers of two from 64 KiB,
+// at most 16 MiB of them per connection (more is allocated per request).
+constexpr std::size_t min_pooled_buffer = 64 * 1024;
+constexpr std::size_t max_pooled_bytes = 16u * 1024 * 1024;
 // WRITE payloads from this size on are received straight into a memory export.
 constexpr std::uint64_t direct_receive_min = 64 * 1024;
 
@@ -535,12 +539,13 @@ struct pending_reply {
 
 struct connection {
   connection(int sock, const nbdwire::server_config& cfg, std::string who)
-      : fd(sock), peer(std::move(who)), m(cfg), in(input_buffer_size) {}
+      : fd(sock), peer(std::move(who)), m(cfg), in(std::make_unique_for_overwrite<std::byte[]>(input_buffer_size)) {}
   int fd;
   std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
   std::string peer;
   nbdwire::server m;
-  std::vector<std::byte> in;
+  // Left uninitialised: the pages an idle connection never receives into cost no memory.
+  std::unique_ptr<std::byte[]> in;
   std::size_t start = 0, end = 0;
   // Data for pending_payload(), front (reads[reads_head]) first. A vector that is emptied
   // rather than freed, so steady traffic reuses its storage.
@@ -550,7 +555,12 @@ struct connection {
   // Reused for every request, so the steady state allocates nothing per request.
   std::vector<alloc_run> runs;
   std::vector<reply_step> steps;
-  std::vector<std::shared_ptr<std::byte[]>> buffers;  // read buffers; free when use_count() == 1
+  struct pooled_buffer {
+    std::shared_ptr<std::byte[]> data;  // free when use_count() == 1
+    std::size_t size = 0;
+  };
+  std::vector<pooled_buffer> buffers;   // file READ buffers, reused
+  std::size_t pooled_bytes = 0, next_buffer = 0;
   std::uint64_t read_buffered = 0;    // bytes held in owned read buffers
   bool finishing = false;             // DISC or end of input: flush, then close
   std::uint32_t epoll_mask = 0;
@@ -574,13 +584,24 @@ struct connection {
       reads_head = 0;
     }
   }
-  /// A buffer for a file READ of `len` bytes: a free pooled one for small reads, else new.
+  /// A buffer for a file READ of `len` bytes: a free pooled one if there is one big enough,
+  /// else a new one, kept for reuse while the pool is under its limit. Fresh memory would
+  /// cost a page fault per 4 KiB on every large READ.
   std::shared_ptr<std::byte[]> read_buffer(std::uint64_t len) {
-    if (len > pooled_buffer_size) return std::make_shared_for_overwrite<std::byte[]>(static_cast<std::size_t>(len));
-    for (auto& b : buffers)
-      if (b.use_count() == 1) return b;
-    auto b = std::make_shared_for_overwrite<std::byte[]>(pooled_buffer_size);
-    if (buffers.size() < max_pooled_buffers) buffers.push_back(b);
+    // Starting after the last buffer taken finds the oldest, most likely sent, first.
+    for (std::size_t i = 0; i < buffers.size(); ++i) {
+      pooled_buffer& b = buffers[(next_buffer + i) % buffers.size()];
+      if (b.data.use_count() == 1 && b.size >= len) {
+        next_buffer = (next_buffer + i + 1) % buffers.size();
+        return b.data;
+      }
+    }
+    const std::size_t size = std::max<std::size_t>(min_pooled_buffer, std::bit_ceil(static_cast<std::size_t>(len)));
+    auto b = std::make_shared_for_overwrite<std::byte[]>(size);
+    if (pooled_bytes + size <= max_pooled_bytes) {
+      buffers.push_back({b, size});
+      pooled_bytes += size;
+    }
     return b;
   }
 
@@ -1045,7 +1066,7 @@ class server_loop {
         if (c.queued_pieces() >= 256) break;  // the client is not reading: stop taking requests
       }
 
-      const auto r = c.m.receive(nbdwire::bytes_view{c.in.data() + c.start, c.end - c.start});
+      const auto r = c.m.receive(nbdwire::bytes_view{c.in.get() + c.start, c.end - c.start});
       c.start += r.consumed;
       if (c.start == c.end) c.start = c.end = 0;
       const auto& ev = r.ev;
@@ -1089,15 +1110,15 @@ class server_loop {
           want = static_cast<std::size_t>(ip->length);
         }
       }
-      if (!direct && c.end == c.in.size()) {
+      if (!direct && c.end == input_buffer_size) {
         // Buffer full with an unconsumed tail: move it to the front (a recv of 0 bytes would
         // look like the client closing).
-        std::memmove(c.in.data(), c.in.data() + c.start, c.end - c.start);
+        std::memmove(c.in.get(), c.in.get() + c.start, c.end - c.start);
         c.end -= c.start;
         c.start = 0;
       }
-      if (!direct) want = c.in.size() - c.end;
-      n = recv(c.fd, direct ? direct : c.in.data() + c.end, want, 0);
+      if (!direct) want = input_buffer_size - c.end;
+      n = recv(c.fd, direct ? direct : c.in.get() + c.end, want, 0);
       if (n > 0) {
         // Mid-WRITE the rest of the payload is usually on its way (clients often send header
         // and data separately): only a short read at a request boundary ends the turn.

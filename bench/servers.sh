@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# NBD server benchmark: nbdwire-server against nbdkit (memory, file), qemu-nbd and nbd-server,
+# driven by fio's nbd engine over one connection, on a Unix socket and on 127.0.0.1.
+#
+#   bench/servers.sh [--build DIR] [--rounds N] [--runtime SECONDS] [--size SIZE]
+#                    [--transports "unix tcp"] [--workloads "NAME..."] [--servers "NAME..."]
+#                    [--out DIR] [--alt BINARY]
+#
+# Installs nothing: it uses the peers found on PATH (missing ones are skipped with a note) and
+# nbdwire-server / nbdwire-socket-bound from the build tree DIR (default build/bench; build
+# with -DCMAKE_BUILD_TYPE=Release). Every server is started once per transport and runs for the
+# whole benchmark; memory exports are filled with data first, so no server answers a READ
+# with a hole. Each round runs every workload on every server once, in a rotated order, so
+# background load hits all servers alike. Results: DIR/results.tsv (one line per fio run) and
+# the summary printed at the end (also DIR/summary.txt): medians, min-max, the ratio to nbdkit
+# memory in the same round, and server CPU seconds per million I/Os from /proc/PID/stat
+# (utime + stime, plus reaped children for nbd-server, which forks per connection).
+#
+# --alt BINARY adds nbdwire-mem-alt and nbdwire-file-alt, served by another nbdwire-server
+# build, to measure a change against its parent in the same rounds.
+#
+# The "bound" row is nbdwire-socket-bound: the same message sizes and queue depth over the
+# same kind of socket with neither protocol nor storage on either end (see docs/benchmarks.md).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=$root/build/bench
+rounds=5
+runtime=4
+size=256M
+transports="unix tcp"
+workloads="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 read-1m-qd8 write-1m-qd8"
+servers="nbdwire-mem nbdwire-file nbdkit-mem nbdkit-file qemu-nbd nbd-server bound"
+out=
+alt=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --build) build=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --runtime) runtime=$2; shift 2 ;;
+        --size) size=$2; shift 2 ;;
+        --transports) transports=$2; shift 2 ;;
+        --workloads) workloads=$2; shift 2 ;;
+        --servers) servers=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        --alt) alt=$2; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "servers.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "servers.sh: $*" >&2; }
+for tool in fio python3; do
+    command -v "$tool" >/dev/null || { say "$tool is required"; exit 1; }
+done
+[ -x "$build/examples/nbdwire-server" ] || { say "no $build/examples/nbdwire-server (build it, or pass --build)"; exit 1; }
+if [ -n "$alt" ]; then
+    [ -x "$alt" ] || { say "--alt $alt is not an executable"; exit 1; }
+    servers="$servers nbdwire-mem-alt nbdwire-file-alt"
+fi
+[ -x "$build/bench/nbdwire-socket-bound" ] || { say "no $build/bench/nbdwire-socket-bound"; exit 1; }
+
+work=$(mktemp -d /dev/shm/nbdwire-bench.XXXXXX)   # tmpfs: file exports measure no disk
+out=${out:-$work/out}
+mkdir -p "$out"
+pids=()
+pidfiles=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pidfiles[@]}"; do [ -s "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+    sleep 0.3
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$work/img" "$work"/*.sock "$work"/*.conf
+    [ "$out" = "$work/out" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+bytes=$(numfmt --from=iec "$size")
+mkdir -p "$work/img"
+# One image with data everywhere; each file export gets its own copy.
+head -c "$bytes" /dev/urandom >"$work/img/base"
+
+have() { command -v "$1" >/dev/null; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() {  # wait_ready TRANSPORT ADDR PID
+    local i
+    for i in $(seq 200); do
+        if [ "$1" = unix ]; then [ -S "$2" ] && return 0
+        else (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0; fi
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+declare -A uri pid_of
+# start SERVER TRANSPORT: starts one server instance; sets uri[] and pid_of[] (or skips it).
+start() {
+    local s=$1 t=$2 key=$1/$2 addr img p listen e
+    if [ "$t" = unix ]; then addr=$work/$s.sock; else addr=$(free_port); fi
+    img=$work/img/$s-$t.img
+    case $s in
+        nbdwire-*|nbdkit-*|qemu-nbd|nbd-server) ;;
+        *) return 0 ;;
+    esac
+    case $s in *-file|*-file-alt|qemu-nbd|nbd-server) cp "$work/img/base" "$img" ;; esac
+    if [ "$t" = unix ]; then listen=(--unix "$addr"); else listen=(--listen "127.0.0.1:$addr"); fi
+    local bin=$build/examples/nbdwire-server
+    case $s in *-alt) bin=$alt ;; esac
+    case $s in
+        nbdwire-mem|nbdwire-mem-alt) "$bin" "${listen[@]}" e=memory:"$bytes" >"$work/$s-$t.log" 2>&1 &
+            p=$! ;;
+        nbdwire-file|nbdwire-file-alt) "$bin" "${listen[@]}" e=file:"$img" >"$work/$s-$t.log" 2>&1 &
+            p=$! ;;
+        nbdkit-*)
+            have nbdkit || { say "nbdkit not installed: skipping $s"; return 0; }
+            if [ "$t" = unix ]; then listen=(-U "$addr"); else listen=(-i 127.0.0.1 -p "$addr"); fi
+            if [ "$s" = nbdkit-mem ]; then nbdkit -f "${listen[@]}" memory "$bytes" >"$work/$s-$t.log" 2>&1 &
+            else nbdkit -f "${listen[@]}" file "$img" >"$work/$s-$t.log" 2>&1 &
+            fi
+            p=$! ;;
+        qemu-nbd)
+            have qemu-nbd || { say "qemu-nbd not installed: skipping"; return 0; }
+            if [ "$t" = unix ]; then listen=(-k "$addr"); else listen=(-b 127.0.0.1 -p "$addr"); fi
+            qemu-nbd -f raw -t -x e "${listen[@]}" "$img" >"$work/$s-$t.log" 2>&1 &
+            p=$! ;;
+        nbd-server)
+            have nbd-server || { say "nbd-server not installed: skipping"; return 0; }
+            {
+                echo "[generic]"
+                if [ "$t" = unix ]; then echo "    unixsock = $addr"
+                else echo "    listenaddr = 127.0.0.1"; echo "    port = $addr"; fi
+                echo "[e]"
+                echo "    exportname = $img"
+            } >"$work/$s-$t.conf"
+            pidfiles+=("$work/$s-$t.pid")
+            mkdir -p "$work/$s"
+            nbd-server -C "$work/$s-$t.conf" -p "$work/$s-$t.pid" >"$work/$s-$t.log" 2>&1 || {
+                say "nbd-server failed to start ($t)"; cat "$work/$s-$t.log" >&2; return 0; }
+            local i
+            for i in $(seq 100); do [ -s "$work/$s-$t.pid" ] && break; sleep 0.05; done
+            p=$(cat "$work/$s-$t.pid") ;;
+    esac
+    pids+=("$p")
+    if ! wait_ready "$t" "$addr" "$p"; then
+        say "$s ($t) did not start:"; cat "$work/$s-$t.log" >&2; return 0
+    fi
+    pid_of[$key]=$p
+    case $s in nbdkit-*) e="" ;; *) e=e ;; esac
+    if [ "$t" = unix ]; then uri[$key]="nbd+unix:///$e?socket=$addr"; else uri[$key]="nbd://127.0.0.1:$addr/$e"; fi
+}
+
+# workload NAME -> fio arguments, and the socket-bound arguments.
+fio_args() {
+    case $1 in
+        randread-4k-qd1) echo "--rw=randread --bs=4k --iodepth=1" ;;
+        randread-4k-qd32) echo "--rw=randread --bs=4k --iodepth=32" ;;
+        randwrite-4k-qd1) echo "--rw=randwrite --bs=4k --iodepth=1" ;;
+        randwrite-4k-qd32) echo "--rw=randwrite --bs=4k --iodepth=32" ;;
+        read-1m-qd8) echo "--rw=read --bs=1m --iodepth=8" ;;
+        write-1m-qd8) echo "--rw=write --bs=1m --iodepth=8" ;;
+        *) say "unknown workload $1"; exit 2 ;;
+    esac
+}
+bound_args() {
+    case $1 in
+        randread-4k-qd1) echo "--read --bs 4096 --qd 1" ;;
+        randread-4k-qd32) echo "--read --bs 4096 --qd 32" ;;
+        randwrite-4k-qd1) echo "--write --bs 4096 --qd 1" ;;
+        randwrite-4k-qd32) echo "--write --bs 4096 --qd 32" ;;
+        read-1m-qd8) echo "--read --bs 1048576 --qd 8" ;;
+        write-1m-qd8) echo "--write --bs 1048576 --qd 8" ;;
+    esac
+}
+
+# cpu_ticks PID: user + system time of the process and its reaped children, in clock ticks.
+cpu_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+hz=$(getconf CLK_TCK)
+
+# run_fio URI ARGS... -> "iops bytes_per_s ios" on stdout.
+run_fio() {
+    local u=$1
+    shift
+    fio --name=job --ioengine=nbd --uri="$u" --size="$bytes" "$@" --output-format=json \
+        >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; echo "0 0 0"; return 0; }
+    python3 - "$work/fio.json" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+d = json.loads(text[text.index("{"):])
+j = d["jobs"][0]
+r, w = j["read"], j["write"]
+print(r["iops"] + w["iops"], r["bw_bytes"] + w["bw_bytes"], r["total_ios"] + w["total_ios"])
+PY
+}
+
+results=$out/results.tsv
+printf 'round\ttransport\tworkload\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\n' >"$results"
+
+for t in $transports; do
+    for s in $servers; do start "$s" "$t"; done
+done
+
+# Fill memory exports, so READs return data and never holes.
+for key in "${!uri[@]}"; do
+    case $key in *-mem/*|*-mem-alt/*)
+        say "filling $key"
+        run_fio "${uri[$key]}" --rw=write --bs=1m --iodepth=8 >/dev/null ;;
+    esac
+done
+
+say "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+say "load before the first round: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$rounds"); do
+    # Rotate the server order each round, so no server always runs first or last.
+    list=($servers)
+    n=${#list[@]}
+    rot=$(( (r - 1) % n ))
+    order=("${list[@]:$rot}" "${list[@]:0:$rot}")
+    for t in $transports; do
+        for w in $workloads; do
+            for s in "${order[@]}"; do
+                if [ "$s" = bound ]; then
+                    line=$("$build/bench/nbdwire-socket-bound" "--$t" $(bound_args "$w") --seconds "$runtime")
+                    iops=$(sed 's/.*ios_per_s=\([0-9.]*\).*/\1/' <<<"$line")
+                    bw=$(sed 's/.*bytes_per_s=\([0-9.]*\).*/\1/' <<<"$line")
+                    ios=$(sed 's/^ios=\([0-9]*\).*/\1/' <<<"$line")
+                    cpu=$(sed 's/.*server_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
+                else
+                    key=$s/$t
+                    [ -n "${uri[$key]:-}" ] || continue
+                    p=${pid_of[$key]}
+                    c0=$(cpu_ticks "$p")
+                    read -r iops bw ios < <(run_fio "${uri[$key]}" $(fio_args "$w") --time_based --runtime="$runtime")
+                    sleep 0.2  # let a forking server reap the connection's child
+                    c1=$(cpu_ticks "$p")
+                    cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')
+                fi
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$s" "$iops" "$bw" "$ios" "$cpu" >>"$results"
+                say "round $r $t $w $s: $iops IOPS, cpu ${cpu}s"
+            done
+        done
+    done
+done
+say "load after the last round: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 "$root/bench/summarize.py" "$results" | tee "$out/summary.txt"
+say "raw results: $results"

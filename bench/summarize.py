@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Summarises bench/servers.sh results: medians over rounds, min-max, ratios taken within a round.
+
+usage: bench/summarize.py results.tsv [--reference nbdkit-mem] [--subject nbdwire-mem]
+
+Per transport and workload, one row per server: median rate (IOPS for 4 KiB workloads, GiB/s
+for 1 MiB ones), min-max over rounds, the median of per-round ratios to the reference server,
+and the median server CPU seconds per million I/Os. Then the subject against the best peer in
+each round (the best of every server whose name does not start with "nbdwire" and is not the
+bound), and against the bound.
+"""
+import argparse
+import collections
+import csv
+import statistics
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--reference", default="nbdkit-mem")
+    ap.add_argument("--subject", default="nbdwire-mem")
+    a = ap.parse_args()
+
+    rows = list(csv.DictReader(open(a.results), delimiter="\t"))
+    # (transport, workload) -> server -> round -> row
+    data = collections.defaultdict(lambda: collections.defaultdict(dict))
+    order = []
+    for r in rows:
+        key = (r["transport"], r["workload"])
+        if key not in data:
+            order.append(key)
+        data[key][r["server"]][r["round"]] = r
+
+    def rate(r, big):
+        return float(r["bytes_per_s"]) / 2**30 if big else float(r["iops"]) / 1000
+
+    headline = []
+    for key in order:
+        t, w = key
+        big = "1m" in w
+        unit = "GiB/s" if big else "kIOPS"
+        servers = data[key]
+        print(f"\n{t} {w}")
+        print(f"| server | median {unit} | min-max | x {a.reference} | x bound | CPU s / M I/O |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for s, by_round in servers.items():
+            vals = [rate(r, big) for r in by_round.values()]
+            ratios, bound_ratios, cpu = [], [], []
+            for rd, r in by_round.items():
+                ref = servers.get(a.reference, {}).get(rd)
+                if ref and rate(ref, big) > 0:
+                    ratios.append(rate(r, big) / rate(ref, big))
+                b = servers.get("bound", {}).get(rd)
+                if b and rate(b, big) > 0:
+                    bound_ratios.append(rate(r, big) / rate(b, big))
+                ios = float(r["ios"])
+                if ios > 0:
+                    cpu.append(float(r["server_cpu_s"]) / ios * 1e6)
+            med = lambda v, f: (f % statistics.median(v)) if v else "-"
+            print(f"| {s} | {statistics.median(vals):.2f} | {min(vals):.2f}-{max(vals):.2f} | "
+                  f"{med(ratios, '%.2f')} | {med(bound_ratios, '%.2f')} | {med(cpu, '%.1f')} |")
+        # The subject against the best peer of the same round, and against the bound.
+        best, vs_bound = [], []
+        subj = servers.get(a.subject, {})
+        for rd, r in subj.items():
+            peers = [rate(p[rd], big) for s, p in servers.items()
+                     if not s.startswith("nbdwire") and s != "bound" and rd in p]
+            if peers and max(peers) > 0:
+                best.append(rate(r, big) / max(peers))
+            b = servers.get("bound", {}).get(rd)
+            if b and rate(b, big) > 0:
+                vs_bound.append(rate(r, big) / rate(b, big))
+        if best:
+            headline.append((t, w, statistics.median(best), min(best), max(best),
+                             statistics.median(vs_bound) if vs_bound else None))
+
+    if headline:
+        print(f"\n{a.subject} against the best peer of the same round (median, min-max), and the bound")
+        print("| transport | workload | x best peer | min-max | x bound |")
+        print("|---|---|---:|---:|---:|")
+        for t, w, m, lo, hi, vb in headline:
+            vbs = f"{vb:.2f}" if vb is not None else "-"
+            print(f"| {t} | {w} | {m:.2f} | {lo:.2f}-{hi:.2f} | {vbs} |")
+
+
+if __name__ == "__main__":
+    main()
