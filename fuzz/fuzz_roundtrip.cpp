@@ -5,7 +5,11 @@
 //     exports, the client's options and a series of requests with their answers. What one
 //     side encodes the other must decode to the same values: LIST entries, INFO items, the
 //     negotiated export, every request field, every reply status, every payload byte.
-// Input: [0..7] server cfg (surfaces.hpp) [8] option  then ops of 16 bytes:
+//     Both ask for and offer structured replies and extended headers as the server cfg says,
+//     and the client asks for the metadata contexts the option byte says; BLOCK_STATUS
+//     extents must arrive as the server sent them, per context.
+// Input: [0..7] server cfg (surfaces.hpp) [8] option (bits 0-1 export, 2-5 info requests,
+//        6-7 contexts asked for)  then ops of 16 bytes:
 //        command[1] flags[2] offset[8] length[4] reply error[1].
 #include <deque>
 
@@ -70,7 +74,7 @@ struct pair {
   nbdwire::server s;
   std::vector<event> client_events, server_events;
   std::deque<bytes> keep;  ///< copies of the bytes events view (stable addresses)
-  explicit pair(const nbdwire::server_config& cfg) : c(nbdwire::client_config{}), s(cfg) {}
+  pair(const nbdwire::client_config& ccfg, const nbdwire::server_config& cfg) : c(ccfg), s(cfg) {}
 
   /// Sends every byte `from` has queued (payload: the export pattern) into `to`.
   template <class From, class To>
@@ -133,7 +137,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   st.cfg.max_options = 64;
   st.cfg.max_option_length = 1u << 20;
   const std::uint8_t opt = rd.u8();
-  auto p = std::make_unique<pair>(st.cfg);
+  nbdwire::client_config ccfg{};
+  static const std::array<std::string_view, 2> fwd{"base:allocation", "qemu:dirty-bitmap:b"};
+  static const std::array<std::string_view, 2> rev{"qemu:dirty-bitmap:b", "base:allocation"};
+  const unsigned asked = opt >> 6;
+  ccfg.meta_contexts = std::span<const std::string_view>(asked == 3 ? rev.data() : fwd.data(), asked == 3 ? 2 : asked);
+  auto p = std::make_unique<pair>(ccfg, st.cfg);
   if (p->s.state() == nbdwire::server_state::failed) return 0;
   p->to_client();  // greeting
   NBDWIRE_FUZZ_CHECK(p->client_events.size() == 1 && p->client_events[0].kind == event_kind::greeting);
@@ -192,6 +201,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   NBDWIRE_FUZZ_CHECK(sn.export_index == *target);
   NBDWIRE_FUZZ_CHECK(cn.export_size == sn.export_size && cn.transmission_flags == sn.transmission_flags);
   NBDWIRE_FUZZ_CHECK(cn.block_size_advertised && cn.block_size == sn.block_size);
+  // Both sides settled the same reply framing and contexts; each context the client bound
+  // to one of its names is the server's context of that name.
+  NBDWIRE_FUZZ_CHECK(cn.structured_replies == sn.structured_replies && cn.extended_headers == sn.extended_headers);
+  NBDWIRE_FUZZ_CHECK(cn.structured_replies == (st.cfg.structured_replies || st.cfg.extended_headers));
+  NBDWIRE_FUZZ_CHECK(cn.extended_headers == st.cfg.extended_headers);
+  NBDWIRE_FUZZ_CHECK(cn.meta_context_count == sn.meta_context_count);
+  for (std::size_t i = 0; i < cn.meta_context_count; ++i) {
+    NBDWIRE_FUZZ_CHECK(cn.meta_contexts[i].id == sn.meta_contexts[i].id);
+    const auto q = cn.meta_contexts[i].query_index;
+    NBDWIRE_FUZZ_CHECK(q < ccfg.meta_contexts.size() && cn.meta_contexts[i].id < st.cfg.meta_contexts.size());
+    NBDWIRE_FUZZ_CHECK(st.cfg.meta_contexts[cn.meta_contexts[i].id] == ccfg.meta_contexts[q]);
+  }
+  std::size_t expected_contexts = 0;
+  if (cn.structured_replies)
+    for (auto q : ccfg.meta_contexts)
+      expected_contexts += std::count(st.cfg.meta_contexts.begin(), st.cfg.meta_contexts.end(), q) != 0;
+  NBDWIRE_FUZZ_CHECK(cn.meta_context_count == expected_contexts);
 
   // Requests: what the client accepts to send, the server receives unchanged and accepts.
   for (int op = 0; op < 64 && !rd.rest().empty(); ++op) {
@@ -216,12 +242,40 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       got += se[i].data.size();
     }
     NBDWIRE_FUZZ_CHECK(got == want.payload_length());
-    NBDWIRE_FUZZ_CHECK(p->s.reply(se[0].req, error).has_value());
+    // BLOCK_STATUS success: a status chunk per context, the last one ending the reply.
+    std::vector<std::vector<nbdwire::block_extent>> sent;
+    if (cmd == nbdwire::command::block_status && error == nbdwire::nbd_error::ok) {
+      const std::array<nbdwire::block_extent, 3> ex{{
+          {std::max<std::uint64_t>(1, length / 3), flags & 3u},
+          {std::max<std::uint64_t>(1, length / 3), offset & 3u},
+          {std::max<std::uint64_t>(1, length), 2},
+      }};
+      for (std::size_t i = 0; i < sn.meta_context_count; ++i) {
+        const auto n = p->s.reply_block_status(se[0].req, sn.meta_contexts[i].id, ex, i + 1 == sn.meta_context_count);
+        NBDWIRE_FUZZ_CHECK(n.has_value() && *n >= 1 && *n <= ex.size());
+        sent.emplace_back(ex.begin(), ex.begin() + static_cast<std::ptrdiff_t>(*n));
+      }
+    } else {
+      NBDWIRE_FUZZ_CHECK(p->s.reply(se[0].req, error).has_value());
+    }
     p->to_client();
     NBDWIRE_FUZZ_CHECK(!ce.empty() && ce.back().kind == event_kind::reply);
     NBDWIRE_FUZZ_CHECK(ce.back().req == want && ce.back().status == error);
     got = 0;
+    std::size_t ctx = 0, ext_i = 0;
+    std::uint64_t ext_off = offset;
     for (std::size_t i = 0; i + 1 < ce.size(); ++i) {
+      if (ce[i].kind == event_kind::extent) {
+        // In the order sent: context by context, consecutive from the request offset.
+        if (ctx < sent.size() && ext_i == sent[ctx].size()) ++ctx, ext_i = 0, ext_off = offset;
+        NBDWIRE_FUZZ_CHECK(ctx < sent.size() && ext_i < sent[ctx].size());
+        const auto& sx = sent[ctx][ext_i++];
+        const std::uint64_t len = (flags & nbdwire::command_flag::req_one) ? std::min<std::uint64_t>(sx.length, length) : sx.length;
+        NBDWIRE_FUZZ_CHECK(ce[i].context_id == sn.meta_contexts[ctx].id && ce[i].offset == ext_off &&
+                           ce[i].length == len && ce[i].extent_flags == sx.flags);
+        ext_off += len;
+        continue;
+      }
       if (ce[i].kind == event_kind::error_chunk) {  // structured replies carry errors as chunks
         NBDWIRE_FUZZ_CHECK(cn.structured_replies && error != nbdwire::nbd_error::ok && ce[i].req.cookie == *cookie);
         continue;
@@ -230,6 +284,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       NBDWIRE_FUZZ_CHECK(is_pattern(ce[i].data, ce[i].offset));
       got += ce[i].data.size();
     }
+    if (!sent.empty()) NBDWIRE_FUZZ_CHECK(ctx + 1 == sent.size() && ext_i == sent.back().size());
     const bool with_data = cmd == nbdwire::command::read && error == nbdwire::nbd_error::ok;
     NBDWIRE_FUZZ_CHECK(got == (with_data ? length : 0));
     NBDWIRE_FUZZ_CHECK(p->c.in_flight() == 0 && p->s.outstanding() == 0);

@@ -8,13 +8,21 @@
 //   server_tx         cfg[8]  (canned handshake, then)             client requests
 //   legacy_server     cfg[8]  (1997 framing)                       client requests
 //   client_handshake  ccfg[1] n[1] option actions[n]               server bytes
-//   client_tx         ccfg[1] size[8] tflags[2] bs[1] n[1] req[n×15]  server replies
+//   client_tx         ccfg[1] size[8] tflags[2] bs[1] ids[k×4] n[1] req[n×15]  server replies
 //   legacy_client     ccfg[1] size[8] tflags[2] bs[1] n[1] req[n×15]  server replies (1997)
 // Server cfg: [0] style/bits  [1] exports/default  [2] max_options  [3] max_option_length
 //             [4..5] transmission flags  [6] size index  [7] block-size index / reply policy
+// Server cfg[0] bits: 0 style, 1/6/7 modern protocol (server_handshake: 1 no structured
+//   replies, 6 no extended headers; server_tx: the canned client asks for 1 structured
+//   replies, 6 extended headers, 7 SET_META_CONTEXT of every offered context), 2 no_zeroes
+//   off, 3 on_eof at the end, 4 direct payload, 5 begin_shutdown. cfg[7] bits 6-7: the
+//   contexts the server offers (none, base:allocation, + qemu:dirty-bitmap:b, reversed).
 // Client ccfg bits: 0 no_zeroes, 1 fallback to EXPORT_NAME, 2 on_eof at the end, 3 read
-//   payload through incoming_payload(); bits 4-7 are kept for structured replies, metadata
-//   contexts and extended headers (client_tx), and read as zero by this release.
+//   payload through incoming_payload(); client_handshake: 4 ask for structured replies,
+//   5 extended headers; client_tx: bits 4-5 how the canned handshake ends (0 simple replies,
+//   1 structured replies, 2 extended headers, 3 extended headers refused then structured
+//   replies), bits 6-7 k = how many contexts are asked for (0-2; 3 reads as 2), whose ids
+//   the server answers with (ids[k], any value, 0 included).
 // A request action: command[1] (0xff: disconnect) flags[2] offset[8] length[4].
 #pragma once
 
@@ -91,7 +99,7 @@ inline bool server_may_accept(const nbdwire::request& r, const nbdwire::negotiat
     case command::trim: if (!n.has(tf::send_trim)) return false; break;
     case command::write_zeroes: if (!n.has(tf::send_write_zeroes)) return false; break;
     case command::resize: if (!n.has(tf::send_resize)) return false; break;
-    case command::block_status: if (!n.structured_replies) return false; break;  // needs a context
+    case command::block_status: if (!n.structured_replies || n.meta_context_count == 0) return false; break;
     default: return false;  // DISC is not a request
   }
   if (modifies && n.read_only()) return false;
@@ -106,6 +114,172 @@ inline bool server_may_accept(const nbdwire::request& r, const nbdwire::negotiat
   return true;
 }
 
+/// What a canned fixed-newstyle server settles with a client: the answers to the client's
+/// plan (EXTENDED_HEADERS, STRUCTURED_REPLY, SET_META_CONTEXT), then GO.
+struct canned_server {
+  std::uint8_t mode = 0;  ///< 0 simple, 1 structured, 2 extended, 3 extended refused then structured
+  std::vector<std::pair<std::uint32_t, std::string_view>> contexts;  ///< answered to SET_META_CONTEXT
+  std::uint64_t size = 0;
+  std::uint16_t tflags = 0;
+  nbdwire::block_size_constraints bs{};
+};
+
+/// The server's side of the canned handshake, as bytes.
+inline bytes canned_server_stream(const canned_server& cs) {
+  bytes in;
+  auto put = [&in](auto rec) {
+    const auto b = nbdwire::encode(rec);
+    in.insert(in.end(), b.begin(), b.end());
+  };
+  using nbdwire::option;
+  using nbdwire::reply_type;
+  auto opt = [](option o) { return static_cast<std::uint32_t>(o); };
+  put(nbdwire::make_newstyle_greeting(nbdwire::handshake_flag::fixed_newstyle | nbdwire::handshake_flag::no_zeroes));
+  if (cs.mode >= 2)
+    put(nbdwire::make_option_reply_header(opt(option::extended_headers),
+                                          cs.mode == 2 ? reply_type::ack : reply_type::err_unsup, 0));
+  if (cs.mode == 1 || cs.mode == 3)
+    put(nbdwire::make_option_reply_header(opt(option::structured_reply), reply_type::ack, 0));
+  if (cs.mode != 0 && !cs.contexts.empty()) {
+    for (const auto& [id, name] : cs.contexts) {
+      put(nbdwire::make_option_reply_header(opt(option::set_meta_context), reply_type::meta_context,
+                                            static_cast<std::uint32_t>(4 + name.size())));
+      std::array<std::byte, 4> b{};
+      nbdwire::store_be<std::uint32_t>(b.data(), id);
+      in.insert(in.end(), b.begin(), b.end());
+      for (char ch : name) in.push_back(static_cast<std::byte>(ch));
+    }
+    put(nbdwire::make_option_reply_header(opt(option::set_meta_context), reply_type::ack, 0));
+  }
+  const std::uint32_t go = opt(option::go);
+  put(nbdwire::make_option_reply_header(go, reply_type::info, sizeof(nbdwire::info_export_payload)));
+  put(nbdwire::make_info_export(cs.size, cs.tflags));
+  put(nbdwire::make_option_reply_header(go, reply_type::info, sizeof(nbdwire::info_block_size_payload)));
+  put(nbdwire::make_info_block_size(cs.bs.minimum, cs.bs.preferred, cs.bs.maximum));
+  put(nbdwire::make_option_reply_header(go, reply_type::ack, 0));
+  return in;
+}
+
+/// Brings a client (configured to ask what `cs` answers) to transmission through GO against
+/// the canned server, and checks it settled what the server said.
+inline void canned_client_handshake(nbdwire::client& m, const canned_server& cs, bytes& out) {
+  const bytes in = canned_server_stream(cs);
+  bytes_view rest{in};
+  bool ready = false;
+  std::size_t contexts = 0;
+  for (int guard = 0; guard < 64 && !ready; ++guard) {
+    const auto r = m.receive(rest);
+    rest = rest.subspan(r.consumed);
+    NBDWIRE_FUZZ_CHECK(r.ev.kind != event_kind::failed);
+    if (r.ev.kind == event_kind::greeting) NBDWIRE_FUZZ_CHECK(m.go("", nbdwire::info_request::all).has_value());
+    if (r.ev.kind == event_kind::meta_context) {
+      NBDWIRE_FUZZ_CHECK(contexts < cs.contexts.size() && r.ev.context_id == cs.contexts[contexts].first);
+      ++contexts;
+    }
+    if (r.ev.kind == event_kind::ready) ready = true;
+    drain(m, out);
+  }
+  NBDWIRE_FUZZ_CHECK(ready && rest.empty() && m.state() == nbdwire::client_state::transmission);
+  const auto& n = m.negotiated();
+  NBDWIRE_FUZZ_CHECK(n.structured_replies == (cs.mode != 0));
+  NBDWIRE_FUZZ_CHECK(n.extended_headers == (cs.mode == 2));
+  NBDWIRE_FUZZ_CHECK(n.meta_context_count == (cs.mode != 0 ? cs.contexts.size() : 0));
+  for (std::size_t i = 0; i < n.meta_context_count; ++i) NBDWIRE_FUZZ_CHECK(n.meta_contexts[i].id == cs.contexts[i].first);
+}
+
+/// A strict client in the state the server under test negotiated: each reply the server
+/// produces is fed to it, cookies rewritten to the client's own, and the client must take
+/// it without failing and complete its twin request with the status the server was given.
+class reply_oracle {
+ public:
+  explicit reply_oracle(const nbdwire::negotiated& n) {
+    static const std::array<std::string_view, nbdwire::max_meta_contexts> names{};
+    cs_.mode = n.extended_headers ? 2 : n.structured_replies ? 1 : 0;
+    for (std::size_t i = 0; i < n.meta_context_count; ++i) cs_.contexts.emplace_back(n.meta_contexts[i].id, "ctx");
+    cs_.size = n.export_size;
+    cs_.tflags = n.transmission_flags;
+    cs_.bs = n.block_size;
+    cfg_.request_structured_replies = cs_.mode != 0;
+    cfg_.request_extended_headers = cs_.mode == 2;
+    cfg_.meta_contexts = std::span<const std::string_view>(names.data(), cs_.contexts.size());
+    client_ = std::make_unique<nbdwire::client>(cfg_);
+    bytes scratch;
+    canned_client_handshake(*client_, cs_, scratch);
+  }
+
+  /// The client's twin of request `r`; false when the client would not send it (the server
+  /// reads requests leniently) or its READ data would not be shown in full.
+  bool begin(const nbdwire::request& r) {
+    active_ = false;
+    if (r.cmd() == nbdwire::command::read && r.length > 65536) return false;
+    const auto c = client_->submit(r.cmd(), static_cast<std::uint16_t>(r.flags & ~nbdwire::command_flag::payload_len),
+                                   r.offset, r.length);
+    if (!c) return false;
+    bytes scratch;
+    drain(*client_, scratch);
+    cookie_ = *c;
+    active_ = true;
+    return true;
+  }
+
+  void check(bytes_view reply, const nbdwire::request& r, nbdwire::nbd_error status) {
+    if (!active_) return;
+    active_ = false;
+    bytes b(reply.begin(), reply.end());
+    const bool structured = client_->negotiated().structured_replies;
+    std::size_t at = 0;
+    while (at < b.size()) {
+      NBDWIRE_FUZZ_CHECK(b.size() - at >= 16);
+      const std::uint32_t magic = nbdwire::load_be<std::uint32_t>(b.data() + at);
+      nbdwire::store_be<std::uint64_t>(b.data() + at + 8, cookie_);
+      if (magic == nbdwire::magic::simple_reply) {
+        const bool data = !structured && r.cmd() == nbdwire::command::read &&
+                          nbdwire::load_be<std::uint32_t>(b.data() + at + 4) == 0;
+        at += 16 + (data ? r.length : 0);
+      } else if (magic == nbdwire::magic::structured_reply) {
+        NBDWIRE_FUZZ_CHECK(b.size() - at >= 20);
+        at += 20 + nbdwire::load_be<std::uint32_t>(b.data() + at + 16);
+      } else if (magic == nbdwire::magic::extended_reply) {
+        NBDWIRE_FUZZ_CHECK(b.size() - at >= 32);
+        const std::uint64_t len = nbdwire::load_be<std::uint64_t>(b.data() + at + 24);
+        NBDWIRE_FUZZ_CHECK(len <= b.size());
+        at += 32 + len;
+      } else {
+        NBDWIRE_FUZZ_FAIL("a server reply starts with a reply magic");
+      }
+    }
+    NBDWIRE_FUZZ_CHECK(at == b.size());
+    bytes_view rest{b};
+    bool done = false;
+    for (int guard = 0; guard < 100000; ++guard) {
+      const auto e = client_->receive(rest);
+      rest = rest.subspan(e.consumed);
+      if (e.ev.kind == event_kind::failed) {
+        std::fprintf(stderr, "client refused the server's reply to command %u (flags %#x, offset %llu, length %llu): %s\n",
+                     static_cast<unsigned>(r.type), static_cast<unsigned>(r.flags),
+                     static_cast<unsigned long long>(r.offset), static_cast<unsigned long long>(r.length),
+                     std::string(nbdwire::to_string(e.ev.error)).c_str());
+        NBDWIRE_FUZZ_FAIL("a strict client accepts every reply the server produces");
+      }
+      if (e.ev.kind == event_kind::reply) {
+        NBDWIRE_FUZZ_CHECK(!done && e.ev.req.cookie == cookie_ && e.ev.status == status);
+        done = true;
+      } else if (e.ev.kind != event_kind::need_more) {
+        NBDWIRE_FUZZ_CHECK(e.ev.req.cookie == cookie_ && !done);
+      }
+      if (e.ev.kind == event_kind::need_more && rest.empty()) break;
+    }
+    NBDWIRE_FUZZ_CHECK(done && rest.empty() && client_->in_flight() == 0);
+  }
+
+ private:
+  canned_server cs_;
+  nbdwire::client_config cfg_{};
+  std::unique_ptr<nbdwire::client> client_;
+  std::uint64_t cookie_ = 0;
+  bool active_ = false;
+};
+
 // ---- the server side ------------------------------------------------------------------------
 
 struct server_setup {
@@ -113,7 +287,21 @@ struct server_setup {
   nbdwire::server_config cfg{};
   bool eof_at_end = false, direct = false, shutdown = false, canned = false;
   std::uint8_t policy = 0;  ///< bits 0-1 defer depth, bit 2 answer with errors
+  // server_tx: what the canned client asks for before GO
+  bool ask_sr = false, ask_ext = false, ask_meta = false;
 };
+
+/// Context sets a server offers (cfg[7] bits 6-7); a context's id is its index.
+inline std::span<const std::string_view> offered_contexts(std::uint8_t i) {
+  static const std::array<std::string_view, 2> fwd{"base:allocation", "qemu:dirty-bitmap:b"};
+  static const std::array<std::string_view, 2> rev{"qemu:dirty-bitmap:b", "base:allocation"};
+  switch (i & 3) {
+    case 1: return {fwd.data(), 1};
+    case 2: return {fwd.data(), 2};
+    case 3: return {rev.data(), 2};
+    default: return {};
+  }
+}
 
 inline server_setup parse_server(reader& rd, surface s) {
   server_setup st;
@@ -125,14 +313,22 @@ inline server_setup parse_server(reader& rd, surface s) {
   st.eof_at_end = b0 & 8;
   st.direct = b0 & 16;
   st.shutdown = b0 & 32;  // begin_shutdown() once transmission starts
-  st.policy = static_cast<std::uint8_t>(b7 >> 3);
+  st.policy = static_cast<std::uint8_t>((b7 >> 3) & 7);
   std::size_t count = 1 + (b1 & 3) % 3;
+  if (s != surface::legacy_server) st.cfg.meta_contexts = offered_contexts(static_cast<std::uint8_t>(b7 >> 6));
+  if (s == surface::server_handshake) {
+    st.cfg.structured_replies = (b0 & 2) == 0;
+    st.cfg.extended_headers = (b0 & 64) == 0;
+  }
   switch (s) {
     case surface::server_handshake: st.cfg.style = (b0 & 1) ? hs::newstyle : hs::fixed_newstyle; break;
     case surface::server_tx:
       // Transmission after a canned GO, or after the oldstyle greeting.
       st.cfg.style = (b0 & 1) ? hs::oldstyle : hs::fixed_newstyle;
       st.canned = st.cfg.style == hs::fixed_newstyle;
+      st.ask_sr = b0 & 2;
+      st.ask_ext = b0 & 64;
+      st.ask_meta = b0 & 128;
       break;
     default: st.cfg.style = hs::legacy_1997; break;
   }
@@ -154,9 +350,9 @@ inline server_setup parse_server(reader& rd, surface s) {
   st.cfg.max_options = b2 == 0 ? 64 : b2 % 80;
   static constexpr std::array<std::uint32_t, 6> lengths{1u << 20, 0, 16, 4096, 4102, 0xffffffffu};
   st.cfg.max_option_length = lengths[b3 % lengths.size()];
-  if (st.canned) {  // room for the canned GO
-    st.cfg.max_options = std::max<std::uint32_t>(st.cfg.max_options, 1);
-    st.cfg.max_option_length = std::max<std::uint32_t>(st.cfg.max_option_length, 8);
+  if (st.canned) {  // room for the canned options
+    st.cfg.max_options = std::max<std::uint32_t>(st.cfg.max_options, 4);
+    st.cfg.max_option_length = std::max<std::uint32_t>(st.cfg.max_option_length, 64);
   }
   return st;
 }
@@ -244,6 +440,95 @@ class server_actor {
  private:
   void on_transmission(nbdwire::server& m) {
     if (st_.shutdown) m.begin_shutdown();
+    if (m.negotiated().style != nbdwire::handshake_style::legacy_1997)
+      oracle_ = std::make_unique<reply_oracle>(m.negotiated());
+  }
+
+  /// One request's whole reply. With structured replies the request's cookie picks how it
+  /// goes out (bits 2-3): reply(), or chunks (data and holes, error chunks with and without
+  /// offset, block status per context, a closing NONE chunk).
+  void answer(nbdwire::server& m, const nbdwire::request& r, nbdwire::nbd_error status, run_log& log) {
+    using nbdwire::command;
+    drain(m, log.output);
+    const std::size_t start = log.output.size();
+    const bool checked = oracle_ && oracle_->begin(r);
+    const auto& n = m.negotiated();
+    const unsigned style = static_cast<unsigned>((r.cookie >> 2) & 3);
+    const auto ok = [&](auto res) {
+      if (!res) {
+        std::fprintf(stderr, "server refused to answer command %u (flags %#x, offset %llu, length %llu, style %u): %s\n",
+                     static_cast<unsigned>(r.type), static_cast<unsigned>(r.flags),
+                     static_cast<unsigned long long>(r.offset), static_cast<unsigned long long>(r.length), style,
+                     std::string(nbdwire::to_string(res.error())).c_str());
+        NBDWIRE_FUZZ_FAIL("the server answers every request it reported");
+      }
+      drain(m, log.output);
+    };
+    const bool ranged_req = ranged(r.cmd()) && r.length != 0;
+    // A successful BLOCK_STATUS needs a status chunk per context (reply() would send none).
+    const bool status_chunks = r.cmd() == command::block_status && status == nbdwire::nbd_error::ok;
+    if (!n.structured_replies || (style == 0 && !status_chunks)) {
+      const bool df_data = n.structured_replies && r.cmd() == command::read && r.length != 0 &&
+                           (r.flags & nbdwire::command_flag::df) != 0 && status == nbdwire::nbd_error::ok;
+      const auto res = m.reply(r, status);
+      if (df_data && res) {
+        // DF: the data goes out as one chunk, which ends the reply (or the reply is an error).
+        const bytes_view o = m.pending_output();
+        NBDWIRE_FUZZ_CHECK(o.size() >= 20);
+        const bool error = (nbdwire::load_be<std::uint16_t>(o.data() + 6) & 0x8000) != 0;
+        NBDWIRE_FUZZ_CHECK(error || (nbdwire::load_be<std::uint16_t>(o.data() + 4) & nbdwire::reply_flag::done) != 0);
+      }
+      ok(res);
+    } else if (status != nbdwire::nbd_error::ok) {
+      const std::optional<std::uint64_t> at =
+          ranged_req ? std::optional<std::uint64_t>(r.offset + r.length / 2) : std::nullopt;
+      if (style == 1) ok(m.reply(r, status, "fuzz error"));
+      else if (style == 2) ok(m.reply_error_chunk(r, status, "error at offset", at, true));
+      else {
+        ok(m.reply_error_chunk(r, status, {}, std::nullopt, false));
+        ok(m.reply_done(r));
+      }
+    } else if (r.cmd() == command::read && r.length != 0 && (r.flags & nbdwire::command_flag::df) != 0) {
+      // DF: one OFFSET_DATA chunk covering the request and ending the reply (holes are merged
+      // into data); what one compact chunk cannot carry is refused with EOVERFLOW.
+      if (!n.extended_headers && r.length > 0xffffffffu - 8) {
+        status = nbdwire::nbd_error::eoverflow;
+        ok(m.reply(r, status));
+      } else {
+        ok(m.reply_read_data(r, r.offset, r.length, true));
+      }
+    } else if (r.cmd() == command::read && r.length != 0) {
+      const std::uint64_t half = r.length / 2, rest = r.length - half;
+      if (style == 1) {  // data, then a hole
+        if (half) ok(m.reply_read_data(r, r.offset, half, false));
+        if (rest <= 0xffffffffu) ok(m.reply_read_hole(r, r.offset + half, static_cast<std::uint32_t>(rest), true));
+        else ok(m.reply_read_data(r, r.offset + half, rest, true));
+      } else if (style == 2) {  // all hole
+        if (r.length <= 0xffffffffu) ok(m.reply_read_hole(r, r.offset, static_cast<std::uint32_t>(r.length), true));
+        else ok(m.reply_read_data(r, r.offset, r.length, true));
+      } else {  // back to front, then NONE
+        ok(m.reply_read_data(r, r.offset + half, rest, false));
+        if (half) ok(m.reply_read_data(r, r.offset, half, false));
+        ok(m.reply_done(r));
+      }
+    } else if (status_chunks && n.meta_context_count != 0) {
+      const std::array<nbdwire::block_extent, 3> ex{{
+          {std::max<std::uint64_t>(1, r.length / 4), (r.cookie >> 4) & 3},
+          {std::max<std::uint64_t>(1, r.length / 2), (r.cookie >> 6) & 3},
+          {std::max<std::uint64_t>(1, r.length), (r.cookie >> 8) & 3},
+      }};
+      for (std::size_t i = 0; i < n.meta_context_count; ++i) {
+        const bool last = i + 1 == n.meta_context_count && style != 3;
+        const auto sent = m.reply_block_status(r, n.meta_contexts[i].id, ex, last);
+        NBDWIRE_FUZZ_CHECK(sent.has_value() && *sent >= 1 && *sent <= ex.size());
+        if ((r.flags & nbdwire::command_flag::req_one) != 0) NBDWIRE_FUZZ_CHECK(*sent == 1);
+        drain(m, log.output);
+      }
+      if (style == 3) ok(m.reply_done(r));
+    } else {
+      ok(m.reply(r, status));
+    }
+    if (checked) oracle_->check(bytes_view{log.output}.subspan(start), r, status);
   }
 
   void answer_all(nbdwire::server& m, run_log& log) {
@@ -255,14 +540,13 @@ class server_actor {
       else deferred_.pop_back();
       nbdwire::nbd_error status = nbdwire::nbd_error::ok;
       if ((st_.policy & 4) && (r.cookie & 3) == 1) status = nbdwire::nbd_error::eio;
-      const auto res = m.reply(r, status);
-      NBDWIRE_FUZZ_CHECK(res.has_value());
-      drain(m, log.output);
+      answer(m, r, status, log);
     }
     NBDWIRE_FUZZ_CHECK(m.outstanding() == 0);
   }
 
   const server_setup& st_;
+  std::unique_ptr<reply_oracle> oracle_;
   std::vector<nbdwire::request> deferred_;
   nbdwire::request cur_{};
   std::uint64_t next_ = 0, left_ = 0;
@@ -278,19 +562,44 @@ inline void canned_server_handshake(nbdwire::server& m, const server_setup& st, 
   };
   const std::uint32_t cflags = nbdwire::client_flag::fixed_newstyle | (st.cfg.no_zeroes ? nbdwire::client_flag::no_zeroes : 0u);
   put(nbdwire::make_client_flags(cflags));
+  auto u32 = [&in](std::size_t v) {
+    std::array<std::byte, 4> b{};
+    nbdwire::store_be<std::uint32_t>(b.data(), static_cast<std::uint32_t>(v));
+    in.insert(in.end(), b.begin(), b.end());
+  };
+  if (st.ask_ext) put(nbdwire::make_option_header(nbdwire::option::extended_headers, 0));
+  if (st.ask_sr) put(nbdwire::make_option_header(nbdwire::option::structured_reply, 0));
+  if (st.ask_meta) {
+    // Every context the server offers, for the default export ("" as GO names it).
+    std::size_t len = 8;
+    for (auto q : st.cfg.meta_contexts) len += 4 + q.size();
+    put(nbdwire::make_option_header(nbdwire::option::set_meta_context, static_cast<std::uint32_t>(len)));
+    u32(0);
+    u32(st.cfg.meta_contexts.size());
+    for (auto q : st.cfg.meta_contexts) {
+      u32(q.size());
+      for (char ch : q) in.push_back(static_cast<std::byte>(ch));
+    }
+  }
   put(nbdwire::make_option_header(nbdwire::option::go, 8));
   const std::array<std::byte, 8> body{std::byte{0}, std::byte{0}, std::byte{0}, std::byte{0},
                                       std::byte{0}, std::byte{1}, std::byte{0}, std::byte{3}};
   in.insert(in.end(), body.begin(), body.end());
   bytes_view rest{in};
   bool ready = false;
-  for (int guard = 0; guard < 16 && !rest.empty(); ++guard) {
+  for (int guard = 0; guard < 64 && !rest.empty(); ++guard) {
     const auto r = m.receive(rest);
     rest = rest.subspan(r.consumed);
     drain(m, log.output);
     if (r.ev.kind == event_kind::ready) ready = true;
   }
   NBDWIRE_FUZZ_CHECK(ready && m.state() == nbdwire::server_state::transmission);
+  // What the options settled: EXTENDED_HEADERS implies structured replies; contexts need
+  // structured replies before SET_META_CONTEXT.
+  const auto& n = m.negotiated();
+  NBDWIRE_FUZZ_CHECK(n.extended_headers == st.ask_ext);
+  NBDWIRE_FUZZ_CHECK(n.structured_replies == (st.ask_ext || st.ask_sr));
+  NBDWIRE_FUZZ_CHECK(n.meta_context_count == (st.ask_meta && n.structured_replies ? st.cfg.meta_contexts.size() : 0));
 }
 
 inline run_log run_server(surface s, bytes_view input, const cuts& at) {
@@ -329,7 +638,14 @@ struct client_setup {
   std::uint64_t size = 0;
   std::uint16_t tflags = 0;
   nbdwire::block_size_constraints bs{};
+  std::uint8_t mode = 0;  ///< client_tx: 0 simple, 1 structured, 2 extended, 3 extended refused
+  std::vector<std::uint32_t> context_ids;
 };
+
+inline const std::array<std::string_view, 2>& context_names() {
+  static const std::array<std::string_view, 2> n{"base:allocation", "qemu:dirty-bitmap:b"};
+  return n;
+}
 
 inline client_setup parse_client(reader& rd, surface s) {
   client_setup st;
@@ -338,10 +654,15 @@ inline client_setup parse_client(reader& rd, surface s) {
   st.cfg.fallback_to_export_name = (c & 2) == 0;
   st.eof_at_end = c & 4;
   st.direct = c & 8;
-  // Structured replies and extended headers: asked for only where the fuzzed server stream
-  // answers the options (the canned handshake of client_tx does not offer them yet).
+  // Structured replies and extended headers: client_handshake asks as the bits say and the
+  // fuzzed server answers; client_tx asks what its canned handshake will answer.
   st.cfg.request_structured_replies = s == surface::client_handshake && (c & 16);
   st.cfg.request_extended_headers = s == surface::client_handshake && (c & 32);
+  if (s == surface::client_tx) {
+    st.mode = static_cast<std::uint8_t>((c >> 4) & 3);
+    st.cfg.request_structured_replies = st.mode != 0;
+    st.cfg.request_extended_headers = st.mode >= 2;
+  }
   if (s == surface::client_handshake) {
     const std::size_t n = rd.u8() % 33;
     for (std::size_t i = 0; i < n; ++i) st.options.push_back(rd.u8());
@@ -350,6 +671,11 @@ inline client_setup parse_client(reader& rd, surface s) {
   st.size = rd.u64();
   st.tflags = rd.u16();
   st.bs = block_size_from(rd.u8());
+  if (s == surface::client_tx) {
+    const std::size_t k = std::min<std::size_t>(c >> 6, 2);
+    for (std::size_t i = 0; i < k; ++i) st.context_ids.push_back(rd.u32());
+    st.cfg.meta_contexts = std::span<const std::string_view>(context_names().data(), k);
+  }
   if (s == surface::legacy_client) {
     st.cfg.style = nbdwire::handshake_style::legacy_1997;
     st.cfg.legacy_export_size = st.size;
@@ -407,11 +733,27 @@ class client_actor {
         break;
       case event_kind::read_hole:
       case event_kind::extent:
-      case event_kind::error_chunk:
+      case event_kind::error_chunk: {
         // Structured chunks: only with structured replies, only for a request in flight.
         NBDWIRE_FUZZ_CHECK(m.negotiated().structured_replies);
-        NBDWIRE_FUZZ_CHECK(flight_.count(e.req.cookie) == 1);
+        const auto it = flight_.find(e.req.cookie);
+        NBDWIRE_FUZZ_CHECK(it != flight_.end() && e.req == it->second);
+        const auto inside = [&e](std::uint64_t off, std::uint64_t len) {
+          return off >= e.req.offset && len <= e.req.length && off - e.req.offset <= e.req.length - len;
+        };
+        if (e.kind == event_kind::read_hole) {
+          // A hole is a non-empty part of a READ's range.
+          NBDWIRE_FUZZ_CHECK(e.req.cmd() == nbdwire::command::read && e.length != 0 && inside(e.offset, e.length));
+        } else if (e.kind == event_kind::extent) {
+          // Extents answer BLOCK_STATUS, in a negotiated context.
+          NBDWIRE_FUZZ_CHECK(e.req.cmd() == nbdwire::command::block_status);
+          NBDWIRE_FUZZ_CHECK(m.negotiated().has_meta_context(e.context_id));
+        } else {
+          NBDWIRE_FUZZ_CHECK(e.status != nbdwire::nbd_error::ok);
+          if (e.has_offset) NBDWIRE_FUZZ_CHECK(inside(e.offset, 1));
+        }
         break;
+      }
       case event_kind::ready:
         NBDWIRE_FUZZ_CHECK(m.state() == nbdwire::client_state::transmission);
         submit_more(m, log);
@@ -538,32 +880,10 @@ class client_actor {
   std::uint64_t next_ = 0, left_ = 0;
 };
 
-/// Brings a client to transmission through GO against a canned fixed-newstyle server that
-/// advertises the surface's size, flags and block sizes.
 inline void canned_client_handshake(nbdwire::client& m, const client_setup& st, run_log& log) {
-  bytes in;
-  auto put = [&in](auto rec) {
-    const auto b = nbdwire::encode(rec);
-    in.insert(in.end(), b.begin(), b.end());
-  };
-  using nbdwire::reply_type;
-  const std::uint32_t go = static_cast<std::uint32_t>(nbdwire::option::go);
-  put(nbdwire::make_newstyle_greeting(nbdwire::handshake_flag::fixed_newstyle | nbdwire::handshake_flag::no_zeroes));
-  put(nbdwire::make_option_reply_header(go, reply_type::info, sizeof(nbdwire::info_export_payload)));
-  put(nbdwire::make_info_export(st.size, st.tflags));
-  put(nbdwire::make_option_reply_header(go, reply_type::info, sizeof(nbdwire::info_block_size_payload)));
-  put(nbdwire::make_info_block_size(st.bs.minimum, st.bs.preferred, st.bs.maximum));
-  put(nbdwire::make_option_reply_header(go, reply_type::ack, 0));
-  bytes_view rest{in};
-  bool ready = false;
-  for (int guard = 0; guard < 16 && !ready; ++guard) {
-    const auto r = m.receive(rest);
-    rest = rest.subspan(r.consumed);
-    if (r.ev.kind == event_kind::greeting) NBDWIRE_FUZZ_CHECK(m.go("", nbdwire::info_request::all).has_value());
-    if (r.ev.kind == event_kind::ready) ready = true;
-    drain(m, log.output);
-  }
-  NBDWIRE_FUZZ_CHECK(ready && rest.empty() && m.state() == nbdwire::client_state::transmission);
+  canned_server cs{st.mode, {}, st.size, st.tflags, st.bs};
+  for (std::size_t i = 0; i < st.context_ids.size(); ++i) cs.contexts.emplace_back(st.context_ids[i], context_names()[i]);
+  canned_client_handshake(m, cs, log.output);
 }
 
 inline run_log run_client(surface s, bytes_view input, const cuts& at) {

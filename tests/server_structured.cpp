@@ -598,3 +598,19 @@ TEST_CASE("server: a compact read above 2^32 - 8 bytes is split into two data ch
   CHECK(p->length == 0xffffffffu - first);
   CHECK(s->outstanding() == 0);
 }
+
+TEST_CASE("server: a DF read too large for one compact chunk gets EOVERFLOW") {
+  const std::array<export_config, 1> ex{
+      export_config{"", "", 1ull << 33, transmission_flag::send_df, {1, 4096, 0xffffffffu}}};
+  auto s = sr_server(ex);
+  const auto ev = feed(*s, request_bytes(command::read, command_flag::df, 11, 0, 0xffffffffu));
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].kind == event_kind::request_refused);
+  CHECK(ev[0].status == nbd_error::eoverflow);
+  // Answered with an error chunk, never a simple reply (structured replies are on).
+  const bytes out = take_output(*s);
+  REQUIRE(out.size() == sizeof(structured_reply_header) + sizeof(error_chunk_prefix));
+  CHECK(decode<structured_reply_header>(out).type.get() == static_cast<std::uint16_t>(chunk_type::error));
+  CHECK(load_be<std::uint32_t>(out.data() + sizeof(structured_reply_header)) ==
+        static_cast<std::uint32_t>(nbd_error::eoverflow));
+}

@@ -106,6 +106,23 @@ def rewrite_replies(rx, cookie_map, read_len):
     return bytes(out)
 
 
+def modern(opts, segs):
+    """What a session settled: (structured replies, [context ids] of its last SET_META_CONTEXT)."""
+    sr, ids = False, []
+    for (opt, _), seg in zip(opts, segs):
+        p, got = 0, []
+        while p + 20 <= len(seg):
+            _, _, typ, length = struct.unpack_from(">QIII", seg, p)
+            if opt == 10 and typ == 4 and length >= 4:
+                got.append(struct.unpack_from(">I", seg, p + 20)[0])
+            if opt == 8 and typ == 1:
+                sr = True
+            p += 20 + length
+        if opt == 10:
+            ids = got
+    return sr, ids if sr else []
+
+
 def option_action(opt, body):
     kind = {OPT_GO: 0, OPT_INFO: 1, OPT_LIST: 2, OPT_ABORT: 3, OPT_EXPORT_NAME: 4}.get(opt)
     if kind is None:
@@ -128,10 +145,16 @@ def seeds_from_log(c2s, s2c, out):
     oldstyle = len(s2c) >= 152 and s2c[8:16] == bytes.fromhex("0000420281861253")
     tx = c2s[tx_start:] if tx_start is not None else (c2s if oldstyle else b"")
     reqs = requests(tx)
+    split = split_replies(s2c, opts) if not oldstyle else None
+    sr, ids = modern(opts, split[1]) if split else (False, [])
+    ids = ids[:2]
     if tx:
         cfg = bytearray(SERVER_CFG)
         if oldstyle:
             cfg[0] |= 1
+        if sr:  # the canned client asks for structured replies, and base:allocation if the session did
+            cfg[0] |= 0x02 | (0x80 if ids else 0)
+            cfg[7] |= 0x40
         out["server_tx"].append(bytes(cfg) + tx[:4096])
     if reqs:  # the same requests in the 1997 framing (READ and WRITE only)
         legacy = bytearray()
@@ -140,7 +163,6 @@ def seeds_from_log(c2s, s2c, out):
                 legacy += struct.pack(">IIIQI", LEGACY_REQ, offset, length, cookie, typ) + data
         out["legacy_server"].append(LEGACY_CFG + bytes(legacy[:4096]))
 
-    split = split_replies(s2c, opts) if not oldstyle else None
     if split:
         greeting, segs, rest = split
         actions, stream = [], bytearray(greeting)
@@ -163,7 +185,7 @@ def seeds_from_log(c2s, s2c, out):
             p += 20 + length
     if oldstyle:
         size = struct.unpack_from(">Q", s2c, 16)[0]
-    kept = [r for r in reqs if r[0] in (0, 1, 3, 4, 5, 6)][:64]
+    kept = [r for r in reqs if r[0] in (0, 1, 3, 4, 5, 6) or (r[0] == 7 and ids)][:64]
     actions, cookie_map, read_len = bytearray(), {}, {}
     for i, (typ, flags, cookie, offset, length, _) in enumerate(kept):
         actions += struct.pack(">BHQI", typ, flags, offset, length)
@@ -174,9 +196,13 @@ def seeds_from_log(c2s, s2c, out):
     if any(r[0] == 2 for r in reqs):
         actions += struct.pack(">BHQI", 0xFF, 0, 0, 0)
     if kept:
-        head = bytes([0]) + struct.pack(">QHB", size, 0x0ded, 0) + bytes([len(actions) // 15]) + actions
+        # client_tx: ccfg bits 4-5 = 1 (structured replies), bits 6-7 = number of contexts
+        ccfg = (0x10 | len(ids) << 6) if sr else 0
+        ctx = b"".join(struct.pack(">I", i) for i in ids)
+        head = bytes([ccfg]) + struct.pack(">QHB", size, 0x0ded, 0) + ctx + bytes([len(actions) // 15]) + actions
         rx = s2c[len(split[0]) + sum(map(len, split[1])):] if split else s2c[152:]
         out["client_tx"].append(head + rewrite_replies(rx, cookie_map, read_len)[:4096])
+        head = bytes([0]) + struct.pack(">QHB", size, 0x0ded, 0) + bytes([len(actions) // 15]) + actions
         legacy = bytearray()
         for i, (typ, _, _, offset, length, _) in enumerate(kept):
             if typ in (0, 1):

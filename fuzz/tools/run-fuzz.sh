@@ -5,7 +5,8 @@
 #   fuzz/tools/run-fuzz.sh BUILD_DIR --seed LOG_OR_SEED_DIR...   (add make-seeds.py output)
 # BUILD_DIR was configured with clang and -DNBDWIRE_BUILD_FUZZ=ON. Each run's last status
 # line (executions, coverage, exec/s) is appended to BUILD_DIR/fuzz/campaign.log. Crashes are
-# left in BUILD_DIR/fuzz/work/<target>/ as crash-*; keep a fixed one in fuzz/corpus/<target>/.
+# left in BUILD_DIR/fuzz/work/<target>.artifacts/ as crash-*; keep one in fuzz/corpus/<target>/
+# under a name saying what it found (crash-<what>): minimising keeps files named crash-*.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(realpath "${1:?usage: run-fuzz.sh BUILD_DIR SECONDS|--seed DIR... [TARGET...]}")
@@ -19,10 +20,17 @@ mkdir -p "$work"
 minimise() {
   local t=$1; shift
   local bin=$build/fuzz/fuzz_$t new=$work/$t.merged
-  rm -rf "$new"; mkdir -p "$new"
-  nice -n 19 "$bin" -merge=1 -max_len=4096 "$new" "$root/fuzz/corpus/$t" "$@" >"$work/$t.merge.log" 2>&1
-  rm -f "$root/fuzz/corpus/$t"/*
-  for f in "$new"/*; do cp "$f" "$root/fuzz/corpus/$t/$(sha256sum <"$f" | cut -c1-64)"; done
+  rm -rf "$new"; mkdir -p "$new" "$work/$t.artifacts"
+  nice -n 19 "$bin" -merge=1 -max_len=4096 -artifact_prefix="$work/$t.artifacts/merge-" "$new" \
+    "$root/fuzz/corpus/$t" "$@" >"$work/$t.merge.log" 2>&1
+  find "$root/fuzz/corpus/$t" -maxdepth 1 -type f ! -name 'crash-*' -delete
+  # a named regression input (crash-*) stays under its name only
+  local named; named=$(for c in "$root/fuzz/corpus/$t"/crash-*; do [[ -f $c ]] && sha256sum <"$c" | cut -c1-64; done; true)
+  for f in "$new"/*; do
+    local h; h=$(sha256sum <"$f" | cut -c1-64)
+    grep -qx "$h" <<<"$named" && continue
+    cp "$f" "$root/fuzz/corpus/$t/$h"
+  done
   echo "$t: $(ls "$root/fuzz/corpus/$t" | wc -l) inputs, $(du -sb "$root/fuzz/corpus/$t" | cut -f1) bytes"
 }
 
@@ -41,10 +49,11 @@ shift
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 for t in "${targets[@]}"; do
-  mkdir -p "$work/$t"
+  mkdir -p "$work/$t" "$work/$t.artifacts"
   echo "== $t: ${seconds}s"
   (cd "$work/$t" && nice -n 19 "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -max_len=4096 \
-      -dict="$root/fuzz/nbd.dict" -print_final_stats=1 "$work/$t" "$root/fuzz/corpus/$t" \
+      -dict="$root/fuzz/nbd.dict" -artifact_prefix="$work/$t.artifacts/" -print_final_stats=1 \
+      "$work/$t" "$root/fuzz/corpus/$t" \
       >"$work/$t.log" 2>&1) || echo "$t: FAILED, see $work/$t.log"
   line=$(grep -E '^#[0-9]+' "$work/$t.log" | tail -n 1)
   execs=$(grep -E 'stat::number_of_executed_units' "$work/$t.log" | awk '{print $2}')

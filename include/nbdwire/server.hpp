@@ -191,6 +191,8 @@ class server {
   result<void> reply(const request& r, nbd_error e = nbd_error::ok, std::string_view message = {}) noexcept {
     if (const errc c = can_reply(); c != errc::ok) return c;
     if (message.size() > max_string) return errc::string_too_long;
+    // A successful BLOCK_STATUS needs a status chunk per context: reply_block_status().
+    if (r.cmd() == command::block_status && e == nbd_error::ok) return errc::wrong_state;
     if (!queue_whole_reply(r, e, message)) return errc::outbox_full;
     --outstanding_;
     return {};

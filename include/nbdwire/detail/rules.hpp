@@ -71,6 +71,7 @@ enum class verdict : std::uint8_t {
   zero_length,
   no_meta_context,        ///< BLOCK_STATUS without a negotiated context
   shutting_down,          ///< the server refuses new work (NBD_ESHUTDOWN)
+  df_too_large,           ///< a DF read too large for one compact chunk (NBD_EOVERFLOW)
 };
 
 /// Checks request `r` against what was negotiated. `lenient` is the server's reading:
@@ -98,6 +99,10 @@ enum class verdict : std::uint8_t {
   }
   if (rule.carries_payload && n.block_size.maximum != 0xffffffffu && r.length > n.block_size.maximum)
     return verdict::payload_too_large;
+  // DF asks for one content chunk, and a compact chunk's 32-bit length holds at most
+  // 2^32 - 9 data bytes; larger DF reads get EOVERFLOW ("NBD_CMD_FLAG_DF").
+  if ((r.flags & command_flag::df) && !n.extended_headers && r.length > 0xffffffffu - 8)
+    return verdict::df_too_large;
   return verdict::ok;
 }
 
@@ -108,6 +113,7 @@ enum class verdict : std::uint8_t {
     case verdict::read_only: return nbd_error::eperm;
     case verdict::out_of_range_write: return nbd_error::enospc;
     case verdict::shutting_down: return nbd_error::eshutdown;
+    case verdict::df_too_large: return nbd_error::eoverflow;
     default: return nbd_error::einval;
   }
 }
@@ -129,6 +135,7 @@ enum class verdict : std::uint8_t {
     case verdict::zero_length: return errc::zero_length;
     case verdict::no_meta_context: return errc::command_not_advertised;
     case verdict::shutting_down: return errc::wrong_state;
+    case verdict::df_too_large: return errc::payload_too_large;
   }
   return errc::wrong_state;
 }
