@@ -85,9 +85,6 @@ class outbox {
     return {};
   }
 
-  [[nodiscard]] bool empty() const noexcept { return head_ == tail_ && !marks_; }
-  [[nodiscard]] std::size_t size() const noexcept { return tail_ - head_; }
-  void clear() noexcept { head_ = tail_ = marks_ = first_mark_ = 0; }
 
  private:
   void compact() noexcept {
