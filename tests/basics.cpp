@@ -277,3 +277,16 @@ TEST_CASE("events: block size constraints validity") {
   CHECK_FALSE(valid(block_size_constraints{1, 4096, 4095}));
   CHECK(valid(block_size_constraints{1, 4096, 4097}));  // maximum need not be a power of two
 }
+
+#include "nbdwire/client.hpp"
+#include "nbdwire/server.hpp"
+
+TEST_CASE("memory: machine sizes stay within the documented bounds") {
+  // docs/design.md "Memory bounds" (x86-64, default limits: client 32,368, server 15,464,
+  // event 152 bytes); a growth past these bounds must update the document.
+  if constexpr (sizeof(void*) == 8) {
+    CHECK(sizeof(nbdwire::client) <= 33u * 1024u);
+    CHECK(sizeof(nbdwire::server) <= 16u * 1024u);
+    CHECK(sizeof(nbdwire::event) <= 160u);
+  }
+}
