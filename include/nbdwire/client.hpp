@@ -816,9 +816,12 @@ class client {
       default: break;
     }
     const bool legacy = neg_.style == handshake_style::legacy_1997;
-    std::size_t n = stash_.fill(in, 4);
-    if (stash_.size() < 4) return n;
-    const std::uint32_t m = load_be<std::uint32_t>(stash_.view().data());
+    // The magic says which header follows. A whole header in the input is read in place; a
+    // split one is stashed, its magic first so that a wrong one is refused at once.
+    const bool at_start = stash_.size() == 0 && in.size() >= 4;
+    std::size_t n = at_start ? 4 : stash_.fill(in, 4);
+    if (!at_start && stash_.size() < 4) return n;
+    const std::uint32_t m = load_be<std::uint32_t>(at_start ? in.data() : stash_.view().data());
     std::size_t size = 0;
     if (legacy) {
       if (m != magic::legacy_1997_reply) return ev = fail(errc::bad_reply_magic), n;
@@ -835,29 +838,37 @@ class client {
     } else {
       return ev = fail(errc::bad_reply_magic), n;
     }
-    n += stash_.fill(in.subspan(n), size);
-    if (stash_.size() < size) return n;
-    if (m == magic::simple_reply || legacy) {
-      ev = on_simple_reply(legacy);
+    bytes_view h;
+    if (at_start && in.size() >= size) {
+      h = in.first(size);
+      n = size;
     } else {
-      ev = on_chunk_header(m == magic::extended_reply);
+      if (at_start) n = 0;
+      n += stash_.fill(in.subspan(n), size);
+      if (stash_.size() < size) return n;
+      h = stash_.view();
+    }
+    if (m == magic::simple_reply || legacy) {
+      ev = on_simple_reply(h, legacy);
+    } else {
+      ev = on_chunk_header(h, m == magic::extended_reply);
     }
     stash_.clear();
     return n;
   }
 
   // "Simple reply message" (and the 1997 reply): header, then READ data on success.
-  event on_simple_reply(bool legacy) noexcept {
+  event on_simple_reply(bytes_view h, bool legacy) noexcept {
     std::uint64_t cookie = 0;
     std::uint32_t err = 0;
     if (legacy) {
-      const auto r = decode<legacy_1997_reply>(stash_.view());
-      cookie = r.handle.get();
-      err = r.error.get();
+      using rec = legacy_1997_reply;
+      cookie = record_view<rec>{h}.get(&rec::handle);
+      err = record_view<rec>{h}.get(&rec::error);
     } else {
-      const auto r = decode<simple_reply_header>(stash_.view());
-      cookie = r.cookie.get();
-      err = r.error.get();
+      using rec = simple_reply_header;
+      cookie = record_view<rec>{h}.get(&rec::cookie);
+      err = record_view<rec>{h}.get(&rec::error);
     }
     const auto s = slot_of(cookie);
     if (!s) return fail(errc::reply_cookie_unknown);
@@ -879,22 +890,24 @@ class client {
 
   // "Structured reply chunk message" / [ext] extended reply: validate the header against
   // the request it answers (checklist 3.4), then read the chunk's fields.
-  event on_chunk_header(bool extended) noexcept {
+  event on_chunk_header(bytes_view h, bool extended) noexcept {
     std::uint64_t cookie = 0, length = 0, offset = 0;
     std::uint16_t flags = 0, type = 0;
     if (extended) {
-      const auto h = decode<extended_reply_header>(stash_.view());
-      cookie = h.cookie.get();
-      flags = h.flags.get();
-      type = h.type.get();
-      offset = h.offset.get();
-      length = h.length.get();
+      using rec = extended_reply_header;
+      const record_view<rec> v{h};
+      cookie = v.get(&rec::cookie);
+      flags = v.get(&rec::flags);
+      type = v.get(&rec::type);
+      offset = v.get(&rec::offset);
+      length = v.get(&rec::length);
     } else {
-      const auto h = decode<structured_reply_header>(stash_.view());
-      cookie = h.cookie.get();
-      flags = h.flags.get();
-      type = h.type.get();
-      length = h.length.get();
+      using rec = structured_reply_header;
+      const record_view<rec> v{h};
+      cookie = v.get(&rec::cookie);
+      flags = v.get(&rec::flags);
+      type = v.get(&rec::type);
+      length = v.get(&rec::length);
     }
     const auto s = slot_of(cookie);
     if (!s) return fail(errc::reply_cookie_unknown);

@@ -754,26 +754,40 @@ class server {
     const std::uint32_t expected = legacy() ? magic::legacy_1997_request
                                    : extended_ ? magic::extended_request
                                                : magic::request;
-    std::size_t n = stash_.fill(in, 4);
-    if (stash_.size() < 4) return n;
-    if (load_be<std::uint32_t>(stash_.view().data()) != expected) return ev = fail(errc::bad_request_magic), n;
     const std::size_t size = legacy() ? sizeof(legacy_1997_request)
                              : extended_ ? sizeof(extended_request_header)
                                          : sizeof(request_header);
-    n += stash_.fill(in.subspan(n), size);
-    if (stash_.size() < size) return n;
+    // A whole header in the input is read in place. A split one is stashed: 4 bytes first, so
+    // that a bad magic is refused as soon as it arrives, then the rest.
+    const bool in_place = stash_.size() == 0 && in.size() >= size;
+    std::size_t n = in_place ? 4 : stash_.fill(in, 4);
+    if (!in_place && stash_.size() < 4) return n;
+    if (load_be<std::uint32_t>(in_place ? in.data() : stash_.view().data()) != expected)
+      return ev = fail(errc::bad_request_magic), n;
+    bytes_view h;
+    if (in_place) {
+      h = in.first(size);
+      n = size;
+    } else {
+      n += stash_.fill(in.subspan(n), size);
+      if (stash_.size() < size) return n;
+      h = stash_.view();
+    }
     request r{};
     std::uint64_t payload = 0;
     bool payload_len_misused = false;
     if (legacy()) {
-      const auto h = decode<legacy_1997_request>(stash_.view());
-      const std::uint32_t type = h.type.get();
+      using rec = legacy_1997_request;
+      const record_view<rec> v{h};
+      const std::uint32_t type = v.get(&rec::type);
       // Types other than READ and WRITE did not exist; report them as an unknown command.
-      r = {h.handle.get(), static_cast<std::uint16_t>(type <= 1 ? type : 0xffffu), 0, h.from.get(), h.length.get()};
+      r = {v.get(&rec::handle), static_cast<std::uint16_t>(type <= 1 ? type : 0xffffu), 0, v.get(&rec::from),
+           v.get(&rec::length)};
       payload = r.payload_length();
     } else if (extended_) {
-      const auto h = decode<extended_request_header>(stash_.view());
-      r = {h.cookie.get(), h.type.get(), h.flags.get(), h.offset.get(), h.length.get()};
+      using rec = extended_request_header;
+      const record_view<rec> v{h};
+      r = {v.get(&rec::cookie), v.get(&rec::type), v.get(&rec::flags), v.get(&rec::offset), v.get(&rec::length)};
       // [ext] PAYLOAD_LEN: the length counts payload bytes that follow. WRITE MUST use it;
       // on any other command (no BLOCK_STATUS payloads are advertised) the payload is
       // consumed and the request refused.
@@ -785,8 +799,9 @@ class server {
         payload_len_misused = r.cmd() == command::write;
       }
     } else {
-      const auto h = decode<request_header>(stash_.view());
-      r = {h.cookie.get(), h.type.get(), h.flags.get(), h.offset.get(), h.length.get()};
+      using rec = request_header;
+      const record_view<rec> v{h};
+      r = {v.get(&rec::cookie), v.get(&rec::type), v.get(&rec::flags), v.get(&rec::offset), v.get(&rec::length)};
       payload = r.payload_length();
     }
     stash_.clear();

@@ -4,7 +4,8 @@
 // A record is a struct of big-endian fields (bytes.hpp) with alignment 1 and the exact wire
 // size, checked below. Records are built and read with constexpr functions, so a layout
 // mistake fails at compile time (tests/wire_static.cpp turns the golden vectors into
-// static_asserts). There is no reinterpret_cast of input: decode copies the bytes.
+// static_asserts). There is no reinterpret_cast of input: decode() copies the bytes and
+// record_view reads one field at a time.
 #pragma once
 
 #include <algorithm>  // std::copy_n
@@ -238,6 +239,35 @@ template <class Record>
   std::memcpy(&r, in.data(), sizeof(Record));
   return r;
 }
+
+/// Reads single fields of a record straight from its wire bytes, with no copy of the record:
+/// `record_view<request_header>{in}.get(&request_header::cookie)`. On the transmission hot
+/// path this is what the machines use, because GCC does not break decode()'s local copy into
+/// fields and every field load then waits on that copy's stores (measured in
+/// bench/wire.cpp). `in` must hold at least sizeof(Record) bytes; the view does not own them.
+template <class Record>
+class record_view {
+ public:
+  constexpr explicit record_view(bytes_view in) noexcept : in_(in) {}
+
+  template <std::size_t N, class T>
+  [[nodiscard]] constexpr T get(be_uint<N, T> Record::*field) const noexcept {
+    if (std::is_constant_evaluated()) return (decode<Record>(in_).*field).get();
+    return load_be<T>(in_.data() + offset_of(field));
+  }
+
+ private:
+  // The field's offset in the record, taken from a probe object; the optimiser folds it to a
+  // constant once `field` is known, so get() is one load and one byte swap.
+  template <std::size_t N, class T>
+  [[nodiscard]] static std::size_t offset_of(be_uint<N, T> Record::*field) noexcept {
+    static constexpr Record probe{};
+    return static_cast<std::size_t>(reinterpret_cast<const std::byte*>(&(probe.*field)) -
+                                    reinterpret_cast<const std::byte*>(&probe));
+  }
+
+  bytes_view in_;
+};
 
 /// Writes a record into `out` and returns the bytes written, or 0 if `out` is too small.
 template <class Record>
