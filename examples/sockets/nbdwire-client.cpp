@@ -46,6 +46,7 @@ using nbdwire::event_kind;
 constexpr std::size_t input_buffer_size = 256 * 1024;
 constexpr std::uint32_t max_chunk = 2u * 1024 * 1024;  // bytes per READ/WRITE request
 constexpr std::size_t max_window = 16;                 // requests in flight at once
+constexpr std::uint64_t max_zero_run = 1u << 30;       // the longest WRITE_ZEROES sent
 
 std::string errc_text(nbdwire::errc e) { return std::string(nbdwire::to_string(e)); }
 
@@ -609,10 +610,19 @@ bool all_zero(const std::byte* p, std::size_t n) {
   return n <= head || std::memcmp(p, p + head, n - head) == 0;
 }
 
-/// Writes what `in` yields (until it returns 0) from `offset` on, pipelined. Fails before
-/// sending anything past the end of the export. Returns the bytes written.
-std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
-                              const std::function<std::size_t(std::byte*, std::size_t)>& in, progress& prog) {
+/// What a write source yields: `length` bytes of data in the caller's buffer, or (`zero`) a
+/// run of zeroes it did not read, such as a hole of a sparse file. A zero run may be longer
+/// than the buffer. Length 0 ends the input.
+struct source_piece {
+  std::uint64_t length = 0;
+  bool zero = false;
+};
+using write_source = std::function<source_piece(std::byte*, std::size_t)>;
+
+/// Writes what `in` yields from `offset` on, pipelined. Data that is all zeroes and zero runs
+/// go as WRITE_ZEROES when the export supports it. Fails before sending anything past the
+/// end of the export. Returns the bytes written.
+std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_source& in, progress& prog) {
   auto& m = c.machine();
   const auto& neg = m.negotiated();
   if (neg.read_only()) fail("the export is read-only");
@@ -640,7 +650,8 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
         ch->data = std::move(spare.back());
         spare.pop_back();
       }
-      const std::size_t got = in(ch->data.get(), step);
+      const source_piece piece = in(ch->data.get(), step);
+      const std::uint64_t got = piece.length;
       if (got == 0) {
         input_done = true;
         break;
@@ -654,7 +665,8 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
       ch->offset = pos;
       ch->length = static_cast<std::uint32_t>(got);
       // All zeroes: WRITE_ZEROES sends no payload and lets the server punch a hole.
-      const bool zeroes = can_zero && all_zero(ch->data.get(), got);
+      if (piece.zero && (!can_zero || got > max_zero_run)) fail("internal: zero run the export cannot take");
+      const bool zeroes = piece.zero || (can_zero && all_zero(ch->data.get(), ch->length));
       for (;;) {
         const auto r = zeroes ? m.write_zeroes(pos, ch->length) : m.write(pos, ch->length);
         if (r) {
@@ -668,7 +680,6 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset,
         fail("cannot send WRITE at offset " + std::to_string(pos) + ": " + errc_text(r.error()));
       }
       pos += got;
-      if (got < step) input_done = true;  // `in` fills whole chunks until the end
       in_flight[ch->cookie] = std::move(ch);
     }
     if (in_flight.empty()) break;
@@ -975,8 +986,42 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
            " bytes" + (offset ? " from offset " + std::to_string(offset) : "") + ")");
   }
   progress prog(expected, show_progress);
-  pipelined_write(
-      *c, offset, [&](std::byte* p, std::size_t n) { return examples::read_full(fd, p, n, what); }, prog);
+  const auto& neg = c->machine().negotiated();
+  const bool can_zero = neg.has(nbdwire::transmission_flag::send_write_zeroes);
+  const std::uint64_t align = std::max<std::uint64_t>(neg.block_size.minimum, 1);
+  // Zero runs stay within the maximum payload: a server MAY refuse longer payload-less
+  // requests with EOVERFLOW (spec "Block size constraints").
+  const std::uint64_t zero_cap = std::min<std::uint64_t>(max_zero_run, neg.block_size.maximum) / align * align;
+  // A regular file is read with pread from its current offset, and its holes (SEEK_DATA /
+  // SEEK_HOLE) become zero runs that are never read; anything else is read as a stream.
+  off_t pos = S_ISREG(st.st_mode) ? lseek(fd, 0, SEEK_CUR) : -1;
+  const auto end = static_cast<off_t>(st.st_size);
+  const write_source stream = [&](std::byte* p, std::size_t n) {
+    return source_piece{examples::read_full(fd, p, n, what), false};
+  };
+  const write_source file = [&](std::byte* p, std::size_t n) -> source_piece {
+    if (pos >= end) return {};
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0) data = errno == ENXIO ? end : pos;  // ENXIO: a hole up to the end
+    // Only whole blocks of the export become zero runs; a partial block is read as data.
+    const auto hole = static_cast<std::uint64_t>(data - pos) / align * align;
+    if (can_zero && hole != 0 && zero_cap != 0) {
+      const std::uint64_t run = std::min(hole, zero_cap);
+      pos += static_cast<off_t>(run);
+      return {run, true};
+    }
+    off_t data_end = lseek(fd, pos, SEEK_HOLE);
+    if (data_end <= pos) data_end = end;
+    // Up to the next hole, rounded up to a whole block (reading into a hole gives zeroes).
+    std::uint64_t want = static_cast<std::uint64_t>(data_end - pos);
+    want = std::min<std::uint64_t>(n, (want + align - 1) / align * align);
+    const ssize_t got = pread(fd, p, want, pos);
+    if (got < 0) examples::fail_errno("read " + what);
+    pos += got;
+    return {static_cast<std::uint64_t>(got), false};
+  };
+  pipelined_write(*c, offset, pos >= 0 ? file : stream, prog);
+  if (pos >= 0) (void)lseek(fd, pos, SEEK_SET);  // as if read: the offset ends past the input
   prog.finish();
   c->shut_down();
 }
