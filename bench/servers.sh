@@ -21,6 +21,8 @@
 #
 # The "bound" row is nbdwire-socket-bound: the same message sizes and queue depth over the
 # same kind of socket with neither protocol nor storage on either end (see docs/benchmarks.md).
+# "bound-storage" is the same with the server's payloads spread over a buffer the size of the
+# exports (--span), so large blocks miss the CPU caches as every server's storage does.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,7 +32,7 @@ runtime=4
 size=256M
 transports="unix tcp"
 workloads="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 read-1m-qd8 write-1m-qd8"
-servers="nbdwire-mem nbdwire-file nbdkit-mem nbdkit-file qemu-nbd nbd-server bound"
+servers="nbdwire-mem nbdwire-file nbdkit-mem nbdkit-file qemu-nbd nbd-server bound bound-storage"
 out=
 alt=
 while [ $# -gt 0 ]; do
@@ -224,8 +226,10 @@ for r in $(seq "$rounds"); do
     for t in $transports; do
         for w in $workloads; do
             for s in "${order[@]}"; do
-                if [ "$s" = bound ]; then
-                    line=$("$build/bench/nbdwire-socket-bound" "--$t" $(bound_args "$w") --seconds "$runtime")
+                if [ "$s" = bound ] || [ "$s" = bound-storage ]; then
+                    span=0
+                    [ "$s" = bound-storage ] && span=$bytes
+                    line=$("$build/bench/nbdwire-socket-bound" "--$t" $(bound_args "$w") --seconds "$runtime" --span "$span")
                     iops=$(sed 's/.*ios_per_s=\([0-9.]*\).*/\1/' <<<"$line")
                     bw=$(sed 's/.*bytes_per_s=\([0-9.]*\).*/\1/' <<<"$line")
                     ios=$(sed 's/^ios=\([0-9]*\).*/\1/' <<<"$line")

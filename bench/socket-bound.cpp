@@ -3,12 +3,15 @@
 // and no storage on either end.
 //
 //   nbdwire-socket-bound (--unix | --tcp) (--read | --write) --bs BYTES --qd N --seconds S
+//                        [--span BYTES]
 //
 // A client process keeps N "requests" in flight over one connection (a 28-byte header, plus
 // BYTES of payload for --write); a server process answers each with a 16-byte header (plus
 // BYTES of payload for --read) sent from a fixed buffer. Both ends only move bytes, so the
 // rate is an upper bound for any NBD server and client pair on the same machine and socket
-// type. Prints one line: ios, seconds, ios_per_s, bytes_per_s, server_cpu_s (the server
+// type. With --span, the server's payloads come from (or go to) successive BYTES-sized slots of
+// a buffer of that size instead of one fixed buffer, as a server's storage would: for large
+// blocks the copy then misses the CPU caches, as a real export's does. Prints one line: ios, seconds, ios_per_s, bytes_per_s, server_cpu_s (the server
 // process's user + system time).
 #include <netinet/in.h>    // sockaddr_in
 #include <netinet/tcp.h>   // TCP_NODELAY
@@ -97,8 +100,10 @@ bool recv_all(int fd, void* p, std::size_t n) {
 }
 
 /// The server: reads requests in bulk, answers each as soon as it is complete.
-void serve(int fd, bool read_mode, std::size_t bs) {
-  std::vector<char> in(256 * 1024), payload(bs + 1), sink(bs + 1);
+void serve(int fd, bool read_mode, std::size_t bs, std::size_t span) {
+  std::vector<char> in(256 * 1024), store(std::max(span, bs) + 1, 'x');
+  const std::size_t slots = std::max<std::size_t>(span / bs, 1);
+  std::size_t slot = 0;
   char header[reply_size] = {};
   std::size_t start = 0, end = 0;
   for (;;) {
@@ -116,14 +121,17 @@ void serve(int fd, bool read_mode, std::size_t bs) {
       continue;
     }
     start += request_size;
+    char* const payload = store.data() + slot * bs;
+    slot = slot + 1 == slots ? 0 : slot + 1;
     if (read_mode) {
-      iovec iov[2] = {{header, reply_size}, {payload.data(), bs}};
+      iovec iov[2] = {{header, reply_size}, {payload, bs}};
       writev_all(fd, iov, 2);
     } else {
       // The payload: what is buffered already, then the rest straight from the socket.
       const std::size_t have = std::min(end - start, bs);
+      std::memcpy(payload, in.data() + start, have);
       start += have;
-      if (have < bs && !recv_all(fd, sink.data(), bs - have)) return;
+      if (have < bs && !recv_all(fd, payload + have, bs - have)) return;
       send_all(fd, header, reply_size);
     }
   }
@@ -133,7 +141,7 @@ void serve(int fd, bool read_mode, std::size_t bs) {
 
 int main(int argc, char** argv) {
   bool tcp = false, read_mode = true;
-  std::size_t bs = 4096, qd = 1;
+  std::size_t bs = 4096, qd = 1, span = 0;
   double seconds = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -151,9 +159,11 @@ int main(int argc, char** argv) {
     else if (a == "--bs") bs = std::strtoull(next(), nullptr, 0);
     else if (a == "--qd") qd = std::strtoull(next(), nullptr, 0);
     else if (a == "--seconds") seconds = std::strtod(next(), nullptr);
+    else if (a == "--span") span = std::strtoull(next(), nullptr, 0);
     else {
       std::fprintf(stderr,
-                   "usage: nbdwire-socket-bound (--unix | --tcp) (--read | --write) --bs BYTES --qd N --seconds S\n");
+                   "usage: nbdwire-socket-bound (--unix | --tcp) (--read | --write) --bs BYTES --qd N --seconds S\n"
+                   "                            [--span BYTES]\n");
       return 2;
     }
   }
@@ -192,7 +202,7 @@ int main(int argc, char** argv) {
   if (pid < 0) die("fork");
   if (pid == 0) {
     close(client);
-    serve(server, read_mode, bs);
+    serve(server, read_mode, bs, span);
     _exit(0);
   }
   close(server);

@@ -42,11 +42,11 @@ def main():
         unit = "GiB/s" if big else "kIOPS"
         servers = data[key]
         print(f"\n{t} {w}")
-        print(f"| server | median {unit} | min-max | x {a.reference} | x bound | CPU s / M I/O |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print(f"| server | median {unit} | min-max | x {a.reference} | x bound | x bound-storage | CPU s / M I/O |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for s, by_round in servers.items():
             vals = [rate(r, big) for r in by_round.values()]
-            ratios, bound_ratios, cpu = [], [], []
+            ratios, bound_ratios, storage_ratios, cpu = [], [], [], []
             for rd, r in by_round.items():
                 ref = servers.get(a.reference, {}).get(rd)
                 if ref and rate(ref, big) > 0:
@@ -54,34 +54,42 @@ def main():
                 b = servers.get("bound", {}).get(rd)
                 if b and rate(b, big) > 0:
                     bound_ratios.append(rate(r, big) / rate(b, big))
+                b = servers.get("bound-storage", {}).get(rd)
+                if b and rate(b, big) > 0:
+                    storage_ratios.append(rate(r, big) / rate(b, big))
                 ios = float(r["ios"])
                 if ios > 0:
                     cpu.append(float(r["server_cpu_s"]) / ios * 1e6)
             med = lambda v, f: (f % statistics.median(v)) if v else "-"
             print(f"| {s} | {statistics.median(vals):.2f} | {min(vals):.2f}-{max(vals):.2f} | "
-                  f"{med(ratios, '%.2f')} | {med(bound_ratios, '%.2f')} | {med(cpu, '%.1f')} |")
+                  f"{med(ratios, '%.2f')} | {med(bound_ratios, '%.2f')} | {med(storage_ratios, '%.2f')} | "
+                  f"{med(cpu, '%.1f')} |")
         # The subject against the best peer of the same round, and against the bound.
-        best, vs_bound = [], []
+        best, vs_bound, vs_storage = [], [], []
         subj = servers.get(a.subject, {})
         for rd, r in subj.items():
             peers = [rate(p[rd], big) for s, p in servers.items()
-                     if not s.startswith("nbdwire") and s != "bound" and rd in p]
+                     if not s.startswith("nbdwire") and not s.startswith("bound") and rd in p]
             if peers and max(peers) > 0:
                 best.append(rate(r, big) / max(peers))
             b = servers.get("bound", {}).get(rd)
             if b and rate(b, big) > 0:
                 vs_bound.append(rate(r, big) / rate(b, big))
+            b = servers.get("bound-storage", {}).get(rd)
+            if b and rate(b, big) > 0:
+                vs_storage.append(rate(r, big) / rate(b, big))
         if best:
             headline.append((t, w, statistics.median(best), min(best), max(best),
-                             statistics.median(vs_bound) if vs_bound else None))
+                             statistics.median(vs_bound) if vs_bound else None,
+                             statistics.median(vs_storage) if vs_storage else None))
 
     if headline:
         print(f"\n{a.subject} against the best peer of the same round (median, min-max), and the bound")
-        print("| transport | workload | x best peer | min-max | x bound |")
-        print("|---|---|---:|---:|---:|")
-        for t, w, m, lo, hi, vb in headline:
-            vbs = f"{vb:.2f}" if vb is not None else "-"
-            print(f"| {t} | {w} | {m:.2f} | {lo:.2f}-{hi:.2f} | {vbs} |")
+        print("| transport | workload | x best peer | min-max | x bound | x bound-storage |")
+        print("|---|---|---:|---:|---:|---:|")
+        fmt = lambda v: f"{v:.2f}" if v is not None else "-"
+        for t, w, m, lo, hi, vb, vs in headline:
+            print(f"| {t} | {w} | {m:.2f} | {lo:.2f}-{hi:.2f} | {fmt(vb)} | {fmt(vs)} |")
 
 
 if __name__ == "__main__":
