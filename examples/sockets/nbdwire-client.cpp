@@ -26,7 +26,6 @@
 #include <csignal>        // std::signal: SIGPIPE is reported as EPIPE instead
 #include <cstdio>         // std::printf, std::fprintf
 #include <cstring>        // std::memset
-#include <deque>          // request windows
 #include <functional>     // std::function: payload source and sink
 #include <memory>         // std::unique_ptr
 #include <string>         // std::string
@@ -502,6 +501,43 @@ struct chunk {
   std::unique_ptr<std::byte[]> data;
 };
 
+/// The requests of one pipelined transfer, oldest first: at most max_window, each with a
+/// buffer of `step` bytes allocated the first time its slot is used, so a transfer allocates
+/// nothing per request. Slots are retired from the front once done, which keeps READ data in
+/// export order.
+class request_window {
+ public:
+  explicit request_window(std::uint32_t step) : step_(step) {}
+  [[nodiscard]] bool full() const { return count_ == max_window; }
+  [[nodiscard]] bool empty() const { return count_ == 0; }
+  /// The slot push() will take, with its buffer.
+  chunk& next() {
+    chunk& c = slots_[(head_ + count_) % max_window];
+    if (!c.data) c.data = std::make_unique_for_overwrite<std::byte[]>(step_);
+    c.done = false;
+    return c;
+  }
+  void push() { ++count_; }
+  /// The request in flight with this cookie, or null.
+  chunk* find(std::uint64_t cookie) {
+    for (std::size_t k = 0; k < count_; ++k) {
+      chunk& c = slots_[(head_ + k) % max_window];
+      if (!c.done && c.cookie == cookie) return &c;
+    }
+    return nullptr;
+  }
+  [[nodiscard]] chunk& front() { return slots_[head_]; }
+  void pop() {
+    head_ = (head_ + 1) % max_window;
+    --count_;
+  }
+
+ private:
+  std::array<chunk, max_window> slots_;
+  std::size_t head_ = 0, count_ = 0;
+  std::uint32_t step_;
+};
+
 /// The largest request length allowed: 2 MiB, the negotiated maximum payload, and a
 /// multiple of the minimum block size.
 std::uint32_t chunk_size(const nbdwire::negotiated& n) {
@@ -530,19 +566,17 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
   const auto& neg = m.negotiated();
   check_alignment(neg, offset, length);
   const std::uint32_t step = chunk_size(neg);
-  std::deque<std::unique_ptr<chunk>> window;
-  std::unordered_map<std::uint64_t, chunk*> by_cookie;
-  std::vector<std::unique_ptr<std::byte[]>> spare;
+  request_window window(step);
 
   const callbacks_reset reset{c};
   c.payload_sink = [&](const nbdwire::payload_span& p) -> std::byte* {
-    const auto it = by_cookie.find(p.cookie);
-    return it == by_cookie.end() ? nullptr : it->second->data.get() + (p.offset - it->second->offset);
+    chunk* ch = window.find(p.cookie);
+    return ch ? ch->data.get() + (p.offset - ch->offset) : nullptr;
   };
   std::uint64_t pos = offset;
   const std::uint64_t end = offset + length;
   while (pos < end || !window.empty()) {
-    while (pos < end && window.size() < max_window) {
+    while (pos < end && !window.full()) {
       const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(step, end - pos));
       const auto r = m.read(pos, n);
       if (!r) {
@@ -552,48 +586,39 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
         }
         fail("cannot send READ at offset " + std::to_string(pos) + ": " + errc_text(r.error()));
       }
-      auto ch = std::make_unique<chunk>();
-      ch->cookie = *r;
-      ch->offset = pos;
-      ch->length = n;
-      if (spare.empty()) {
-        ch->data = std::make_unique_for_overwrite<std::byte[]>(step);
-      } else {
-        ch->data = std::move(spare.back());
-        spare.pop_back();
-      }
-      by_cookie[ch->cookie] = ch.get();
-      window.push_back(std::move(ch));
+      chunk& ch = window.next();
+      ch.cookie = *r;
+      ch.offset = pos;
+      ch.length = n;
+      window.push();
       pos += n;
     }
     const auto ev = c.next();
     switch (ev.kind) {
       case event_kind::payload: {
-        const auto it = by_cookie.find(ev.req.cookie);
-        if (it == by_cookie.end()) fail("internal: READ data for an unknown request");
-        std::byte* dst = it->second->data.get() + (ev.offset - it->second->offset);
+        chunk* ch = window.find(ev.req.cookie);
+        if (!ch) fail("internal: READ data for an unknown request");
+        std::byte* dst = ch->data.get() + (ev.offset - ch->offset);
         if (dst != ev.data.data()) std::memcpy(dst, ev.data.data(), ev.data.size());
         break;
       }
       case event_kind::read_hole: {  // structured replies: a range that reads as zeroes
-        const auto it = by_cookie.find(ev.req.cookie);
-        if (it == by_cookie.end()) fail("internal: READ hole for an unknown request");
-        std::memset(it->second->data.get() + (ev.offset - it->second->offset), 0, static_cast<std::size_t>(ev.length));
+        chunk* ch = window.find(ev.req.cookie);
+        if (!ch) fail("internal: READ hole for an unknown request");
+        std::memset(ch->data.get() + (ev.offset - ch->offset), 0, static_cast<std::size_t>(ev.length));
         break;
       }
       case event_kind::reply: {
-        const auto it = by_cookie.find(ev.req.cookie);
-        if (it == by_cookie.end()) fail("internal: reply for an unknown request");
+        chunk* ch = window.find(ev.req.cookie);
+        if (!ch) fail("internal: reply for an unknown request");
         if (ev.status != nbdwire::nbd_error::ok)
-          fail(request_error("READ", *it->second, ev.status, c.take_error_message(ev.req.cookie)));
-        it->second->done = true;
-        by_cookie.erase(it);
-        while (!window.empty() && window.front()->done) {
-          auto& f = *window.front();
+          fail(request_error("READ", *ch, ev.status, c.take_error_message(ev.req.cookie)));
+        ch->done = true;
+        while (!window.empty() && window.front().done) {
+          const chunk& f = window.front();
           out(f.data.get(), f.length);
           prog.add(f.length);
-          spare.push_back(std::move(f.data));
-          window.pop_front();
+          window.pop();
         }
         break;
       }
@@ -631,25 +656,18 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_s
   const std::uint64_t size = neg.export_size;
   if (offset > size) fail("offset " + std::to_string(offset) + " is past the end of the export");
   const bool can_zero = neg.has(nbdwire::transmission_flag::send_write_zeroes);
-  std::unordered_map<std::uint64_t, std::unique_ptr<chunk>> in_flight;
-  std::vector<std::unique_ptr<std::byte[]>> spare;
+  request_window window(step);
   const callbacks_reset reset{c};
   c.payload_source = [&](const nbdwire::payload_span& p) -> const std::byte* {
-    const auto it = in_flight.find(p.cookie);
-    return it == in_flight.end() ? nullptr : it->second->data.get() + (p.offset - it->second->offset);
+    chunk* ch = window.find(p.cookie);
+    return ch ? ch->data.get() + (p.offset - ch->offset) : nullptr;
   };
 
   std::uint64_t pos = offset;
   bool input_done = false;
-  while (!input_done || !in_flight.empty()) {
-    while (!input_done && in_flight.size() < max_window) {
-      auto ch = std::make_unique<chunk>();
-      if (spare.empty()) {
-        ch->data = std::make_unique_for_overwrite<std::byte[]>(step);
-      } else {
-        ch->data = std::move(spare.back());
-        spare.pop_back();
-      }
+  while (!input_done || !window.empty()) {
+    while (!input_done && !window.full()) {
+      chunk* ch = &window.next();
       const source_piece piece = in(ch->data.get(), step);
       const std::uint64_t got = piece.length;
       if (got == 0) {
@@ -680,18 +698,18 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_s
         fail("cannot send WRITE at offset " + std::to_string(pos) + ": " + errc_text(r.error()));
       }
       pos += got;
-      in_flight[ch->cookie] = std::move(ch);
+      window.push();
     }
-    if (in_flight.empty()) break;
+    if (window.empty()) break;
     const auto ev = c.next();
     if (ev.kind != event_kind::reply) fail_event(ev, "while writing");
-    const auto it = in_flight.find(ev.req.cookie);
-    if (it == in_flight.end()) fail("internal: reply for an unknown request");
+    chunk* ch = window.find(ev.req.cookie);
+    if (!ch) fail("internal: reply for an unknown request");
     if (ev.status != nbdwire::nbd_error::ok)
-      fail(request_error("WRITE", *it->second, ev.status, c.take_error_message(ev.req.cookie)));
-    prog.add(it->second->length);
-    spare.push_back(std::move(it->second->data));
-    in_flight.erase(it);
+      fail(request_error("WRITE", *ch, ev.status, c.take_error_message(ev.req.cookie)));
+    prog.add(ch->length);
+    ch->done = true;
+    while (!window.empty() && window.front().done) window.pop();
   }
 
   // A refused FLUSH means the data may not be durable, so it always fails the command;
