@@ -382,3 +382,40 @@ TEST_CASE("wire: every record round-trips through decode") {
   const auto s = make_simple_reply(static_cast<nbd_error>(0xdeadbeefu), 3);
   CHECK(decode<simple_reply_header>(encode(s)).error.get() == 0xdeadbeefu);
 }
+
+TEST_CASE("wire: record_view reads every field as decode does, at any alignment") {
+  // Each record at offsets 0..7 of a larger buffer: the view reads unaligned input in place.
+  const auto req = encode(make_extended_request(command::write, command_flag::fua | command_flag::payload_len,
+                                                0x8877665544332211ull, 0x0123456789abcdefull, 0xfedcba9876543210ull));
+  const auto leg = encode(make_legacy_1997_request(command::write, 0x0102030405060708ull, 0xa0b0c0d0u, 0x11223344u));
+  const auto rep = encode(make_simple_reply(static_cast<nbd_error>(0x01020304u), 0xf0e0d0c0b0a09080ull));
+  for (std::size_t at = 0; at < 8; ++at) {
+    CAPTURE(at);
+    std::array<std::byte, 64> buf{};
+    std::copy(req.begin(), req.end(), buf.begin() + static_cast<std::ptrdiff_t>(at));
+    using x = extended_request_header;
+    const record_view<x> v{bytes_view(buf).subspan(at)};
+    const auto d = decode<x>(bytes_view(buf).subspan(at));
+    CHECK(v.get(&x::magic) == magic::extended_request);
+    CHECK(v.get(&x::flags) == d.flags.get());
+    CHECK(v.get(&x::type) == static_cast<std::uint16_t>(command::write));
+    CHECK(v.get(&x::cookie) == 0x8877665544332211ull);
+    CHECK(v.get(&x::offset) == 0x0123456789abcdefull);
+    CHECK(v.get(&x::length) == 0xfedcba9876543210ull);
+
+    std::copy(leg.begin(), leg.end(), buf.begin() + static_cast<std::ptrdiff_t>(at));
+    using l = legacy_1997_request;
+    const record_view<l> lv{bytes_view(buf).subspan(at)};
+    CHECK(lv.get(&l::magic) == magic::legacy_1997_request);
+    CHECK(lv.get(&l::handle) == 0x0102030405060708ull);
+    CHECK(lv.get(&l::from) == 0xa0b0c0d0u);
+    CHECK(lv.get(&l::length) == 0x11223344u);
+    CHECK(lv.get(&l::type) == 1u);
+
+    std::copy(rep.begin(), rep.end(), buf.begin() + static_cast<std::ptrdiff_t>(at));
+    using s = simple_reply_header;
+    const record_view<s> sv{bytes_view(buf).subspan(at)};
+    CHECK(sv.get(&s::error) == 0x01020304u);
+    CHECK(sv.get(&s::cookie) == 0xf0e0d0c0b0a09080ull);
+  }
+}

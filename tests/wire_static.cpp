@@ -47,6 +47,10 @@ static_assert(decode<extended_request_header>(vec::G16).flags.get() == command_f
 static_assert(decode<legacy_1997_request>(vec::G19).from.get() == 0x100000u);
 static_assert(decode<legacy_1997_reply>(vec::G20).handle.get() == 0x0102030405060708ull);
 static_assert(decode<request_header>(vec::G23).type.get() == static_cast<std::uint16_t>(command::disc));
+// record_view works at compile time too (through decode there).
+static_assert(record_view<request_header>(bytes_view(vec::G09)).get(&request_header::offset) == 0x100000u);
+static_assert(record_view<legacy_1997_reply>(bytes_view(vec::G20)).get(&legacy_1997_reply::handle) ==
+              0x0102030405060708ull);
 
 // The static_asserts above are the test; this case keeps the file visible in the test list.
 TEST_CASE("wire: golden vectors hold at compile time") {
