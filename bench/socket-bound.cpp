@@ -10,8 +10,9 @@
 // BYTES of payload for --read) sent from a fixed buffer. Both ends only move bytes, so the
 // rate is an upper bound for any NBD server and client pair on the same machine and socket
 // type. With --span, the server's payloads come from (or go to) successive BYTES-sized slots of
-// a buffer of that size instead of one fixed buffer, as a server's storage would: for large
-// blocks the copy then misses the CPU caches, as a real export's does. Prints one line: ios, seconds, ios_per_s, bytes_per_s, server_cpu_s (the server
+// a buffer of that size instead of one fixed buffer, as a server's storage would, and the
+// client's come from (or go to) one buffer per request in flight, as fio's do: for large
+// blocks the copies then miss the CPU caches, as they do between a real client and export. Prints one line: ios, seconds, ios_per_s, bytes_per_s, server_cpu_s (the server
 // process's user + system time).
 #include <netinet/in.h>    // sockaddr_in
 #include <netinet/tcp.h>   // TCP_NODELAY
@@ -207,14 +208,21 @@ int main(int argc, char** argv) {
   }
   close(server);
 
-  std::vector<char> request(request_size + (read_mode ? 0 : bs)), reply(reply_size + (read_mode ? bs : 0));
+  // One message buffer, or with --span one per request in flight, used in turn.
+  const std::size_t buffers = span ? qd : 1;
+  std::vector<std::vector<char>> requests(buffers, std::vector<char>(request_size + (read_mode ? 0 : bs)));
+  std::vector<std::vector<char>> replies(buffers, std::vector<char>(reply_size + (read_mode ? bs : 0)));
+  std::size_t turn = 0;
   std::uint64_t sent = 0, done = 0;
   const double t0 = now();
   const double stop = t0 + seconds;
   double t1 = t0;
   bool sending = true;
-  for (; sent < qd; ++sent) send_all(client, request.data(), request.size());
+  for (; sent < qd; ++sent) send_all(client, requests[sent % buffers].data(), requests[sent % buffers].size());
   while (done < sent) {
+    std::vector<char>& reply = replies[turn];
+    std::vector<char>& request = requests[turn];
+    turn = turn + 1 == buffers ? 0 : turn + 1;
     if (!recv_all(client, reply.data(), reply.size())) {
       errno = EPROTO;
       die("server closed early");
