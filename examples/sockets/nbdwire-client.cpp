@@ -1017,21 +1017,29 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
   const write_source stream = [&](std::byte* p, std::size_t n) {
     return source_piece{examples::read_full(fd, p, n, what), false};
   };
+  // The next data run at or after `asked`, [run_start, run_end), found once with SEEK_DATA /
+  // SEEK_HOLE and kept while `pos` is in [asked, run_end): on tmpfs each SEEK_HOLE walks the
+  // page cache up to the hole, so asking for every request would walk the rest of the file
+  // each time (a dense 512 MiB file took 3x longer to copy).
+  off_t asked = -1, run_start = -1, run_end = -1;
   const write_source file = [&](std::byte* p, std::size_t n) -> source_piece {
     if (pos >= end) return {};
-    off_t data = lseek(fd, pos, SEEK_DATA);
-    if (data < 0) data = errno == ENXIO ? end : pos;  // ENXIO: a hole up to the end
+    if (pos < asked || pos >= run_end) {
+      asked = pos;
+      run_start = lseek(fd, pos, SEEK_DATA);
+      if (run_start < 0) run_start = errno == ENXIO ? end : pos;  // ENXIO: a hole up to the end
+      run_end = run_start < end ? lseek(fd, run_start, SEEK_HOLE) : end;
+      if (run_end <= run_start) run_end = end;
+    }
     // Only whole blocks of the export become zero runs; a partial block is read as data.
-    const auto hole = static_cast<std::uint64_t>(data - pos) / align * align;
+    const auto hole = static_cast<std::uint64_t>(std::max<off_t>(run_start - pos, 0)) / align * align;
     if (can_zero && hole != 0 && zero_cap != 0) {
       const std::uint64_t run = std::min(hole, zero_cap);
       pos += static_cast<off_t>(run);
       return {run, true};
     }
-    off_t data_end = lseek(fd, pos, SEEK_HOLE);
-    if (data_end <= pos) data_end = end;
     // Up to the next hole, rounded up to a whole block (reading into a hole gives zeroes).
-    std::uint64_t want = static_cast<std::uint64_t>(data_end - pos);
+    std::uint64_t want = static_cast<std::uint64_t>(std::max(run_end, pos + 1) - pos);
     want = std::min<std::uint64_t>(n, (want + align - 1) / align * align);
     const ssize_t got = pread(fd, p, want, pos);
     if (got < 0) examples::fail_errno("read " + what);

@@ -64,7 +64,6 @@ constexpr std::size_t min_pooled_buffer = 64 * 1024;
 constexpr std::size_t max_pooled_bytes = 16u * 1024 * 1024;
 // WRITE payloads from this size on are received straight into a memory export.
 constexpr std::uint64_t direct_receive_min = 64 * 1024;
-constexpr int unix_send_buffer = 1024 * 1024;  // SO_SNDBUF of Unix-socket connections
 // File READs from this size on are sent with sendfile() at send time instead of pread() now:
 // one copy instead of two. Smaller ones stay with pread, where the extra system call costs
 // more than the copy saves.
@@ -761,11 +760,7 @@ class server_loop {
         return;
       }
       if (!s_.where.is_unix) examples::set_nodelay(fd);
-      // A Unix socket's send buffer is fixed (TCP's grows by itself): room for a few 1 MiB READ
-      // replies means fewer partial sends, each followed by a wait for EPOLLOUT. 1 MiB reads
-      // at QD8 went from 1.9-2.0 to 2.1-2.5 GiB/s (docs/benchmarks.md). The kernel caps the
-      // value at net.core.wmem_max.
-      if (s_.where.is_unix) (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &unix_send_buffer, sizeof unix_send_buffer);
+      if (s_.where.is_unix) examples::set_unix_send_buffer(fd);
       auto c = std::make_unique<connection>(fd, cfg_, s_.where.is_unix ? "unix client " + std::to_string(fd)
                                                                          : examples::peer_name(fd));
       c->epoll_mask = EPOLLIN | EPOLLOUT;  // the greeting is queued already
