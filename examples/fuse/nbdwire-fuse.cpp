@@ -33,12 +33,11 @@
 #include <cstdint>             // fixed-width integers
 #include <cstdio>              // std::fprintf
 #include <cstring>             // std::memcpy, std::strcmp
-#include <deque>               // the request queue
 #include <mutex>               // std::mutex
 #include <span>                // byte spans
 #include <string>              // std::string
 #include <thread>              // the I/O thread
-#include <unordered_map>       // cookie -> piece
+#include <array>               // the in-flight table
 #include <vector>              // buffers
 
 #include "../sockets/common.hpp"
@@ -109,6 +108,72 @@ struct piece {
   bool sent = true;
   bool replied = false;
   int status = 0;
+};
+
+/// Pieces waiting for room in the machine, oldest first: a ring of fixed capacity, so queuing
+/// allocates nothing (callers wait while it is full).
+template <std::size_t N>
+class piece_queue {
+ public:
+  [[nodiscard]] std::size_t size() const { return count_; }
+  [[nodiscard]] bool empty() const { return count_ == 0; }
+  void push_back(const piece& p) { ring_[(head_ + count_++) % N] = p; }
+  [[nodiscard]] piece& front() { return ring_[head_]; }
+  void pop_front() {
+    head_ = (head_ + 1) % N;
+    --count_;
+  }
+
+ private:
+  std::array<piece, N> ring_{};
+  std::size_t head_ = 0, count_ = 0;
+};
+
+/// The requests the machine has in flight, by cookie: as many slots as the machine allows
+/// (nbdwire::max_in_flight), so requests are tracked without an allocation each.
+class in_flight_table {
+ public:
+  void add(std::uint64_t cookie, const piece& p) {
+    for (slot& s : slots_)
+      if (!s.used) {
+        s = {true, cookie, p};
+        ++count_;
+        return;
+      }
+  }
+  /// The request with this cookie, or null.
+  [[nodiscard]] piece* find(std::uint64_t cookie) {
+    for (slot& s : slots_)
+      if (s.used && s.cookie == cookie) return &s.p;
+    return nullptr;
+  }
+  void erase(std::uint64_t cookie) {
+    for (slot& s : slots_)
+      if (s.used && s.cookie == cookie) {
+        s.used = false;
+        --count_;
+        return;
+      }
+  }
+  [[nodiscard]] bool empty() const { return count_ == 0; }
+  template <class F>
+  void drain(F&& f) {
+    for (slot& s : slots_)
+      if (s.used) {
+        s.used = false;
+        f(s.p);
+      }
+    count_ = 0;
+  }
+
+ private:
+  struct slot {
+    bool used = false;
+    std::uint64_t cookie = 0;
+    piece p;
+  };
+  std::array<slot, nbdwire::max_in_flight> slots_{};
+  std::size_t count_ = 0;
 };
 
 class connection {
@@ -248,7 +313,7 @@ class connection {
         break;  // stays queued until a reply frees room
       if (r) {
         p.sent = p.cmd != command::write;
-        in_flight_.emplace(r.value(), p);
+        in_flight_.add(r.value(), p);
       } else
         p.owner->finish(to_errno(r.error()));
       queue_.pop_front();
@@ -268,7 +333,8 @@ class connection {
       if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
       piece* wp = nullptr;
       if (pay) {
-        wp = &in_flight_.at(pay->cookie);
+        wp = in_flight_.find(pay->cookie);
+        if (!wp) return -1;  // the machine owes data for a request it never took: cannot be
         iov[n++] = {wp->buf + (pay->offset - wp->offset), static_cast<std::size_t>(pay->length)};
       }
       if (n == 0) return 0;
@@ -299,8 +365,9 @@ class connection {
   bool read_input(std::vector<std::byte>& rbuf) {
     for (int rounds = 0; rounds < 64; ++rounds) {
       if (const auto inc = m_.incoming_payload()) {
-        const piece& p = in_flight_.at(inc->cookie);
-        const ssize_t got = recv(fd_, p.buf + (inc->offset - p.offset), static_cast<std::size_t>(inc->length), 0);
+        const piece* p = in_flight_.find(inc->cookie);
+        if (!p) return go_dead("internal: READ data for an unknown request"), false;
+        const ssize_t got = recv(fd_, p->buf + (inc->offset - p->offset), static_cast<std::size_t>(inc->length), 0);
         if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
         if (got <= 0) return end_of_input(got);
         (void)m_.consume_incoming_payload(static_cast<std::uint64_t>(got));
@@ -339,21 +406,23 @@ class connection {
       switch (ev.kind) {
         case event_kind::need_more: return true;  // every byte was used
         case event_kind::payload: {
-          const piece& p = in_flight_.at(ev.req.cookie);
-          std::memcpy(p.buf + (ev.offset - p.offset), ev.data.data(), ev.data.size());
+          const piece* p = in_flight_.find(ev.req.cookie);
+          if (!p) return go_dead("internal: READ data for an unknown request"), false;
+          std::memcpy(p->buf + (ev.offset - p->offset), ev.data.data(), ev.data.size());
           break;
         }
         case event_kind::read_hole: {  // structured replies: a range that reads as zeroes
-          const piece& p = in_flight_.at(ev.req.cookie);
-          std::memset(p.buf + (ev.offset - p.offset), 0, static_cast<std::size_t>(ev.length));
+          const piece* p = in_flight_.find(ev.req.cookie);
+          if (!p) return go_dead("internal: READ hole for an unknown request"), false;
+          std::memset(p->buf + (ev.offset - p->offset), 0, static_cast<std::size_t>(ev.length));
           break;
         }
         case event_kind::reply: {
-          const auto it = in_flight_.find(ev.req.cookie);
-          if (it == in_flight_.end()) break;
-          it->second.replied = true;
-          it->second.status = to_errno(ev.status);
-          if (it->second.sent) complete(ev.req.cookie);
+          piece* p = in_flight_.find(ev.req.cookie);
+          if (!p) break;
+          p->replied = true;
+          p->status = to_errno(ev.status);
+          if (p->sent) complete(ev.req.cookie);
           break;
         }
         case event_kind::failed:
@@ -369,10 +438,11 @@ class connection {
   }
 
   void complete(std::uint64_t cookie) {
-    const auto it = in_flight_.find(cookie);
-    call* owner = it->second.owner;
-    const int status = it->second.status;
-    in_flight_.erase(it);
+    const piece* p = in_flight_.find(cookie);
+    if (!p) return;
+    call* owner = p->owner;
+    const int status = p->status;
+    in_flight_.erase(cookie);
     owner->finish(status);
   }
 
@@ -382,10 +452,8 @@ class connection {
     if (!why.empty()) std::fprintf(stderr, "nbdwire-fuse: %s; the file now fails with EIO\n", why.c_str());
     std::lock_guard lock(q_mu_);
     dead_ = true;
-    for (auto& p : queue_) p.owner->finish(EIO);
-    queue_.clear();
-    for (auto& [cookie, p] : in_flight_) p.owner->finish(EIO);
-    in_flight_.clear();
+    for (; !queue_.empty(); queue_.pop_front()) queue_.front().owner->finish(EIO);
+    in_flight_.drain([](piece& p) { p.owner->finish(EIO); });
     space_.notify_all();
   }
 
@@ -399,9 +467,9 @@ class connection {
 
   std::mutex q_mu_;  ///< guards queue_, dead_, stopping_
   std::condition_variable space_;
-  std::deque<piece> queue_;
+  piece_queue<queue_limit> queue_;
   bool dead_ = false, stopping_ = false;
-  std::unordered_map<std::uint64_t, piece> in_flight_;  ///< I/O thread only
+  in_flight_table in_flight_;  ///< I/O thread only
 };
 
 // ---- the handshake, before mounting, so that errors reach the terminal ----------------------
