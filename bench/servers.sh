@@ -184,24 +184,26 @@ cpu_ticks() {
 }
 hz=$(getconf CLK_TCK)
 
-# run_fio URI ARGS... -> "iops bytes_per_s ios" on stdout.
+# run_fio URI ARGS... -> "iops bytes_per_s ios client_cpu_s" on stdout (fio's own user + system
+# time, the client side of the measurement).
 run_fio() {
     local u=$1
     shift
     fio --name=job --ioengine=nbd --uri="$u" --size="$bytes" "$@" --output-format=json \
-        >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; echo "0 0 0"; return 0; }
+        >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; echo "0 0 0 0"; return 0; }
     python3 - "$work/fio.json" <<'PY'
 import json, sys
 text = open(sys.argv[1]).read()
 d = json.loads(text[text.index("{"):])
 j = d["jobs"][0]
 r, w = j["read"], j["write"]
-print(r["iops"] + w["iops"], r["bw_bytes"] + w["bw_bytes"], r["total_ios"] + w["total_ios"])
+cpu = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] / 1000
+print(r["iops"] + w["iops"], r["bw_bytes"] + w["bw_bytes"], r["total_ios"] + w["total_ios"], f"{cpu:.3f}")
 PY
 }
 
 results=$out/results.tsv
-printf 'round\ttransport\tworkload\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\n' >"$results"
+printf 'round\ttransport\tworkload\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\tclient_cpu_s\n' >"$results"
 
 for t in $transports; do
     for s in $servers; do start "$s" "$t"; done
@@ -234,17 +236,18 @@ for r in $(seq "$rounds"); do
                     bw=$(sed 's/.*bytes_per_s=\([0-9.]*\).*/\1/' <<<"$line")
                     ios=$(sed 's/^ios=\([0-9]*\).*/\1/' <<<"$line")
                     cpu=$(sed 's/.*server_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
+                    ccpu=$(sed 's/.*client_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
                 else
                     key=$s/$t
                     [ -n "${uri[$key]:-}" ] || continue
                     p=${pid_of[$key]}
                     c0=$(cpu_ticks "$p")
-                    read -r iops bw ios < <(run_fio "${uri[$key]}" $(fio_args "$w") --time_based --runtime="$runtime")
+                    read -r iops bw ios ccpu < <(run_fio "${uri[$key]}" $(fio_args "$w") --time_based --runtime="$runtime")
                     sleep 0.2  # let a forking server reap the connection's child
                     c1=$(cpu_ticks "$p")
                     cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')
                 fi
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$s" "$iops" "$bw" "$ios" "$cpu" >>"$results"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$s" "$iops" "$bw" "$ios" "$cpu" "$ccpu" >>"$results"
                 say "round $r $t $w $s: $iops IOPS, cpu ${cpu}s"
             done
         done

@@ -5,7 +5,7 @@ usage: bench/summarize.py results.tsv [--reference nbdkit-mem] [--subject nbdwir
 
 Per transport and workload, one row per server: median rate (IOPS for 4 KiB workloads, GiB/s
 for 1 MiB ones), min-max over rounds, the median of per-round ratios to the reference server,
-and the median server CPU seconds per million I/Os. Then the subject against the best peer in
+and the median server and client (fio) CPU seconds per million I/Os. Then the subject against the best peer in
 each round (the best of every server whose name does not start with "nbdwire" and is not the
 bound), and against the bound.
 """
@@ -42,11 +42,12 @@ def main():
         unit = "GiB/s" if big else "kIOPS"
         servers = data[key]
         print(f"\n{t} {w}")
-        print(f"| server | median {unit} | min-max | x {a.reference} | x bound | x bound-storage | CPU s / M I/O |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(f"| server | median {unit} | min-max | x {a.reference} | x bound | x bound-storage | "
+              f"server CPU s / M I/O | client CPU s / M I/O |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for s, by_round in servers.items():
             vals = [rate(r, big) for r in by_round.values()]
-            ratios, bound_ratios, storage_ratios, cpu = [], [], [], []
+            ratios, bound_ratios, storage_ratios, cpu, ccpu = [], [], [], [], []
             for rd, r in by_round.items():
                 ref = servers.get(a.reference, {}).get(rd)
                 if ref and rate(ref, big) > 0:
@@ -60,10 +61,12 @@ def main():
                 ios = float(r["ios"])
                 if ios > 0:
                     cpu.append(float(r["server_cpu_s"]) / ios * 1e6)
+                    if r.get("client_cpu_s"):
+                        ccpu.append(float(r["client_cpu_s"]) / ios * 1e6)
             med = lambda v, f: (f % statistics.median(v)) if v else "-"
             print(f"| {s} | {statistics.median(vals):.2f} | {min(vals):.2f}-{max(vals):.2f} | "
                   f"{med(ratios, '%.2f')} | {med(bound_ratios, '%.2f')} | {med(storage_ratios, '%.2f')} | "
-                  f"{med(cpu, '%.1f')} |")
+                  f"{med(cpu, '%.1f')} | {med(ccpu, '%.1f')} |")
         # The subject against the best peer of the same round, and against the bound.
         best, vs_bound, vs_storage = [], [], []
         subj = servers.get(a.subject, {})
