@@ -23,12 +23,15 @@
 #include <unistd.h>      // isatty, close
 
 #include <algorithm>      // std::min
+#include <condition_variable>  // the background writer
 #include <csignal>        // std::signal: SIGPIPE is reported as EPIPE instead
 #include <cstdio>         // std::printf, std::fprintf
 #include <cstring>        // std::memset
 #include <functional>     // std::function: payload source and sink
 #include <memory>         // std::unique_ptr
+#include <mutex>          // the background writer
 #include <string>         // std::string
+#include <thread>         // the background writer
 #include <unordered_map>  // cookie -> request buffer
 #include <vector>         // buffers, argument lists
 
@@ -497,7 +500,9 @@ struct callbacks_reset {
 struct chunk {
   std::uint64_t cookie = 0, offset = 0;
   std::uint32_t length = 0;
-  bool done = false;
+  bool done = false;    // answered
+  bool queued = false;  // READ data handed to the background writer, as its number `seq`
+  std::uint64_t seq = 0;
   std::unique_ptr<std::byte[]> data;
 };
 
@@ -515,9 +520,13 @@ class request_window {
     chunk& c = slots_[(head_ + count_) % max_window];
     if (!c.data) c.data = std::make_unique_for_overwrite<std::byte[]>(step_);
     c.done = false;
+    c.queued = false;
     return c;
   }
   void push() { ++count_; }
+  [[nodiscard]] std::size_t size() const { return count_; }
+  /// The k-th oldest request.
+  [[nodiscard]] chunk& at(std::size_t k) { return slots_[(head_ + k) % max_window]; }
   /// The request in flight with this cookie, or null.
   chunk* find(std::uint64_t cookie) {
     for (std::size_t k = 0; k < count_; ++k) {
@@ -558,6 +567,78 @@ std::string request_error(const char* what, const chunk& c, nbdwire::nbd_error e
          " failed: " + std::string(nbdwire::to_string(e)) + (message.empty() ? "" : " (" + message + ")");
 }
 
+/// Writes READ data to the output on a thread of its own, in order, while the connection's
+/// thread goes on receiving: receiving from the socket and writing the file then overlap
+/// instead of taking turns. At most max_window pieces are queued (the request window's
+/// bound); a piece's buffer is reused only once it is written. A failed write is rethrown on
+/// the connection's thread.
+class background_writer {
+ public:
+  explicit background_writer(const std::function<void(const std::byte*, std::size_t)>& out)
+      : out_(out), thread_([this] { run(); }) {}
+  ~background_writer() {
+    {
+      const std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    work_.notify_all();
+    thread_.join();
+  }
+  background_writer(const background_writer&) = delete;
+  background_writer& operator=(const background_writer&) = delete;
+
+  /// Queues n bytes at p; returns the piece's number.
+  std::uint64_t push(const std::byte* p, std::size_t n) {
+    const std::lock_guard lock(mu_);
+    ring_[queued_ % max_window] = {p, n};
+    work_.notify_all();
+    return queued_++;
+  }
+  /// Whether piece `seq` is written.
+  [[nodiscard]] bool written(std::uint64_t seq) {
+    const std::lock_guard lock(mu_);
+    if (error_) std::rethrow_exception(error_);
+    return written_ > seq;
+  }
+  /// Waits until piece `seq` is written.
+  void wait(std::uint64_t seq) {
+    std::unique_lock lock(mu_);
+    done_.wait(lock, [&] { return written_ > seq || error_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      work_.wait(lock, [&] { return stop_ || written_ < queued_; });
+      if (written_ == queued_) return;  // stopping, all written
+      const auto [p, n] = ring_[written_ % max_window];
+      lock.unlock();
+      try {
+        out_(p, n);
+      } catch (...) {
+        lock.lock();
+        error_ = std::current_exception();
+        done_.notify_all();
+        return;
+      }
+      lock.lock();
+      ++written_;
+      done_.notify_all();
+    }
+  }
+
+  const std::function<void(const std::byte*, std::size_t)>& out_;
+  std::mutex mu_;
+  std::condition_variable work_, done_;
+  std::array<std::pair<const std::byte*, std::size_t>, max_window> ring_{};
+  std::uint64_t queued_ = 0, written_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;  // last: starts once everything above is built
+};
+
 /// Reads [offset, offset + length) with up to max_window requests in flight and hands the
 /// data to `out` in export order.
 void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
@@ -567,6 +648,7 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
   check_alignment(neg, offset, length);
   const std::uint32_t step = chunk_size(neg);
   request_window window(step);
+  background_writer writer(out);
 
   const callbacks_reset reset{c};
   c.payload_sink = [&](const nbdwire::payload_span& p) -> std::byte* {
@@ -576,6 +658,11 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
   std::uint64_t pos = offset;
   const std::uint64_t end = offset + length;
   while (pos < end || !window.empty()) {
+    // Retire what the writer has written; answered requests are handed to it in order.
+    while (!window.empty() && window.front().queued && writer.written(window.front().seq)) {
+      prog.add(window.front().length);
+      window.pop();
+    }
     while (pos < end && !window.full()) {
       const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(step, end - pos));
       const auto r = m.read(pos, n);
@@ -592,6 +679,12 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
       ch.length = n;
       window.push();
       pos += n;
+    }
+    bool waiting = false;  // for a reply
+    for (std::size_t k = 0; k < window.size() && !waiting; ++k) waiting = !window.at(k).done;
+    if (!waiting) {  // everything answered: only the writer can free a slot
+      if (!window.empty()) writer.wait(window.front().seq);
+      continue;
     }
     const auto ev = c.next();
     switch (ev.kind) {
@@ -614,11 +707,12 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
         if (ev.status != nbdwire::nbd_error::ok)
           fail(request_error("READ", *ch, ev.status, c.take_error_message(ev.req.cookie)));
         ch->done = true;
-        while (!window.empty() && window.front().done) {
-          const chunk& f = window.front();
-          out(f.data.get(), f.length);
-          prog.add(f.length);
-          window.pop();
+        for (std::size_t k = 0; k < window.size() && window.at(k).done; ++k) {
+          chunk& x = window.at(k);
+          if (!x.queued) {
+            x.seq = writer.push(x.data.get(), x.length);
+            x.queued = true;
+          }
         }
         break;
       }
