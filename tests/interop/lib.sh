@@ -115,6 +115,7 @@ step_fails() {
     sed 's/^/    | /' "$T/step.err" >&2
     [ "$rc" -eq 0 ] && fail "$desc: succeeded but must fail"
     [ "$rc" -eq 124 ] && fail "$desc: timed out after ${STEP_TIMEOUT}s instead of failing"
+    [ "$rc" -eq 126 ] || [ "$rc" -eq 127 ] && fail "$desc: could not be run (exit status $rc)"
     [ "$rc" -ge 128 ] && fail "$desc: killed by signal $((rc - 128))"
     _sanitizer_report "$T/step.err" && fail "$desc: sanitizer report"
     log "   failed as required (exit status $rc)"
