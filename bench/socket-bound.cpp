@@ -192,6 +192,11 @@ int main(int argc, char** argv) {
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
     client = sv[0];
     server = sv[1];
+    // The send buffers nbdwire-server and nbdwire-client ask for (examples/sockets/common.hpp),
+    // so that the bound stays a bound for them.
+    const int bytes = 1024 * 1024;
+    setsockopt(client, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+    setsockopt(server, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
   } else {
     const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (lfd < 0) die("socket");
