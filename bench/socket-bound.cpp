@@ -192,10 +192,10 @@ int main(int argc, char** argv) {
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
     client = sv[0];
     server = sv[1];
-    // The send buffers nbdwire-server and nbdwire-client ask for (examples/sockets/common.hpp),
-    // so that the bound stays a bound for them.
+    // The server end gets the send buffer nbdwire-server asks for (examples/sockets/common.hpp),
+    // so that the bound stays a bound for it; the client end keeps the default, as fio's
+    // libnbd does. On a Unix socket the sender's buffer limits what is in flight.
     const int bytes = 1024 * 1024;
-    setsockopt(client, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
     setsockopt(server, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
   } else {
     const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
