@@ -35,6 +35,12 @@ def main():
     def rate(r, big):
         return float(r["bytes_per_s"]) / 2**30 if big else float(r["iops"]) / 1000
 
+    def ratio(servers, name, rd, r, big, out):
+        """Appends r's rate over server `name`'s in the same round, if it ran."""
+        other = servers.get(name, {}).get(rd)
+        if other and rate(other, big) > 0:
+            out.append(rate(r, big) / rate(other, big))
+
     headline = []
     for key in order:
         t, w = key
@@ -49,15 +55,9 @@ def main():
             vals = [rate(r, big) for r in by_round.values()]
             ratios, bound_ratios, storage_ratios, cpu, ccpu = [], [], [], [], []
             for rd, r in by_round.items():
-                ref = servers.get(a.reference, {}).get(rd)
-                if ref and rate(ref, big) > 0:
-                    ratios.append(rate(r, big) / rate(ref, big))
-                b = servers.get("bound", {}).get(rd)
-                if b and rate(b, big) > 0:
-                    bound_ratios.append(rate(r, big) / rate(b, big))
-                b = servers.get("bound-storage", {}).get(rd)
-                if b and rate(b, big) > 0:
-                    storage_ratios.append(rate(r, big) / rate(b, big))
+                ratio(servers, a.reference, rd, r, big, ratios)
+                ratio(servers, "bound", rd, r, big, bound_ratios)
+                ratio(servers, "bound-storage", rd, r, big, storage_ratios)
                 ios = float(r["ios"])
                 if ios > 0:
                     cpu.append(float(r["server_cpu_s"]) / ios * 1e6)
@@ -75,12 +75,8 @@ def main():
                      if not s.startswith("nbdwire") and not s.startswith("bound") and rd in p]
             if peers and max(peers) > 0:
                 best.append(rate(r, big) / max(peers))
-            b = servers.get("bound", {}).get(rd)
-            if b and rate(b, big) > 0:
-                vs_bound.append(rate(r, big) / rate(b, big))
-            b = servers.get("bound-storage", {}).get(rd)
-            if b and rate(b, big) > 0:
-                vs_storage.append(rate(r, big) / rate(b, big))
+            ratio(servers, "bound", rd, r, big, vs_bound)
+            ratio(servers, "bound-storage", rd, r, big, vs_storage)
         if best:
             headline.append((t, w, statistics.median(best), min(best), max(best),
                              statistics.median(vs_bound) if vs_bound else None,

@@ -133,13 +133,16 @@ class piece_queue {
 /// (nbdwire::max_in_flight), so requests are tracked without an allocation each.
 class in_flight_table {
  public:
-  void add(std::uint64_t cookie, const piece& p) {
+  /// False when every slot is taken, which the machine's own limit (the same
+  /// max_in_flight) rules out.
+  [[nodiscard]] bool add(std::uint64_t cookie, const piece& p) {
     for (slot& s : slots_)
       if (!s.used) {
         s = {true, cookie, p};
         ++count_;
-        return;
+        return true;
       }
+    return false;
   }
   /// The request with this cookie, or null.
   [[nodiscard]] piece* find(std::uint64_t cookie) {
@@ -313,7 +316,7 @@ class connection {
         break;  // stays queued until a reply frees room
       if (r) {
         p.sent = p.cmd != command::write;
-        in_flight_.add(r.value(), p);
+        if (!in_flight_.add(r.value(), p)) p.owner->finish(EIO);  // never waits unanswered
       } else
         p.owner->finish(to_errno(r.error()));
       queue_.pop_front();
