@@ -16,6 +16,7 @@
 // queues. READ data is received straight into the request's buffer when the machine says it
 // comes next; WRITE data goes from the request's buffer into sendmsg() beside its header.
 #include <poll.h>        // poll: one loop sends and receives without blocking either way
+#include <sys/sendfile.h>  // sendfile: WRITE payloads from a file without a copy through user space
 #include <sys/socket.h>  // sendmsg, recv
 #include <sys/stat.h>    // fstat: input sizes
 #include <sys/uio.h>     // iovec
@@ -49,6 +50,7 @@ constexpr std::size_t input_buffer_size = 256 * 1024;
 constexpr std::uint32_t max_chunk = 2u * 1024 * 1024;  // bytes per READ/WRITE request
 constexpr std::size_t max_window = 16;                 // requests in flight at once
 constexpr std::uint64_t max_zero_run = 1u << 30;       // the longest WRITE_ZEROES sent
+constexpr std::size_t probe_size = 4096;               // read of a file piece's start: all zeroes?
 
 std::string errc_text(nbdwire::errc e) { return std::string(nbdwire::to_string(e)); }
 
@@ -65,8 +67,15 @@ class connection {
 
   nbdwire::client& machine() { return m_; }
 
-  /// Where WRITE payload bytes come from: a pointer to `p.length` bytes of the request's data.
-  std::function<const std::byte*(const nbdwire::payload_span&)> payload_source;
+  /// Where a WRITE payload's bytes are: `data` (p.length bytes in memory), or a regular
+  /// `file` at `file_offset`, sent with sendfile() so they never pass through user space.
+  struct payload_origin {
+    const std::byte* data = nullptr;
+    int file = -1;
+    off_t file_offset = 0;
+  };
+  /// Where WRITE payload bytes come from, asked for each part of a payload as it is sent.
+  std::function<payload_origin(const nbdwire::payload_span&)> payload_source;
   /// Where READ payload may be received directly, or nullptr to take it through receive().
   std::function<std::byte*(const nbdwire::payload_span&)> payload_sink;
 
@@ -191,13 +200,15 @@ class connection {
     return m_.on_eof();
   }
 
-  /// Sends what it can without blocking; false when the socket is full.
+  /// Sends what it can without blocking; false when the socket is full. A payload in memory
+  /// goes out with its header in one sendmsg(); one in a file goes after it with sendfile().
   bool send_some() {
     for (;;) {
       const auto out = m_.pending_output();
       const auto pay = m_.pending_payload();
       iovec iov[2];
       int n = 0;
+      bool more = false;
       if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
       if (pay) {
         if (pay->length == 0) {
@@ -206,16 +217,23 @@ class connection {
             continue;
           }
         } else {
-          const std::byte* src = payload_source ? payload_source(*pay) : nullptr;
-          if (!src) fail("internal: no data for a WRITE payload");
-          iov[n++] = {const_cast<std::byte*>(src), static_cast<std::size_t>(pay->length)};
+          const payload_origin src = payload_source ? payload_source(*pay) : payload_origin{};
+          if (src.file >= 0 && out.empty()) {
+            if (!send_from_file(src, *pay)) return false;
+            continue;
+          }
+          if (src.file < 0 && !src.data) fail("internal: no data for a WRITE payload");
+          if (src.data)
+            iov[n++] = {const_cast<std::byte*>(src.data), static_cast<std::size_t>(pay->length)};
+          else
+            more = true;  // the header alone now, its payload from the file right after
         }
       }
       if (n == 0) return true;
       msghdr mh{};
       mh.msg_iov = iov;
       mh.msg_iovlen = static_cast<std::size_t>(n);
-      const ssize_t w = sendmsg(fd_, &mh, MSG_NOSIGNAL);
+      const ssize_t w = sendmsg(fd_, &mh, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
       if (w < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) return false;
@@ -228,11 +246,40 @@ class connection {
     }
   }
 
+  /// Sends what the socket takes of a payload that is in a file; false when it is full.
+  bool send_from_file(const payload_origin& src, const nbdwire::payload_span& pay) {
+    off_t off = src.file_offset;
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(pay.length, 1u << 30));
+    ssize_t w = -1;
+    if (!no_sendfile_) {
+      w = sendfile(fd_, src.file, &off, want);
+      // A file system without splice support: read and send through a small buffer instead.
+      if (w < 0 && (errno == EINVAL || errno == ENOSYS)) no_sendfile_ = true;
+    }
+    if (no_sendfile_) {
+      std::byte bounce[64 * 1024];
+      want = std::min(want, sizeof bounce);
+      const ssize_t got = pread(src.file, bounce, want, off);
+      if (got < 0) examples::fail_errno("read the input file");
+      w = got == 0 ? 0 : send(fd_, bounce, static_cast<std::size_t>(got), MSG_NOSIGNAL);
+    }
+    if (w < 0) {
+      if (errno == EINTR) return true;
+      if (errno == EAGAIN) return false;
+      examples::fail_errno("send to the server");
+    }
+    // The request's length is on the wire already: a file that shrank cannot make it up.
+    if (w == 0) fail("the input file ended before the data of a WRITE (did it shrink during the copy?)");
+    if (!m_.consume_payload(static_cast<std::uint64_t>(w))) fail("internal: payload accounting went wrong");
+    return true;
+  }
+
   int fd_;
   nbdwire::client m_;
   std::vector<std::byte> buf_;
   std::size_t start_ = 0, end_ = 0;
   bool eof_ = false;
+  bool no_sendfile_ = false;  // the input file cannot be spliced: payloads go through a buffer
   std::unordered_map<std::uint64_t, std::string> error_messages_;
 };
 
@@ -504,6 +551,8 @@ struct chunk {
   bool queued = false;  // READ data handed to the background writer, as its number `seq`
   std::uint64_t seq = 0;
   std::unique_ptr<std::byte[]> data;
+  int file = -1;  // WRITE: the payload is in this file at file_offset, not in `data`
+  off_t file_offset = 0;
 };
 
 /// The requests of one pipelined transfer, oldest first: at most max_window, each with a
@@ -729,12 +778,15 @@ bool all_zero(const std::byte* p, std::size_t n) {
   return n <= head || std::memcmp(p, p + head, n - head) == 0;
 }
 
-/// What a write source yields: `length` bytes of data in the caller's buffer, or (`zero`) a
-/// run of zeroes it did not read, such as a hole of a sparse file. A zero run may be longer
-/// than the buffer. Length 0 ends the input.
+/// What a write source yields: `length` bytes of data in the caller's buffer; or (`zero`) a
+/// run of zeroes it did not read, such as a hole of a sparse file, which may be longer than
+/// the buffer; or `length` bytes it left in regular `file` at `file_offset`, to be sent from
+/// there. Length 0 ends the input.
 struct source_piece {
   std::uint64_t length = 0;
   bool zero = false;
+  int file = -1;
+  off_t file_offset = 0;
 };
 using write_source = std::function<source_piece(std::byte*, std::size_t)>;
 
@@ -752,9 +804,11 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_s
   const bool can_zero = neg.has(nbdwire::transmission_flag::send_write_zeroes);
   request_window window(step);
   const callbacks_reset reset{c};
-  c.payload_source = [&](const nbdwire::payload_span& p) -> const std::byte* {
-    chunk* ch = window.find(p.cookie);
-    return ch ? ch->data.get() + (p.offset - ch->offset) : nullptr;
+  c.payload_source = [&](const nbdwire::payload_span& p) -> connection::payload_origin {
+    const chunk* ch = window.find(p.cookie);
+    if (!ch) return {};
+    if (ch->file >= 0) return {nullptr, ch->file, ch->file_offset + static_cast<off_t>(p.offset - ch->offset)};
+    return {ch->data.get() + (p.offset - ch->offset)};
   };
 
   std::uint64_t pos = offset;
@@ -776,9 +830,11 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_s
              std::to_string(neg.block_size.minimum) + ")");
       ch->offset = pos;
       ch->length = static_cast<std::uint32_t>(got);
+      ch->file = piece.file;
+      ch->file_offset = piece.file_offset;
       // All zeroes: WRITE_ZEROES sends no payload and lets the server punch a hole.
       if (piece.zero && (!can_zero || got > max_zero_run)) fail("internal: zero run the export cannot take");
-      const bool zeroes = piece.zero || (can_zero && all_zero(ch->data.get(), ch->length));
+      const bool zeroes = piece.zero || (can_zero && piece.file < 0 && all_zero(ch->data.get(), ch->length));
       for (;;) {
         const auto r = zeroes ? m.write_zeroes(pos, ch->length) : m.write(pos, ch->length);
         if (r) {
@@ -1135,6 +1191,22 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
     // Up to the next hole, rounded up to a whole block (reading into a hole gives zeroes).
     std::uint64_t want = static_cast<std::uint64_t>(std::max(run_end, pos + 1) - pos);
     want = std::min<std::uint64_t>(n, (want + align - 1) / align * align);
+    // Data is left in the file and sent from there with sendfile(), unless it may be all
+    // zeroes (then it is read, to be sent as WRITE_ZEROES if it is). A first block that is
+    // not all zeroes says it is not; reading only that keeps zero detection nearly free.
+    if (want <= static_cast<std::uint64_t>(end - pos)) {
+      std::size_t probe = 0;
+      if (can_zero) {
+        const ssize_t got = pread(fd, p, std::min<std::uint64_t>(want, probe_size), pos);
+        if (got < 0) examples::fail_errno("read " + what);
+        probe = static_cast<std::size_t>(got);
+      }
+      if (!can_zero || !all_zero(p, probe)) {
+        const source_piece in_file{want, false, fd, pos};
+        pos += static_cast<off_t>(want);
+        return in_file;
+      }
+    }
     const ssize_t got = pread(fd, p, want, pos);
     if (got < 0) examples::fail_errno("read " + what);
     pos += got;

@@ -47,13 +47,15 @@ client copy "$uri" - >"$T/out2.img"
 same_file "$T/source.img" "$T/out2.img" "copy out to stdout"
 stop_server
 
-# TCP.
+# TCP, with whole-export copies as well (WRITE payloads sent from the file after a corked header).
 start_server_tcp --style "$style" disk=memory:64M
-if [ "$style" = oldstyle ] || [ "$style" = legacy1997 ]; then
-    client_roundtrip "$SERVER_URI" "$T/zero.img"
-else
-    client_roundtrip "$SERVER_URI/disk" "$T/zero.img"
-fi
+tcp_uri=$SERVER_URI/disk
+if [ "$style" = oldstyle ] || [ "$style" = legacy1997 ]; then tcp_uri=$SERVER_URI; fi
+client_roundtrip "$tcp_uri" "$T/zero.img"
+client copy "$T/source.img" "$tcp_uri"
+rm -f "$T/out.img"
+client copy "$tcp_uri" "$T/out.img"
+same_file "$T/source.img" "$T/out.img" "copy in and out over TCP"
 stop_server
 
 # Read-only: writes fail, reads work.
