@@ -31,6 +31,7 @@
 #include <functional>     // std::function: payload source and sink
 #include <memory>         // std::unique_ptr
 #include <mutex>          // the background writer
+#include <span>           // std::span: the ranges of a read
 #include <string>         // std::string
 #include <thread>         // the background writer
 #include <unordered_map>  // cookie -> request buffer
@@ -547,6 +548,7 @@ struct callbacks_reset {
 struct chunk {
   std::uint64_t cookie = 0, offset = 0;
   std::uint32_t length = 0;
+  bool zero = false;    // READ: a piece of a range that reads as zeroes; no request, no data
   bool done = false;    // answered
   bool queued = false;  // READ data handed to the background writer, as its number `seq`
   std::uint64_t seq = 0;
@@ -564,12 +566,12 @@ class request_window {
   explicit request_window(std::uint32_t step) : step_(step) {}
   [[nodiscard]] bool full() const { return count_ == max_window; }
   [[nodiscard]] bool empty() const { return count_ == 0; }
-  /// The slot push() will take, with its buffer.
-  chunk& next() {
+  /// The slot push() will take, with its buffer unless `buffer` is false.
+  chunk& next(bool buffer = true) {
     chunk& c = slots_[(head_ + count_) % max_window];
-    if (!c.data) c.data = std::make_unique_for_overwrite<std::byte[]>(step_);
-    c.done = false;
-    c.queued = false;
+    if (buffer && !c.data) c.data = std::make_unique_for_overwrite<std::byte[]>(step_);
+    c.zero = c.done = c.queued = false;
+    c.file = -1;
     return c;
   }
   void push() { ++count_; }
@@ -688,13 +690,24 @@ class background_writer {
   std::thread thread_;  // last: starts once everything above is built
 };
 
-/// Reads [offset, offset + length) with up to max_window requests in flight and hands the
-/// data to `out` in export order.
-void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
-                    const std::function<void(const std::byte*, std::size_t)>& out, progress& prog) {
+/// A stretch of the export in a read: data to READ, or (`zero`) a range that reads as zeroes,
+/// which is never asked for.
+struct read_range {
+  std::uint64_t offset = 0, length = 0;
+  bool zero = false;
+};
+
+/// Where READ data goes, in export order: `n` bytes at `p`, or `n` zero bytes when p is null.
+using read_output = std::function<void(const std::byte*, std::size_t)>;
+
+/// Reads the ranges, in order, with up to max_window requests in flight across all of them,
+/// and hands the data to `out` in export order. A zero range takes a window slot but sends
+/// nothing; it goes to `out` in pieces of at most max_zero_run.
+void pipelined_read(connection& c, std::span<const read_range> ranges, const read_output& out, progress& prog) {
   auto& m = c.machine();
   const auto& neg = m.negotiated();
-  check_alignment(neg, offset, length);
+  for (const read_range& r : ranges)
+    if (!r.zero) check_alignment(neg, r.offset, r.length);
   const std::uint32_t step = chunk_size(neg);
   request_window window(step);
   background_writer writer(out);
@@ -704,35 +717,62 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
     chunk* ch = window.find(p.cookie);
     return ch ? ch->data.get() + (p.offset - ch->offset) : nullptr;
   };
-  std::uint64_t pos = offset;
-  const std::uint64_t end = offset + length;
-  while (pos < end || !window.empty()) {
-    // Retire what the writer has written; answered requests are handed to it in order.
+  std::size_t next_range = 0;
+  std::uint64_t done_in_range = 0;  // of ranges[next_range]
+  // Takes up free slots: a READ of at most `step` bytes, or a piece of a zero range.
+  const auto fill = [&] {
+    while (next_range < ranges.size() && !window.full()) {
+      const read_range& r = ranges[next_range];
+      const std::uint64_t pos = r.offset + done_in_range, left = r.length - done_in_range;
+      if (left == 0) {
+        ++next_range;
+        done_in_range = 0;
+        continue;
+      }
+      const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(r.zero ? max_zero_run : step, left));
+      std::uint64_t cookie = 0;
+      if (!r.zero) {
+        const auto sent = m.read(pos, n);
+        if (!sent) {
+          if (sent.error() == nbdwire::errc::outbox_full && c.output_pending()) {
+            c.flush();
+            continue;
+          }
+          fail("cannot send READ at offset " + std::to_string(pos) + ": " + errc_text(sent.error()));
+        }
+        cookie = *sent;
+      }
+      chunk& ch = window.next(!r.zero);
+      ch.cookie = cookie;
+      ch.offset = pos;
+      ch.length = n;
+      ch.zero = ch.done = r.zero;  // nothing to wait for
+      window.push();
+      done_in_range += n;
+    }
+  };
+  for (;;) {
+    fill();
+    // Answered pieces go to the writer in export order; written ones free their slots.
+    for (std::size_t k = 0; k < window.size() && window.at(k).done; ++k) {
+      chunk& x = window.at(k);
+      if (!x.queued) {
+        x.seq = writer.push(x.zero ? nullptr : x.data.get(), x.length);
+        x.queued = true;
+      }
+    }
+    bool freed = false;
     while (!window.empty() && window.front().queued && writer.written(window.front().seq)) {
       prog.add(window.front().length);
       window.pop();
+      freed = true;
     }
-    while (pos < end && !window.full()) {
-      const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(step, end - pos));
-      const auto r = m.read(pos, n);
-      if (!r) {
-        if (r.error() == nbdwire::errc::outbox_full && c.output_pending()) {
-          c.flush();
-          continue;
-        }
-        fail("cannot send READ at offset " + std::to_string(pos) + ": " + errc_text(r.error()));
-      }
-      chunk& ch = window.next();
-      ch.cookie = *r;
-      ch.offset = pos;
-      ch.length = n;
-      window.push();
-      pos += n;
-    }
+    if (window.empty() && next_range == ranges.size()) break;
+    if (freed) continue;  // fill the slots again first
     bool waiting = false;  // for a reply
     for (std::size_t k = 0; k < window.size() && !waiting; ++k) waiting = !window.at(k).done;
     if (!waiting) {  // everything answered: only the writer can free a slot
-      if (!window.empty()) writer.wait(window.front().seq);
+      writer.wait(window.front().seq);
       continue;
     }
     const auto ev = c.next();
@@ -756,13 +796,6 @@ void pipelined_read(connection& c, std::uint64_t offset, std::uint64_t length,
         if (ev.status != nbdwire::nbd_error::ok)
           fail(request_error("READ", *ch, ev.status, c.take_error_message(ev.req.cookie)));
         ch->done = true;
-        for (std::size_t k = 0; k < window.size() && window.at(k).done; ++k) {
-          chunk& x = window.at(k);
-          if (!x.queued) {
-            x.seq = writer.push(x.data.get(), x.length);
-            x.queued = true;
-          }
-        }
         break;
       }
       default: fail_event(ev, "while reading");
@@ -1100,37 +1133,44 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
   const std::uint64_t len = length ? *length : size - offset;
   if (len > size - offset) fail("offset + length is past the end of the export (" + std::to_string(size) + " bytes)");
   progress prog(len, show_progress);
-  const auto out = [&](const std::byte* p, std::size_t n) { examples::write_all(fd, p, n, what); };
+  struct stat st{};
+  const bool seekable = skip_holes && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) >= 0;
+  // Zero ranges stay holes in a regular file (a seek); anything else is given the zeroes.
+  const read_output out = [&](const std::byte* p, std::size_t n) {
+    if (p) {
+      examples::write_all(fd, p, n, what);
+    } else if (seekable) {
+      if (lseek(fd, static_cast<off_t>(n), SEEK_CUR) < 0) examples::fail_errno("seek in " + what);
+    } else {
+      static const std::vector<std::byte> zeroes(1024 * 1024);
+      for (std::size_t done = 0; done < n;) {
+        const std::size_t k = std::min(n - done, zeroes.size());
+        examples::write_all(fd, zeroes.data(), k, what);
+        done += k;
+      }
+    }
+  };
+  std::vector<read_range> ranges;
   if (!skip_holes) {
-    pipelined_read(*c, offset, len, out, prog);
+    ranges.push_back({offset, len, false});
   } else {
-    struct stat st{};
-    const bool seekable = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) >= 0;
+    // What base:allocation says may hold data is read; what reads as zeroes is not.
     const std::uint64_t end = offset + len;
     for (const map_extent& e : allocation_map(*c)) {
       const std::uint64_t from = std::max(offset, e.offset), to = std::min(end, e.offset + e.length);
       if (from >= to) continue;
-      if ((e.flags & nbdwire::state_flag::zero) == 0) {
-        pipelined_read(*c, from, to - from, out, prog);
-        continue;
-      }
-      if (seekable) {
-        if (lseek(fd, static_cast<off_t>(to - from), SEEK_CUR) < 0) examples::fail_errno("seek in " + what);
-      } else {
-        static const std::vector<std::byte> zeroes(1024 * 1024);
-        for (std::uint64_t p = from; p < to;) {
-          const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(to - p, zeroes.size()));
-          out(zeroes.data(), n);
-          p += n;
-        }
-      }
-      prog.add(to - from);
+      const bool zero = (e.flags & nbdwire::state_flag::zero) != 0;
+      if (!ranges.empty() && ranges.back().zero == zero && ranges.back().offset + ranges.back().length == from)
+        ranges.back().length += to - from;
+      else
+        ranges.push_back({from, to - from, zero});
     }
-    // A hole at the end is only a seek so far: the size makes it part of the file.
-    if (seekable) {
-      const off_t here = lseek(fd, 0, SEEK_CUR);
-      if (here < 0 || ftruncate(fd, here) != 0) examples::fail_errno("set the size of " + what);
-    }
+  }
+  pipelined_read(*c, ranges, out, prog);
+  // A hole at the end is only a seek so far: the size makes it part of the file.
+  if (seekable) {
+    const off_t here = lseek(fd, 0, SEEK_CUR);
+    if (here < 0 || ftruncate(fd, here) != 0) examples::fail_errno("set the size of " + what);
   }
   prog.finish();
   c->shut_down();

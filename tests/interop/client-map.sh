@@ -38,6 +38,17 @@ sr_read() {
     client read "$1" >"$T/read.out"
     expect_eq "$(sha256sum <"$T/read.out" | cut -d' ' -f1)" "$(sha256sum <"$2" | cut -d' ' -f1)" \
         "sha256 of the export read through structured replies"
+    # copy reads only the data extents, pipelined across them: holes stay holes in a file,
+    # and a pipe gets them as zeroes.
+    client copy "$1" "$T/copy.out"
+    same_file "$2" "$T/copy.out" "export copied to a file"
+    local size allocated
+    size=$(stat -c %s "$T/copy.out")
+    allocated=$(( $(stat -c %b "$T/copy.out") * $(stat -c %B "$T/copy.out") ))
+    log "   copy: $allocated of $size bytes allocated"
+    [ "$allocated" -lt $((size / 2)) ] || fail "the copy of a sparse export is not sparse ($allocated of $size bytes)"
+    client copy "$1" - | cat >"$T/copy.pipe"
+    same_file "$2" "$T/copy.pipe" "export copied to a pipe"
 }
 
 # A 64 MiB sparse image: data at 1 MiB (3 MiB), at 40 MiB (100 KiB) and in the last 4 KiB.
