@@ -434,6 +434,21 @@ inline void write_all(int fd, const void* data, std::size_t len, const std::stri
   }
 }
 
+/// pwrite() all of it at `offset`, retrying short writes and EINTR; throws on errors.
+inline void pwrite_all(int fd, const void* data, std::size_t len, off_t offset, const std::string& what) {
+  const auto* p = static_cast<const char*>(data);
+  while (len > 0) {
+    const ssize_t n = pwrite(fd, p, len, offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail_errno("write to " + what);
+    }
+    p += n;
+    offset += n;
+    len -= static_cast<std::size_t>(n);
+  }
+}
+
 /// Reads until `len` bytes or end of input; returns the count read.
 inline std::size_t read_full(int fd, void* data, std::size_t len, const std::string& what) {
   auto* p = static_cast<char*>(data);

@@ -43,4 +43,29 @@ log "   WRITE bytes: $written, WRITE_ZEROES requests: $zeroes"
 [ "$written" -le $((4 * 1024 * 1024 + 8192 + 4096 + 16384)) ] || fail "$written bytes went as WRITE: zeroes were sent as data"
 [ "$written" -ge $((4 * 1024 * 1024 + 8192 + 4 + 12345)) ] || fail "only $written bytes went as WRITE: data is missing"
 [ "$zeroes" -ge 7 ] || fail "expected the five holes and the 4 MiB of zeroes as WRITE_ZEROES, saw $zeroes"
+# And back down into a file: the same bytes, holes kept.
+client copy "$uri" "$T/down.img"
+same_file "$src" "$T/down.img" "file copied down"
+allocated=$(( $(stat -c %b "$T/down.img") * $(stat -c %B "$T/down.img") ))
+[ "$allocated" -lt $((16 * 1024 * 1024)) ] || fail "the copy down is not sparse ($allocated bytes allocated)"
+
+# A dense 64 MiB export (nbdkit memory allows multi-conn) copied down over three connections:
+# the READs spread over more than one, and the file is whole. With --connections 1, one.
+dense=$T/dense.img
+rand_file "$dense" $((64 * 1024 * 1024))
+start_nbdkit "$T/dense.sock" --filter=log memory 64M logfile="$T/dense.log"
+duri="nbd+unix:///?socket=$T/dense.sock"
+client copy "$dense" "$duri"
+for n in 3 1; do
+    : >"$T/dense.log"
+    client copy "$duri" "$T/dense.down" --connections "$n"
+    same_file "$dense" "$T/dense.down" "dense export copied down with --connections $n"
+    readers=$(sed -n 's/.*connection=\([0-9]*\) Read .*/\1/p' "$T/dense.log" | sort -u | wc -l)
+    log "   --connections $n: READs came on $readers connection(s)"
+    if [ "$n" = 1 ]; then
+        expect_eq "$readers" 1 "connections used with --connections 1"
+    else
+        [ "$readers" -ge 2 ] || fail "the copy down used $readers connection(s) for its READs, not several"
+    fi
+done
 log PASS
