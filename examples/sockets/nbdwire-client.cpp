@@ -1156,9 +1156,8 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
                   std::optional<std::uint64_t> length, int fd, const std::string& what, bool show_progress,
                   bool skip_holes = false, bool own_file = false) {
   const auto uri = examples::parse_nbd_uri(uri_text);
-  std::vector<std::unique_ptr<connection>> conns;
-  conns.push_back(open_connection(uri, o, skip_holes));
-  connection& first = *conns.front();
+  const auto first_connection = open_connection(uri, o, skip_holes);
+  connection& first = *first_connection;
   negotiate(first, uri.export_name);
   const auto& neg = first.machine().negotiated();
   const std::uint64_t size = neg.export_size;
@@ -1215,20 +1214,6 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
   // contention (on a 2-CPU machine, a tmpfs file took 0.90 s with one, 1.08 s with four).
   const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
   const unsigned wanted = !multi ? 1 : o.connections ? o.connections : std::min(4u, cpus);
-  for (unsigned i = 1; i < wanted; ++i) {
-    // A server may allow fewer connections than it has multi-conn for: go on with those open.
-    try {
-      auto more = open_connection(uri, o);
-      negotiate(*more, uri.export_name);
-      if (more->machine().negotiated().export_size != size) fail("the export's size differs on another connection");
-      conns.push_back(std::move(more));
-    } catch (const failure& f) {
-      std::fprintf(stderr, "nbdwire-client: copying with %zu connection%s: %s\n", conns.size(),
-                   conns.size() == 1 ? "" : "s", f.what());
-      break;
-    }
-  }
-
   std::mutex mu;  // guards the two below
   std::size_t next_range = 0;
   std::exception_ptr error;
@@ -1245,16 +1230,31 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
       if (!error) error = std::current_exception();
     }
   };
+  // The other connections open on threads of their own while the first one reads already.
+  // A server may allow fewer connections than it has multi-conn for: the copy goes on with
+  // those that open.
+  const auto run_another = [&] {
+    std::unique_ptr<connection> c;
+    try {
+      c = open_connection(uri, o);
+      negotiate(*c, uri.export_name);
+      if (c->machine().negotiated().export_size != size) fail("the export's size differs on this connection");
+    } catch (const failure& f) {
+      std::fprintf(stderr, "nbdwire-client: copying without one of the extra connections: %s\n", f.what());
+      return;
+    }
+    run(*c);
+  };
   {
     std::vector<std::jthread> others;
-    for (std::size_t i = 1; i < conns.size(); ++i) others.emplace_back(run, std::ref(*conns[i]));
+    for (unsigned i = 1; i < wanted; ++i) others.emplace_back(run_another);
     run(first);
   }
   if (error) std::rethrow_exception(error);
   // A hole at the end is not written: the size makes it part of the file.
   if (own_file && ftruncate(fd, static_cast<off_t>(len)) != 0) examples::fail_errno("set the size of " + what);
   prog.finish();
-  for (auto& c : conns) c->shut_down();
+  first.shut_down();
 }
 
 /// Descriptor (stdin or a file) -> export.

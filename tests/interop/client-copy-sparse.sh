@@ -68,4 +68,16 @@ for n in 3 1; do
         [ "$readers" -ge 2 ] || fail "the copy down used $readers connection(s) for its READs, not several"
     fi
 done
+
+# A server that advertises multi-conn but takes one client at a time (nbdkit's limit filter
+# closes the others): the copy goes on with the connection it has.
+if nbdkit --filter=limit null --run true >/dev/null 2>&1; then
+    start_nbdkit "$T/limit.sock" --filter=limit file "$dense" limit=1
+    client copy "nbd+unix:///?socket=$T/limit.sock" "$T/limit.down" --connections 3
+    grep -q 'copying without one of the extra connections' "$T/step.err" ||
+        fail "no note about the connections the server refused"
+    same_file "$dense" "$T/limit.down" "copy from a server that takes one connection"
+else
+    log "   (nbdkit has no limit filter here: that part is skipped)"
+fi
 log PASS
