@@ -45,6 +45,11 @@ client copy "$uri" "$T/out.img"
 same_file "$T/source.img" "$T/out.img" "copy in and out"
 client copy "$uri" - >"$T/out2.img"
 same_file "$T/source.img" "$T/out2.img" "copy out to stdout"
+# From a pipe: the data goes through the request buffers instead of sendfile().
+rand_file "$T/piped.img" "$size"
+cat "$T/piped.img" | client copy - "$uri"
+client copy "$uri" "$T/out3.img"
+same_file "$T/piped.img" "$T/out3.img" "copy in from a pipe"
 stop_server
 
 # TCP, with whole-export copies as well (WRITE payloads sent from the file after a corked header).
