@@ -17,6 +17,7 @@
 // The adapter only moves bytes: the socket loop below feeds the machine and sends what it
 // queues. READ data is received straight into the request's buffer when the machine says it
 // comes next; WRITE data goes from the request's buffer into sendmsg() beside its header.
+#include <fcntl.h>       // splice, F_SETPIPE_SZ: READ data from the socket into a file
 #include <poll.h>        // poll: one loop sends and receives without blocking either way
 #include <sys/sendfile.h>  // sendfile: WRITE payloads from a file without a copy through user space
 #include <sys/socket.h>  // sendmsg, recv
@@ -69,7 +70,11 @@ class connection {
   }
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
-  ~connection() { shut_down(); }
+  ~connection() {
+    shut_down();
+    for (const int p : pipe_)
+      if (p >= 0) close(p);
+  }
 
   nbdwire::client& machine() { return m_; }
 
@@ -84,6 +89,13 @@ class connection {
   std::function<payload_origin(const nbdwire::payload_span&)> payload_source;
   /// Where READ payload may be received directly, or nullptr to take it through receive().
   std::function<std::byte*(const nbdwire::payload_span&)> payload_sink;
+  /// A regular file READ payload goes straight into, at this offset of it: spliced from the
+  /// socket through a pipe, never copied through user space. Asked before payload_sink.
+  struct file_target {
+    int file = -1;
+    off_t offset = 0;
+  };
+  std::function<file_target(const nbdwire::payload_span&)> payload_file;
 
   /// The server's message from an error chunk for request `cookie`, taken once.
   std::string take_error_message(std::uint64_t cookie) {
@@ -126,6 +138,21 @@ class connection {
       if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
 
       // READ data due next with nothing buffered: receive it where it belongs.
+      if (start_ == end_ && payload_file) {
+        if (const auto ip = m_.incoming_payload()) {
+          if (const file_target t = payload_file(*ip); t.file >= 0) {
+            const ssize_t n = receive_into_file(t, ip->length);
+            if (n > 0) {
+              if (!m_.consume_incoming_payload(static_cast<std::uint64_t>(n)))
+                fail("internal: payload accounting went wrong");
+              continue;
+            }
+            if (n == 0) return end_of_input();
+            if (errno == EAGAIN || errno == EINTR) continue;
+            examples::fail_errno("receive from the server");
+          }
+        }
+      }
       if (start_ == end_ && payload_sink) {
         if (const auto ip = m_.incoming_payload()) {
           if (std::byte* dst = payload_sink(*ip)) {
@@ -252,6 +279,54 @@ class connection {
     }
   }
 
+  /// Moves up to `length` bytes of READ payload from the socket into t.file at t.offset: with
+  /// splice() through a pipe of this connection's, or, where a file or socket cannot splice,
+  /// through a small buffer. Returns the bytes moved, 0 at the end of input, -1 with errno.
+  ssize_t receive_into_file(const file_target& t, std::uint64_t length) {
+    if (!no_splice_ && pipe_[0] < 0) {
+      if (pipe2(pipe_, O_CLOEXEC) != 0) examples::fail_errno("pipe");
+      // A bigger pipe moves more per call (at most /proc/sys/fs/pipe-max-size; best effort).
+      pipe_size_ = fcntl(pipe_[1], F_SETPIPE_SZ, 1 << 20);
+      if (pipe_size_ <= 0) pipe_size_ = fcntl(pipe_[1], F_GETPIPE_SZ);
+      if (pipe_size_ <= 0) pipe_size_ = 64 * 1024;
+    }
+    if (!no_splice_) {
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(length, static_cast<std::uint64_t>(pipe_size_)));
+      const ssize_t n = splice(fd_, nullptr, pipe_[1], nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        // The pipe was empty and now holds n bytes: all of them go to the file before
+        // anything else is received.
+        off_t at = t.offset;
+        for (std::size_t left = static_cast<std::size_t>(n); left > 0;) {
+          const ssize_t w = splice(pipe_[0], nullptr, t.file, &at, left, SPLICE_F_MOVE);
+          if (w > 0) {
+            left -= static_cast<std::size_t>(w);
+            continue;
+          }
+          if (w < 0 && errno == EINTR) continue;
+          if (w < 0 && errno != EINVAL) examples::fail_errno("write the READ data");
+          // The file cannot take a splice: the rest goes through a buffer, now and from now on.
+          no_splice_ = true;
+          std::byte bounce[64 * 1024];
+          while (left > 0) {
+            const ssize_t got = read(pipe_[0], bounce, std::min(left, sizeof bounce));
+            if (got <= 0) examples::fail_errno("read back the READ data");
+            examples::pwrite_all(t.file, bounce, static_cast<std::size_t>(got), at, "the output file");
+            at += got;
+            left -= static_cast<std::size_t>(got);
+          }
+        }
+        return n;
+      }
+      if (n == 0 || errno != EINVAL) return n;
+      no_splice_ = true;  // this socket cannot splice
+    }
+    std::byte bounce[64 * 1024];
+    const ssize_t n = recv(fd_, bounce, std::min<std::uint64_t>(length, sizeof bounce), 0);
+    if (n > 0) examples::pwrite_all(t.file, bounce, static_cast<std::size_t>(n), t.offset, "the output file");
+    return n;
+  }
+
   /// Sends what the socket takes of a payload that is in a file; false when it is full.
   bool send_from_file(const payload_origin& src, const nbdwire::payload_span& pay) {
     off_t off = src.file_offset;
@@ -286,6 +361,9 @@ class connection {
   std::size_t start_ = 0, end_ = 0;
   bool eof_ = false;
   bool no_sendfile_ = false;  // the input file cannot be spliced: payloads go through a buffer
+  bool no_splice_ = false;    // READ payload into a file goes through a buffer, not a pipe
+  int pipe_[2] = {-1, -1};    // receive_into_file(): socket -> pipe -> file
+  int pipe_size_ = 0;
   std::unordered_map<std::uint64_t, std::string> error_messages_;
 };
 
@@ -557,6 +635,7 @@ struct callbacks_reset {
   ~callbacks_reset() {
     c.payload_source = nullptr;
     c.payload_sink = nullptr;
+    c.payload_file = nullptr;
   }
 };
 
@@ -726,19 +805,31 @@ class background_writer {
 
 /// Reads what `next` hands out, in order, with up to max_window requests in flight across
 /// ranges, and hands the data to `out` in export order. A zero range takes a window slot but
-/// sends nothing; it goes to `out` in pieces of at most max_zero_run.
-void pipelined_read(connection& c, const range_source& next, const read_output& out, progress& prog) {
+/// sends nothing; it goes to `out` in pieces of at most max_zero_run. With a `direct_file`
+/// (a new regular file, whose byte 0 is export offset `direct_origin`), READ data goes
+/// straight from the socket into it instead, holes are left alone, and `out` is given only
+/// null pieces.
+void pipelined_read(connection& c, const range_source& next, const read_output& out, progress& prog,
+                    int direct_file = -1, std::uint64_t direct_origin = 0) {
   auto& m = c.machine();
   const auto& neg = m.negotiated();
   const std::uint32_t step = chunk_size(neg);
+  const bool direct = direct_file >= 0;
   request_window window(step);
   background_writer writer(out);
 
   const callbacks_reset reset{c};
-  c.payload_sink = [&](const nbdwire::payload_span& p) -> std::byte* {
-    chunk* ch = window.find(p.cookie);
-    return ch ? ch->data.get() + (p.offset - ch->offset) : nullptr;
-  };
+  if (direct) {
+    c.payload_file = [&](const nbdwire::payload_span& p) -> connection::file_target {
+      if (!window.find(p.cookie)) return {};
+      return {direct_file, static_cast<off_t>(p.offset - direct_origin)};
+    };
+  } else {
+    c.payload_sink = [&](const nbdwire::payload_span& p) -> std::byte* {
+      chunk* ch = window.find(p.cookie);
+      return ch ? ch->data.get() + (p.offset - ch->offset) : nullptr;
+    };
+  }
   std::optional<read_range> range;  // the one being read
   std::uint64_t done_in_range = 0;
   bool ranges_done = false;
@@ -769,7 +860,7 @@ void pipelined_read(connection& c, const range_source& next, const read_output& 
         }
         cookie = *sent;
       }
-      chunk& ch = window.next(!range->zero);
+      chunk& ch = window.next(!range->zero && !direct);
       ch.cookie = cookie;
       ch.offset = pos;
       ch.length = n;
@@ -784,7 +875,7 @@ void pipelined_read(connection& c, const range_source& next, const read_output& 
     for (std::size_t k = 0; k < window.size() && window.at(k).done; ++k) {
       chunk& x = window.at(k);
       if (!x.queued) {
-        x.seq = writer.push(x.offset, x.zero ? nullptr : x.data.get(), x.length);
+        x.seq = writer.push(x.offset, x.zero || direct ? nullptr : x.data.get(), x.length);
         x.queued = true;
       }
     }
@@ -807,6 +898,11 @@ void pipelined_read(connection& c, const range_source& next, const read_output& 
       case event_kind::payload: {
         chunk* ch = window.find(ev.req.cookie);
         if (!ch) fail("internal: READ data for an unknown request");
+        if (direct) {  // what came in with a header, through the input buffer
+          examples::pwrite_all(direct_file, ev.data.data(), ev.data.size(),
+                               static_cast<off_t>(ev.offset - direct_origin), "the output file");
+          break;
+        }
         std::byte* dst = ch->data.get() + (ev.offset - ch->offset);
         if (dst != ev.data.data()) std::memcpy(dst, ev.data.data(), ev.data.size());
         break;
@@ -814,7 +910,7 @@ void pipelined_read(connection& c, const range_source& next, const read_output& 
       case event_kind::read_hole: {  // structured replies: a range that reads as zeroes
         chunk* ch = window.find(ev.req.cookie);
         if (!ch) fail("internal: READ hole for an unknown request");
-        std::memset(ch->data.get() + (ev.offset - ch->offset), 0, static_cast<std::size_t>(ev.length));
+        if (!direct) std::memset(ch->data.get() + (ev.offset - ch->offset), 0, static_cast<std::size_t>(ev.length));
         break;
       }
       case event_kind::reply: {
@@ -1224,7 +1320,7 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
   };
   const auto run = [&](connection& c) {
     try {
-      pipelined_read(c, next, out, prog);
+      pipelined_read(c, next, out, prog, own_file ? fd : -1, offset);
     } catch (...) {
       const std::lock_guard lock(mu);  // the others stop taking ranges; the first error wins
       if (!error) error = std::current_exception();
