@@ -722,9 +722,8 @@ struct read_range {
 /// The next stretch a read should take on, or nothing when there is no more.
 using range_source = std::function<std::optional<read_range>()>;
 
-/// Where READ data goes: `n` bytes at `p`, or `n` zero bytes when p is null, for export
-/// offset `offset`. One connection's pieces come in export order.
-using read_output = std::function<void(std::uint64_t offset, const std::byte* p, std::size_t n)>;
+/// Where READ data goes, in export order: `n` bytes at `p`, or `n` zero bytes when p is null.
+using read_output = std::function<void(const std::byte* p, std::size_t n)>;
 
 /// Writes READ data to the output on a thread of its own, in order, while the connection's
 /// thread goes on receiving: receiving from the socket and writing the file then overlap
@@ -746,10 +745,10 @@ class background_writer {
   background_writer(const background_writer&) = delete;
   background_writer& operator=(const background_writer&) = delete;
 
-  /// Queues n bytes at p (zeroes if null) for export offset `offset`; returns the piece's number.
-  std::uint64_t push(std::uint64_t offset, const std::byte* p, std::size_t n) {
+  /// Queues n bytes at p (zeroes if null); returns the piece's number.
+  std::uint64_t push(const std::byte* p, std::size_t n) {
     const std::lock_guard lock(mu_);
-    ring_[queued_ % max_window] = {offset, p, n};
+    ring_[queued_ % max_window] = {p, n};
     work_.notify_all();
     return queued_++;
   }
@@ -772,10 +771,10 @@ class background_writer {
     for (;;) {
       work_.wait(lock, [&] { return stop_ || written_ < queued_; });
       if (written_ == queued_) return;  // stopping, all written
-      const piece x = ring_[written_ % max_window];
+      const auto [p, n] = ring_[written_ % max_window];
       lock.unlock();
       try {
-        out_(x.offset, x.data, x.length);
+        out_(p, n);
       } catch (...) {
         lock.lock();
         error_ = std::current_exception();
@@ -788,15 +787,10 @@ class background_writer {
     }
   }
 
-  struct piece {
-    std::uint64_t offset = 0;
-    const std::byte* data = nullptr;
-    std::size_t length = 0;
-  };
   const read_output& out_;
   std::mutex mu_;
   std::condition_variable work_, done_;
-  std::array<piece, max_window> ring_{};
+  std::array<std::pair<const std::byte*, std::size_t>, max_window> ring_{};
   std::uint64_t queued_ = 0, written_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
@@ -807,8 +801,8 @@ class background_writer {
 /// ranges, and hands the data to `out` in export order. A zero range takes a window slot but
 /// sends nothing; it goes to `out` in pieces of at most max_zero_run. With a `direct_file`
 /// (a new regular file, whose byte 0 is export offset `direct_origin`), READ data goes
-/// straight from the socket into it instead, holes are left alone, and `out` is given only
-/// null pieces.
+/// straight from the socket into it instead, at its own offset, and holes are left alone:
+/// `out` is not used, and no writer thread or request buffers are needed.
 void pipelined_read(connection& c, const range_source& next, const read_output& out, progress& prog,
                     int direct_file = -1, std::uint64_t direct_origin = 0) {
   auto& m = c.machine();
@@ -816,7 +810,8 @@ void pipelined_read(connection& c, const range_source& next, const read_output& 
   const std::uint32_t step = chunk_size(neg);
   const bool direct = direct_file >= 0;
   request_window window(step);
-  background_writer writer(out);
+  std::optional<background_writer> writer;
+  if (!direct) writer.emplace(out);
 
   const callbacks_reset reset{c};
   if (direct) {
@@ -875,12 +870,12 @@ void pipelined_read(connection& c, const range_source& next, const read_output& 
     for (std::size_t k = 0; k < window.size() && window.at(k).done; ++k) {
       chunk& x = window.at(k);
       if (!x.queued) {
-        x.seq = writer.push(x.offset, x.zero || direct ? nullptr : x.data.get(), x.length);
+        if (writer) x.seq = writer->push(x.zero ? nullptr : x.data.get(), x.length);
         x.queued = true;
       }
     }
     bool freed = false;
-    while (!window.empty() && window.front().queued && writer.written(window.front().seq)) {
+    while (!window.empty() && window.front().queued && (!writer || writer->written(window.front().seq))) {
       prog.add(window.front().length);
       window.pop();
       freed = true;
@@ -890,7 +885,8 @@ void pipelined_read(connection& c, const range_source& next, const read_output& 
     bool waiting = false;  // for a reply
     for (std::size_t k = 0; k < window.size() && !waiting; ++k) waiting = !window.at(k).done;
     if (!waiting) {  // everything answered: only the writer can free a slot
-      writer.wait(window.front().seq);
+      if (!writer) fail("internal: answered READs left in the window");
+      writer->wait(window.front().seq);
       continue;
     }
     const auto ev = c.next();
@@ -1261,10 +1257,9 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
   const std::uint64_t len = length ? *length : size - offset;
   if (len > size - offset) fail("offset + length is past the end of the export (" + std::to_string(size) + " bytes)");
   progress prog(len, show_progress);
-  const read_output out = [&](std::uint64_t at, const std::byte* p, std::size_t n) {
-    if (own_file) {  // zeroes: a hole already
-      if (p) examples::pwrite_all(fd, p, n, static_cast<off_t>(at - offset), what);
-    } else if (p) {
+  // A file of our own gets READ data spliced in by each connection; anything else, in order.
+  const read_output out = [&](const std::byte* p, std::size_t n) {
+    if (p) {
       examples::write_all(fd, p, n, what);
     } else {
       static const std::vector<std::byte> zeroes(1024 * 1024);
