@@ -16,7 +16,9 @@
 // Extended headers and structured replies are used when the server offers them.
 // The adapter only moves bytes: the socket loop below feeds the machine and sends what it
 // queues. READ data is received straight into the request's buffer when the machine says it
-// comes next; WRITE data goes from the request's buffer into sendmsg() beside its header.
+// comes next (or, copying into a file, spliced from the socket into the file); WRITE data
+// goes from the request's buffer into sendmsg() beside its header (or, from a regular file,
+// with sendfile() after it).
 #include <fcntl.h>       // splice, F_SETPIPE_SZ: READ data from the socket into a file
 #include <poll.h>        // poll: one loop sends and receives without blocking either way
 #include <sys/sendfile.h>  // sendfile: WRITE payloads from a file without a copy through user space
