@@ -4,7 +4,7 @@
 #
 #   bench/servers.sh [--build DIR] [--rounds N] [--runtime SECONDS] [--size SIZE]
 #                    [--transports "unix tcp"] [--workloads "NAME..."] [--servers "NAME..."]
-#                    [--out DIR] [--alt BINARY]
+#                    [--out DIR] [--alt BINARY] [--busy-poll USEC]
 #
 # Installs nothing: it uses the peers found on PATH (missing ones are skipped with a note) and
 # nbdwire-server / nbdwire-socket-bound from the build tree DIR (default build/bench; build
@@ -17,7 +17,8 @@
 # (utime + stime, plus reaped children for nbd-server, which forks per connection).
 #
 # --alt BINARY adds nbdwire-mem-alt and nbdwire-file-alt, served by another nbdwire-server
-# build, to measure a change against its parent in the same rounds.
+# build, to measure a change against its parent in the same rounds. nbdwire-mem-poll is the
+# memory export served with --busy-poll USEC (default 100).
 #
 # The "bound" row is nbdwire-socket-bound: the same message sizes and queue depth over the
 # same kind of socket with neither protocol nor storage on either end (see docs/benchmarks.md).
@@ -32,7 +33,8 @@ runtime=4
 size=256M
 transports="unix tcp"
 workloads="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 read-1m-qd8 write-1m-qd8"
-servers="nbdwire-mem nbdwire-file nbdkit-mem nbdkit-file qemu-nbd nbd-server bound bound-storage"
+servers="nbdwire-mem nbdwire-mem-poll nbdwire-file nbdkit-mem nbdkit-file qemu-nbd nbd-server bound bound-storage"
+busy_poll=100
 out=
 alt=
 while [ $# -gt 0 ]; do
@@ -46,7 +48,8 @@ while [ $# -gt 0 ]; do
         --servers) servers=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --alt) alt=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --busy-poll) busy_poll=$2; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "servers.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -114,6 +117,8 @@ start() {
     case $s in *-alt) bin=$alt ;; esac
     case $s in
         nbdwire-mem|nbdwire-mem-alt) "$bin" "${listen[@]}" e=memory:"$bytes" >"$work/$s-$t.log" 2>&1 &
+            p=$! ;;
+        nbdwire-mem-poll) "$bin" "${listen[@]}" --busy-poll "$busy_poll" e=memory:"$bytes" >"$work/$s-$t.log" 2>&1 &
             p=$! ;;
         nbdwire-file|nbdwire-file-alt) "$bin" "${listen[@]}" e=file:"$img" >"$work/$s-$t.log" 2>&1 &
             p=$! ;;
@@ -211,7 +216,7 @@ done
 
 # Fill memory exports, so READs return data and never holes.
 for key in "${!uri[@]}"; do
-    case $key in *-mem/*|*-mem-alt/*)
+    case $key in *-mem/*|*-mem-alt/*|*-mem-poll/*)
         say "filling $key"
         run_fio "${uri[$key]}" --rw=write --bs=1m --iodepth=8 >/dev/null ;;
     esac
