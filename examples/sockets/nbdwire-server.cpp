@@ -729,8 +729,6 @@ class server_loop {
   }
 
  private:
-  /// Drops connections still negotiating past the handshake deadline; returns the epoll
-  /// timeout (ms) until the next deadline, or -1.
   /// epoll_wait(), after polling for up to --busy-poll microseconds first.
   int wait_for_events(epoll_event* evs, int max) {
     if (s_.busy_poll_us > 0) {
@@ -744,6 +742,8 @@ class server_loop {
     return epoll_wait(ep_, evs, max, drop_late_handshakes());
   }
 
+  /// Drops connections still negotiating past the handshake deadline; returns the epoll
+  /// timeout (ms) until the next deadline, or -1.
   int drop_late_handshakes() {
     if (s_.handshake_timeout <= 0) return -1;
     using clock = std::chrono::steady_clock;

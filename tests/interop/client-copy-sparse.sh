@@ -3,7 +3,8 @@
 # found with SEEK_DATA/SEEK_HOLE instead of read, and only the data runs go as WRITE. Zeroes
 # that the file holds as data go as WRITE_ZEROES too, and data that starts with a zero block
 # still goes as WRITE. nbdkit's log filter records every request, so the test sees which
-# ones were sent.
+# ones were sent. Then copy URI FILE: the sparse export back down (holes kept), a dense one
+# over several connections, and one from a server that refuses the extra connections.
 . "$(dirname "$0")/lib.sh"
 need_client
 need_peer nbdkit nbdcopy
