@@ -10,8 +10,8 @@
 //     copy SRC DST [--connections N]    export <-> file ('-' is stdin/stdout); reads only what
 //                                       base:allocation calls data (holes stay holes in a file),
 //                                       over N connections (default: one per CPU, at most 4)
-//                                       when the export allows multi-conn and DST is a file;
-//                                       writes all-zero blocks as WRITE_ZEROES
+//                                       when the export allows multi-conn and the other side
+//                                       is a file; writes all-zero blocks as WRITE_ZEROES
 //
 // Extended headers and structured replies are used when the server offers them.
 // The adapter only moves bytes: the socket loop below feeds the machine and sends what it
@@ -29,6 +29,7 @@
 #include <unistd.h>      // isatty, close
 
 #include <algorithm>      // std::min
+#include <atomic>         // a copy's connections stop together
 #include <condition_variable>  // the background writer
 #include <csignal>        // std::signal: SIGPIPE is reported as EPIPE instead
 #include <cstdio>         // std::printf, std::fprintf
@@ -377,7 +378,7 @@ struct options {
   bool json = false;
   std::optional<std::uint64_t> offset, length;
   bool no_flush = false;  ///< skip the FLUSH that ends write and copy-to-URI
-  unsigned connections = 0;  ///< copy from an export with multi-conn: connections to use (0: one per CPU, at most 4)
+  unsigned connections = 0;  ///< copies with a multi-conn export: connections to use (0: one per CPU, at most 4)
   std::vector<std::string> positional;
 };
 
@@ -396,8 +397,8 @@ void print_usage() {
       "  read URI [--offset N] [--length N]   export data to stdout\n"
       "  write URI [--offset N] [--no-flush]  stdin to the export (then FLUSH)\n"
       "  copy SRC DST [--connections N]       URI to file or file to URI ('-' = stdin/stdout);\n"
-      "                                       from an export with multi-conn to a file, N\n"
-      "                                       connections read at once (default: one per\n"
+      "                                       between a file and an export with multi-conn,\n"
+      "                                       over N connections at once (default: one per\n"
       "                                       CPU, at most 4)\n"
       "URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH\n"
       "SIZE and N accept K, M, G, T (binary) suffixes.\n");
@@ -1240,6 +1241,15 @@ int cmd_list(const options& o) {
   return 0;
 }
 
+/// How many connections a copy uses: one unless the export allows multi-conn; then
+/// --connections, by default one per CPU and at most 4 (more than the CPUs only adds
+/// contention: a 1 GiB download into tmpfs took 0.69-0.87 s with two, 0.90-0.95 with four).
+unsigned connections_for(const options& o, bool multi_conn) {
+  if (!multi_conn) return 1;
+  if (o.connections) return o.connections;
+  return std::min(4u, std::max(1u, std::thread::hardware_concurrency()));
+}
+
 /// Export -> descriptor (stdout or a file). `skip_holes` (copy): READ only what
 /// base:allocation says may hold data; ranges that read as zeroes are written as zeroes, or
 /// left as holes when `own_file`: fd is a regular file this copy created (or truncated).
@@ -1303,10 +1313,7 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
   // flags") and the output takes pieces out of order.
   const bool multi = own_file && neg.has(nbdwire::transmission_flag::can_multi_conn) &&
                      neg.style != nbdwire::handshake_style::legacy_1997;
-  // Each connection keeps a thread receiving and one writing: more than the CPUs only adds
-  // contention (on a 2-CPU machine, a tmpfs file took 0.90 s with one, 1.08 s with four).
-  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
-  const unsigned wanted = !multi ? 1 : o.connections ? o.connections : std::min(4u, cpus);
+  const unsigned wanted = connections_for(o, multi);
   std::mutex mu;  // guards the two below
   std::size_t next_range = 0;
   std::exception_ptr error;
@@ -1350,86 +1357,154 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
   first.shut_down();
 }
 
-/// Descriptor (stdin or a file) -> export.
-void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t offset, int fd, const std::string& what,
-                  bool show_progress) {
-  const auto uri = examples::parse_nbd_uri(uri_text);
-  auto c = open_connection(uri, o);
-  negotiate(*c, uri.export_name);
-  const std::uint64_t size = c->machine().negotiated().export_size;
-  std::uint64_t expected = 0;
-  struct stat st{};
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-    const auto fsize = static_cast<std::uint64_t>(st.st_size);
-    const auto here = lseek(fd, 0, SEEK_CUR);
-    expected = here > 0 ? fsize - std::min(fsize, static_cast<std::uint64_t>(here)) : fsize;
-    if (offset > size || expected > size - offset)
-      fail(what + " (" + std::to_string(expected) + " bytes) does not fit in the export (" + std::to_string(size) +
-           " bytes" + (offset ? " from offset " + std::to_string(offset) : "") + ")");
+/// A write source over [pos, end) of a regular file: holes (SEEK_DATA / SEEK_HOLE) become
+/// zero runs that are never read, and data is left in the file for sendfile() unless its
+/// first block is all zeroes (then it is read, to go as WRITE_ZEROES if it all is).
+class file_source {
+ public:
+  file_source(int fd, off_t from, off_t to, const nbdwire::negotiated& neg, const std::string& what,
+              const std::atomic<bool>& stop)
+      : fd_(fd), pos_(from), end_(to), what_(what), stop_(stop) {
+    can_zero_ = neg.has(nbdwire::transmission_flag::send_write_zeroes);
+    align_ = std::max<std::uint64_t>(neg.block_size.minimum, 1);
+    // Zero runs stay within the maximum payload: a server MAY refuse longer payload-less
+    // requests with EOVERFLOW (spec "Block size constraints").
+    zero_cap_ = std::min<std::uint64_t>(max_zero_run, neg.block_size.maximum) / align_ * align_;
   }
-  progress prog(expected, show_progress);
-  const auto& neg = c->machine().negotiated();
-  const bool can_zero = neg.has(nbdwire::transmission_flag::send_write_zeroes);
-  const std::uint64_t align = std::max<std::uint64_t>(neg.block_size.minimum, 1);
-  // Zero runs stay within the maximum payload: a server MAY refuse longer payload-less
-  // requests with EOVERFLOW (spec "Block size constraints").
-  const std::uint64_t zero_cap = std::min<std::uint64_t>(max_zero_run, neg.block_size.maximum) / align * align;
-  // A regular file is read with pread from its current offset, and its holes (SEEK_DATA /
-  // SEEK_HOLE) become zero runs that are never read; anything else is read as a stream.
-  off_t pos = S_ISREG(st.st_mode) ? lseek(fd, 0, SEEK_CUR) : -1;
-  const auto end = static_cast<off_t>(st.st_size);
-  const write_source stream = [&](std::byte* p, std::size_t n) {
-    return source_piece{examples::read_full(fd, p, n, what), false};
-  };
-  // The next data run at or after `asked`, [run_start, run_end), found once with SEEK_DATA /
-  // SEEK_HOLE and kept while `pos` is in [asked, run_end): on tmpfs each SEEK_HOLE walks the
-  // page cache up to the hole, so asking for every request would walk the rest of the file
-  // each time (a dense 512 MiB file took 3x longer to copy).
-  off_t asked = -1, run_start = -1, run_end = -1;
-  const write_source file = [&](std::byte* p, std::size_t n) -> source_piece {
-    if (pos >= end) return {};
-    if (pos < asked || pos >= run_end) {
-      asked = pos;
-      run_start = lseek(fd, pos, SEEK_DATA);
-      if (run_start < 0) run_start = errno == ENXIO ? end : pos;  // ENXIO: a hole up to the end
-      run_end = run_start < end ? lseek(fd, run_start, SEEK_HOLE) : end;
-      if (run_end <= run_start) run_end = end;
+
+  source_piece operator()(std::byte* p, std::size_t n) {
+    if (pos_ >= end_ || stop_) return {};
+    // The next data run at or after `asked_`, [run_start_, run_end_) within this source,
+    // found once with SEEK_DATA / SEEK_HOLE and kept while pos_ is in [asked_, run_end_): on
+    // tmpfs each SEEK_HOLE walks the page cache up to the hole, so asking for every request
+    // would walk the rest of the file each time (a dense 512 MiB file took 3x longer to copy).
+    if (pos_ < asked_ || pos_ >= run_end_) {
+      asked_ = pos_;
+      run_start_ = lseek(fd_, pos_, SEEK_DATA);
+      if (run_start_ < 0) run_start_ = errno == ENXIO ? end_ : pos_;  // ENXIO: a hole up to the end
+      run_start_ = std::min(run_start_, end_);
+      run_end_ = run_start_ < end_ ? lseek(fd_, run_start_, SEEK_HOLE) : end_;
+      if (run_end_ <= run_start_ || run_end_ > end_) run_end_ = end_;
     }
     // Only whole blocks of the export become zero runs; a partial block is read as data.
-    const auto hole = static_cast<std::uint64_t>(std::max<off_t>(run_start - pos, 0)) / align * align;
-    if (can_zero && hole != 0 && zero_cap != 0) {
-      const std::uint64_t run = std::min(hole, zero_cap);
-      pos += static_cast<off_t>(run);
+    const auto hole = static_cast<std::uint64_t>(std::max<off_t>(run_start_ - pos_, 0)) / align_ * align_;
+    if (can_zero_ && hole != 0 && zero_cap_ != 0) {
+      const std::uint64_t run = std::min(hole, zero_cap_);
+      pos_ += static_cast<off_t>(run);
       return {run, true};
     }
     // Up to the next hole, rounded up to a whole block (reading into a hole gives zeroes).
-    std::uint64_t want = static_cast<std::uint64_t>(std::max(run_end, pos + 1) - pos);
-    want = std::min<std::uint64_t>(n, (want + align - 1) / align * align);
-    // Data is left in the file and sent from there with sendfile(), unless it may be all
-    // zeroes (then it is read, to be sent as WRITE_ZEROES if it is). A first block that is
-    // not all zeroes says it is not; reading only that keeps zero detection nearly free.
-    if (want <= static_cast<std::uint64_t>(end - pos)) {
+    std::uint64_t want = static_cast<std::uint64_t>(std::max(run_end_, pos_ + 1) - pos_);
+    want = std::min<std::uint64_t>(n, (want + align_ - 1) / align_ * align_);
+    if (want <= static_cast<std::uint64_t>(end_ - pos_)) {
       std::size_t probe = 0;
-      if (can_zero) {
-        const ssize_t got = pread(fd, p, std::min<std::uint64_t>(want, probe_size), pos);
-        if (got < 0) examples::fail_errno("read " + what);
+      if (can_zero_) {
+        const ssize_t got = pread(fd_, p, std::min<std::uint64_t>(want, probe_size), pos_);
+        if (got < 0) examples::fail_errno("read " + what_);
         probe = static_cast<std::size_t>(got);
       }
-      if (!can_zero || !all_zero(p, probe)) {
-        const source_piece in_file{want, false, fd, pos};
-        pos += static_cast<off_t>(want);
+      if (!can_zero_ || !all_zero(p, probe)) {
+        const source_piece in_file{want, false, fd_, pos_};
+        pos_ += static_cast<off_t>(want);
         return in_file;
       }
     }
-    const ssize_t got = pread(fd, p, want, pos);
-    if (got < 0) examples::fail_errno("read " + what);
-    pos += got;
+    const ssize_t got = pread(fd_, p, want, pos_);
+    if (got < 0) examples::fail_errno("read " + what_);
+    pos_ += got;
     return {static_cast<std::uint64_t>(got), false};
+  }
+
+ private:
+  int fd_;
+  off_t pos_, end_;
+  off_t asked_ = -1, run_start_ = -1, run_end_ = -1;
+  bool can_zero_ = false;
+  std::uint64_t align_ = 1, zero_cap_ = 0;
+  const std::string& what_;
+  const std::atomic<bool>& stop_;
+};
+
+/// Descriptor (stdin or a file) -> export. A regular file is read from its current offset
+/// with pread(); with an export that allows multi-conn it is cut into one part per
+/// connection (o.connections, as for copies from an export), each written on its own.
+void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t offset, int fd, const std::string& what,
+                  bool show_progress) {
+  const auto uri = examples::parse_nbd_uri(uri_text);
+  const auto first_connection = open_connection(uri, o);
+  connection& first = *first_connection;
+  negotiate(first, uri.export_name);
+  const auto& neg = first.machine().negotiated();
+  const std::uint64_t size = neg.export_size;
+  struct stat st{};
+  const off_t here = lseek(fd, 0, SEEK_CUR);
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || here < 0) {
+    // A stream: read in order, on one connection.
+    progress prog(0, show_progress);
+    const write_source stream = [&](std::byte* p, std::size_t n) {
+      return source_piece{examples::read_full(fd, p, n, what), false};
+    };
+    pipelined_write(first, offset, stream, prog);
+    prog.finish();
+    first.shut_down();
+    return;
+  }
+  const auto fsize = static_cast<std::uint64_t>(st.st_size);
+  const std::uint64_t start = std::min(fsize, static_cast<std::uint64_t>(here));
+  const std::uint64_t total = fsize - start;
+  if (offset > size || total > size - offset)
+    fail(what + " (" + std::to_string(total) + " bytes) does not fit in the export (" + std::to_string(size) +
+         " bytes" + (offset ? " from offset " + std::to_string(offset) : "") + ")");
+  progress prog(total, show_progress);
+
+  // Parts of whole requests, one per connection, so no request crosses a part's end.
+  const std::uint64_t step = chunk_size(neg);
+  const bool multi = neg.has(nbdwire::transmission_flag::can_multi_conn) &&
+                     neg.style != nbdwire::handshake_style::legacy_1997;
+  const std::uint64_t most = std::max<std::uint64_t>(1, (total + step - 1) / step);
+  const auto parts = static_cast<unsigned>(std::min<std::uint64_t>(connections_for(o, multi), most));
+  const std::uint64_t part = (total / parts + step - 1) / step * step;
+  std::atomic<bool> stop{false};
+  std::mutex mu;  // guards the two below
+  std::exception_ptr error;
+  std::vector<bool> written(parts, false);
+  const auto write_part = [&](connection& c, unsigned i) {
+    const std::uint64_t from = std::min(total, i * part), to = std::min(total, from + part);
+    try {
+      file_source in(fd, static_cast<off_t>(start + from), static_cast<off_t>(start + to), neg, what, stop);
+      pipelined_write(c, offset + from, std::ref(in), prog);
+      const std::lock_guard lock(mu);
+      written[i] = true;
+    } catch (...) {
+      stop = true;  // the others stop reading their parts
+      const std::lock_guard lock(mu);
+      if (!error) error = std::current_exception();
+    }
   };
-  pipelined_write(*c, offset, pos >= 0 ? file : stream, prog);
-  if (pos >= 0) (void)lseek(fd, pos, SEEK_SET);  // as if read: the offset ends past the input
+  {
+    std::vector<std::jthread> others;
+    for (unsigned i = 1; i < parts; ++i)
+      others.emplace_back([&, i] {
+        std::unique_ptr<connection> c;
+        try {
+          c = open_connection(uri, o);
+          negotiate(*c, uri.export_name);
+          if (c->machine().negotiated().export_size != size) fail("the export's size differs on this connection");
+        } catch (const failure& f) {
+          std::fprintf(stderr, "nbdwire-client: copying without one of the extra connections: %s\n", f.what());
+          return;  // the first connection writes this part afterwards
+        }
+        write_part(*c, i);
+      });
+    write_part(first, 0);
+  }
+  // Parts whose connection the server refused.
+  for (unsigned i = 1; i < parts && !error; ++i)
+    if (!written[i]) write_part(first, i);
+  if (error) std::rethrow_exception(error);
+  (void)lseek(fd, static_cast<off_t>(fsize), SEEK_SET);  // as if read: the offset ends past the input
   prog.finish();
-  c->shut_down();
+  first.shut_down();
 }
 
 int cmd_read(const options& o) {

@@ -50,13 +50,19 @@ same_file "$src" "$T/down.img" "file copied down"
 allocated=$(( $(stat -c %b "$T/down.img") * $(stat -c %B "$T/down.img") ))
 [ "$allocated" -lt $((16 * 1024 * 1024)) ] || fail "the copy down is not sparse ($allocated bytes allocated)"
 
-# A dense 64 MiB export (nbdkit memory allows multi-conn) copied down over three connections:
-# the READs spread over more than one, and the file is whole. With --connections 1, one.
+# A dense 64 MiB file copied up over three connections and down again (nbdkit memory allows
+# multi-conn): the WRITEs and the READs spread over more than one, and the data is whole.
+# With --connections 1, one.
 dense=$T/dense.img
 rand_file "$dense" $((64 * 1024 * 1024))
-start_nbdkit "$T/dense.sock" --filter=log memory 64M logfile="$T/dense.log"
+# Each READ is held 50 ms (delay filter), so the first connection cannot take every slice
+# before the others have opened.
+start_nbdkit "$T/dense.sock" --filter=log --filter=delay memory 64M logfile="$T/dense.log" delay-read=50ms
 duri="nbd+unix:///?socket=$T/dense.sock"
-client copy "$dense" "$duri"
+client copy "$dense" "$duri" --connections 3
+writers=$(sed -n 's/.*connection=\([0-9]*\) Write .*/\1/p' "$T/dense.log" | sort -u | wc -l)
+log "   copy up with --connections 3: WRITEs came on $writers connection(s)"
+[ "$writers" -ge 2 ] || fail "the copy up used $writers connection(s) for its WRITEs, not several"
 for n in 3 1; do
     : >"$T/dense.log"
     client copy "$duri" "$T/dense.down" --connections "$n"
@@ -73,11 +79,20 @@ done
 # A server that advertises multi-conn but takes one client at a time (nbdkit's limit filter
 # closes the others): the copy goes on with the connection it has.
 if nbdkit --filter=limit null --run true >/dev/null 2>&1; then
-    start_nbdkit "$T/limit.sock" --filter=limit file "$dense" limit=1
-    client copy "nbd+unix:///?socket=$T/limit.sock" "$T/limit.down" --connections 3
+    cp "$dense" "$T/limit.img"
+    start_nbdkit "$T/limit.sock" --filter=limit file "$T/limit.img" limit=1
+    luri="nbd+unix:///?socket=$T/limit.sock"
+    client copy "$luri" "$T/limit.down" --connections 3
     grep -q 'copying without one of the extra connections' "$T/step.err" ||
-        fail "no note about the connections the server refused"
-    same_file "$dense" "$T/limit.down" "copy from a server that takes one connection"
+        fail "no note about the connections the server refused (copy down)"
+    same_file "$dense" "$T/limit.down" "copy down from a server that takes one connection"
+    # Up: the parts meant for the refused connections are written by the one that opened.
+    rand_file "$T/other.img" $((64 * 1024 * 1024))
+    client copy "$T/other.img" "$luri" --connections 3
+    grep -q 'copying without one of the extra connections' "$T/step.err" ||
+        fail "no note about the connections the server refused (copy up)"
+    client copy "$luri" "$T/other.down" --connections 1
+    same_file "$T/other.img" "$T/other.down" "copy up to a server that takes one connection"
 else
     log "   (nbdkit has no limit filter here: that part is skipped)"
 fi
