@@ -1250,6 +1250,21 @@ unsigned connections_for(const options& o, bool multi_conn) {
   return std::min(4u, std::max(1u, std::thread::hardware_concurrency()));
 }
 
+/// One more connection to the export for a copy, or null: a server may allow fewer
+/// connections than it has multi-conn for, and the copy then goes on with those that open.
+std::unique_ptr<connection> open_another_connection(const examples::nbd_uri& uri, const options& o,
+                                                    std::uint64_t size) {
+  try {
+    auto c = open_connection(uri, o);
+    negotiate(*c, uri.export_name);
+    if (c->machine().negotiated().export_size != size) fail("the export's size differs on this connection");
+    return c;
+  } catch (const failure& f) {
+    std::fprintf(stderr, "nbdwire-client: copying without one of the extra connections: %s\n", f.what());
+    return nullptr;
+  }
+}
+
 /// Export -> descriptor (stdout or a file). `skip_holes` (copy): READ only what
 /// base:allocation says may hold data; ranges that read as zeroes are written as zeroes, or
 /// left as holes when `own_file`: fd is a regular file this copy created (or truncated).
@@ -1331,19 +1346,8 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
     }
   };
   // The other connections open on threads of their own while the first one reads already.
-  // A server may allow fewer connections than it has multi-conn for: the copy goes on with
-  // those that open.
   const auto run_another = [&] {
-    std::unique_ptr<connection> c;
-    try {
-      c = open_connection(uri, o);
-      negotiate(*c, uri.export_name);
-      if (c->machine().negotiated().export_size != size) fail("the export's size differs on this connection");
-    } catch (const failure& f) {
-      std::fprintf(stderr, "nbdwire-client: copying without one of the extra connections: %s\n", f.what());
-      return;
-    }
-    run(*c);
+    if (const auto c = open_another_connection(uri, o, size)) run(*c);
   };
   {
     std::vector<std::jthread> others;
@@ -1485,16 +1489,8 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
     std::vector<std::jthread> others;
     for (unsigned i = 1; i < parts; ++i)
       others.emplace_back([&, i] {
-        std::unique_ptr<connection> c;
-        try {
-          c = open_connection(uri, o);
-          negotiate(*c, uri.export_name);
-          if (c->machine().negotiated().export_size != size) fail("the export's size differs on this connection");
-        } catch (const failure& f) {
-          std::fprintf(stderr, "nbdwire-client: copying without one of the extra connections: %s\n", f.what());
-          return;  // the first connection writes this part afterwards
-        }
-        write_part(*c, i);
+        // Without it, the first connection writes this part afterwards.
+        if (const auto c = open_another_connection(uri, o, size)) write_part(*c, i);
       });
     write_part(first, 0);
   }
