@@ -1244,8 +1244,10 @@ int cmd_list(const options& o) {
 /// How many connections a copy uses: one unless the export allows multi-conn; then
 /// --connections, by default one per CPU and at most 4 (more than the CPUs only adds
 /// contention: a 1 GiB download into tmpfs took 0.69-0.87 s with two, 0.90-0.95 with four).
-unsigned connections_for(const options& o, bool multi_conn) {
-  if (!multi_conn) return 1;
+unsigned connections_for(const options& o, const nbdwire::negotiated& neg) {
+  // Each connection must see the same export: multi-conn (spec "Transmission flags").
+  if (!neg.has(nbdwire::transmission_flag::can_multi_conn) || neg.style == nbdwire::handshake_style::legacy_1997)
+    return 1;
   if (o.connections) return o.connections;
   return std::min(4u, std::max(1u, std::thread::hardware_concurrency()));
 }
@@ -1324,11 +1326,8 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
       ranges.push_back({at, std::min(copy_slice, e.offset + e.length - at), false});
   }
 
-  // More connections only where each sees the same export (multi-conn, spec "Transmission
-  // flags") and the output takes pieces out of order.
-  const bool multi = own_file && neg.has(nbdwire::transmission_flag::can_multi_conn) &&
-                     neg.style != nbdwire::handshake_style::legacy_1997;
-  const unsigned wanted = connections_for(o, multi);
+  // More connections only where the output takes pieces out of order.
+  const unsigned wanted = own_file ? connections_for(o, neg) : 1;
   std::mutex mu;  // guards the two below
   std::size_t next_range = 0;
   std::exception_ptr error;
@@ -1463,10 +1462,8 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
 
   // Parts of whole requests, one per connection, so no request crosses a part's end.
   const std::uint64_t step = chunk_size(neg);
-  const bool multi = neg.has(nbdwire::transmission_flag::can_multi_conn) &&
-                     neg.style != nbdwire::handshake_style::legacy_1997;
   const std::uint64_t most = std::max<std::uint64_t>(1, (total + step - 1) / step);
-  const auto parts = static_cast<unsigned>(std::min<std::uint64_t>(connections_for(o, multi), most));
+  const auto parts = static_cast<unsigned>(std::min<std::uint64_t>(connections_for(o, neg), most));
   const std::uint64_t part = (total / parts + step - 1) / step * step;
   std::atomic<bool> stop{false};
   std::mutex mu;  // guards the two below
