@@ -7,6 +7,7 @@
 #include <array>    // std::array: negotiated contexts
 #include <cstddef>  // std::size_t
 #include <cstdint>  // fixed-width integers
+#include <optional> // std::optional: output_piece payloads
 
 #include "nbdwire/bytes.hpp"
 #include "nbdwire/config.hpp"
@@ -101,6 +102,14 @@ struct payload_span {
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
   friend constexpr bool operator==(const payload_span&, const payload_span&) = default;
+};
+
+/// One piece of queued output, in wire order: `bytes` from the machine's outbox, then (if
+/// set) `payload`, export data the caller sends from its own storage before the next piece.
+/// A list of pieces maps onto one writev(); see send_plan in transfer.hpp.
+struct output_piece {
+  bytes_view bytes{};
+  std::optional<payload_span> payload{};
 };
 
 enum class event_kind : std::uint8_t {

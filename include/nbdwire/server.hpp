@@ -167,6 +167,10 @@ class server {
   void consume_output(std::size_t n) noexcept { out_.consume(n); }
   [[nodiscard]] std::optional<payload_span> pending_payload() const noexcept { return out_.payload(); }
   result<void> consume_payload(std::uint64_t n) noexcept { return out_.consume_payload(n); }
+  /// All queued output as pieces (bytes, then a payload), for one gathered write: fills up to
+  /// `out.size()` pieces and returns how many. Consume in order with consume_output() and
+  /// consume_payload(), or let send_plan (transfer.hpp) do it.
+  [[nodiscard]] std::size_t pending_pieces(std::span<output_piece> out) const noexcept { return out_.pieces(out); }
 
   [[nodiscard]] std::optional<payload_span> incoming_payload() const noexcept {
     if (phase_ != rx::payload || payload_.length == 0) return std::nullopt;

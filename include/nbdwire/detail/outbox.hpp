@@ -11,6 +11,7 @@
 #include <cstddef>    // std::byte, std::size_t
 #include <cstdint>    // fixed-width integers
 #include <optional>   // std::optional: the payload due, if any
+#include <span>       // std::span: output pieces
 
 #include "nbdwire/bytes.hpp"
 #include "nbdwire/config.hpp"
@@ -63,6 +64,22 @@ class outbox {
     if (!marks_) return std::nullopt;
     return mark_[first_mark_].p;
   }
+
+  /// Everything queued, in wire order, as up to `out.size()` pieces: bytes of the outbox,
+  /// then the payload the caller sends after them (if any). Returns how many were written.
+  [[nodiscard]] std::size_t pieces(std::span<output_piece> out) const noexcept {
+    std::size_t n = 0, at = head_;
+    for (std::size_t i = 0; i < marks_ && n < out.size(); ++i) {
+      const mark& m = mark_[(first_mark_ + i) % max_payload_marks];
+      out[n++] = {bytes_view{buf_.data() + at, m.at - at}, m.p};
+      at = m.at;
+    }
+    if (n < out.size() && at < tail_) out[n++] = {bytes_view{buf_.data() + at, tail_ - at}, std::nullopt};
+    return n;
+  }
+
+  /// Bytes queued and not yet sent (payloads not counted).
+  [[nodiscard]] std::size_t used() const noexcept { return tail_ - head_; }
 
   /// Drops `n` sent bytes (n ≤ pending().size(); larger values are clamped).
   void consume(std::size_t n) noexcept {
