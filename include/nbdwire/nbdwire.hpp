@@ -7,6 +7,7 @@
 #include "nbdwire/bytes.hpp"      // big-endian fields, range arithmetic
 #include "nbdwire/constants.hpp"  // magics, flags, options, commands, errors
 #include "nbdwire/wire.hpp"       // layer 1: fixed-size wire records
+#include "nbdwire/codec.hpp"      // layer 1: variable-length bodies (codec/)
 #include "nbdwire/errors.hpp"     // errc, category, result<T>
 #include "nbdwire/events.hpp"     // events, negotiated, request
 #include "nbdwire/client.hpp"     // the client machine
