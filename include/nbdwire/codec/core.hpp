@@ -245,6 +245,9 @@ class body_writer {
   constexpr void put(std::string_view s) noexcept {
     for (char c : s) *p_++ = static_cast<std::byte>(c);
   }
+  constexpr void put(bytes_view b) noexcept {
+    for (std::byte c : b) *p_++ = c;
+  }
 
  private:
   std::byte* p_;

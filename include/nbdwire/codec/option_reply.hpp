@@ -254,6 +254,17 @@ constexpr encode_result encode_info_string(mutable_bytes out, info_type t, std::
   return r;
 }
 
+/// Any other info type: the type, then `payload` as given (for types this library does not
+/// know, such as proposed extensions).
+constexpr encode_result encode_info_other(mutable_bytes out, std::uint16_t type, bytes_view payload) noexcept {
+  const encode_result r = detail::fit(out, 2u + std::uint64_t{payload.size()});
+  if (!r.ok()) return r;
+  detail::body_writer w{out};
+  w.put(type);
+  w.put(payload);
+  return r;
+}
+
 // ---- NBD_REP_META_CONTEXT ------------------------------------------------------------------
 
 /// Events: meta_context (id and name), done.
