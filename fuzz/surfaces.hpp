@@ -429,7 +429,7 @@ class server_actor {
 
   void on_closed(nbdwire::server& m, run_log& log) {
     if (m.state() == nbdwire::server_state::failed) {
-      if (!deferred_.empty()) NBDWIRE_FUZZ_CHECK(m.reply(deferred_.front()).error() == nbdwire::errc::wrong_state);
+      if (!deferred_.empty()) NBDWIRE_FUZZ_CHECK(m.reply(deferred_.front()).error() == nbdwire::errc::not_in_transmission);
       return;
     }
     // After DISC or a close, the requests in flight are still answered.

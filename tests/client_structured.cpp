@@ -335,39 +335,39 @@ TEST_CASE("client 3.4: NONE without DONE is fatal") {
 
 TEST_CASE("client 3.4: OFFSET_DATA shorter than 9 bytes is fatal") {
   const auto p = prepare(sr(), read_at(0, 512));
-  expect_fatal(p, chunk(done, CT::offset_data, p[0], be<std::uint64_t>(0)), errc::chunk_length_invalid);
-  expect_fatal(p, chunk(done, CT::offset_data, p[0], from_hex("0000")), errc::chunk_length_invalid);
-  expect_fatal(p, chunk(done, CT::offset_data, p[0]), errc::chunk_length_invalid);
+  expect_fatal(p, chunk(done, CT::offset_data, p[0], be<std::uint64_t>(0)), errc::data_chunk_too_short);
+  expect_fatal(p, chunk(done, CT::offset_data, p[0], from_hex("0000")), errc::data_chunk_too_short);
+  expect_fatal(p, chunk(done, CT::offset_data, p[0]), errc::data_chunk_too_short);
 }
 
 TEST_CASE("client 3.4: OFFSET_HOLE length other than 12 or hole size 0 is fatal") {
   const auto p = prepare(sr(), read_at(0, 512));
-  expect_fatal(p, chunk(done, CT::offset_hole, p[0], hole_payload(0, 512) + from_hex("00")), errc::chunk_length_invalid);
+  expect_fatal(p, chunk(done, CT::offset_hole, p[0], hole_payload(0, 512) + from_hex("00")), errc::hole_chunk_bad_length);
   expect_fatal(p, chunk(done, CT::offset_hole, p[0], be<std::uint64_t>(0) + from_hex("000200")),
-               errc::chunk_length_invalid);
-  expect_fatal(p, chunk(done, CT::offset_hole, p[0], hole_payload(0, 0)), errc::chunk_length_invalid);
+               errc::hole_chunk_bad_length);
+  expect_fatal(p, chunk(done, CT::offset_hole, p[0], hole_payload(0, 0)), errc::hole_size_zero);
 }
 
 TEST_CASE("client 3.4: BLOCK_STATUS length rules") {
   const auto p = prepare(sr(), status_at(0, 4096));
   // Shorter than 12: an id with no descriptor, or less.
-  expect_fatal(p, chunk(done, CT::block_status, p[0], be<std::uint32_t>(1)), errc::chunk_length_invalid);
+  expect_fatal(p, chunk(done, CT::block_status, p[0], be<std::uint32_t>(1)), errc::block_status_chunk_bad_length);
   expect_fatal(p, chunk(done, CT::block_status, p[0], be<std::uint32_t>(1) + from_hex("00001000")),
-               errc::chunk_length_invalid);
+               errc::block_status_chunk_bad_length);
   // (length - 4) not a multiple of 8.
   expect_fatal(p, chunk(done, CT::block_status, p[0], status_payload(1, {{4096, 0}}) + from_hex("00001000")),
-               errc::chunk_length_invalid);
+               errc::block_status_chunk_bad_length);
 }
 
 TEST_CASE("client 3.4: BLOCK_STATUS_EXT length rules") {
   const auto p = prepare(ext(), status_at(0, 4096));
   expect_fatal(p, ext_chunk(done, CT::block_status_ext, p[0], 0, status_ext_payload(1, {}, 0)),
-               errc::chunk_length_invalid);
+               errc::block_status_chunk_bad_length);
   expect_fatal(p, ext_chunk(done, CT::block_status_ext, p[0], 0, status_ext_payload(1, {}, 1) + be<std::uint64_t>(4096)),
-               errc::chunk_length_invalid);
+               errc::block_status_chunk_bad_length);
   expect_fatal(p,
                ext_chunk(done, CT::block_status_ext, p[0], 0, status_ext_payload(1, {{4096, 0}}) + be<std::uint64_t>(1)),
-               errc::chunk_length_invalid);
+               errc::block_status_chunk_bad_length);
 }
 
 TEST_CASE("client 3.4: BLOCK_STATUS_EXT descriptor count differing from the length is fatal") {
@@ -382,11 +382,11 @@ TEST_CASE("client 3.4: BLOCK_STATUS_EXT descriptor count differing from the leng
 
 TEST_CASE("client 3.4: ERROR shorter than 6 and ERROR_OFFSET shorter than 14 are fatal") {
   const auto p = prepare(sr(), read_at(0, 512));
-  expect_fatal(p, chunk(done, CT::error, p[0], from_hex("0000000500")), errc::chunk_length_invalid);
-  expect_fatal(p, chunk(done, CT::error, p[0]), errc::chunk_length_invalid);
+  expect_fatal(p, chunk(done, CT::error, p[0], from_hex("0000000500")), errc::error_chunk_too_short);
+  expect_fatal(p, chunk(done, CT::error, p[0]), errc::error_chunk_too_short);
   expect_fatal(p, chunk(done, CT::error_offset, p[0], error_payload(5, "") + from_hex("00000000000000")),
-               errc::chunk_length_invalid);
-  expect_fatal(p, chunk(done, CT::error_offset, p[0], error_payload(5, "")), errc::chunk_length_invalid);
+               errc::error_offset_chunk_too_short);
+  expect_fatal(p, chunk(done, CT::error_offset, p[0], error_payload(5, "")), errc::error_offset_chunk_too_short);
 }
 
 TEST_CASE("client 3.4: chunk type invalid for the command is fatal") {
@@ -897,7 +897,7 @@ TEST_CASE("client plan: GO refused with ERR_UNSUP after EXTENDED_HEADERS does no
   REQUIRE(c.go("disk", 0).has_value());
   (void)feed(c, slice(in, greet.size(), in.size()));
   CHECK(c.state() == client_state::negotiating);
-  CHECK(c.export_name("disk").error() == errc::wrong_state);
+  CHECK(c.export_name("disk").error() == errc::export_name_with_extended_headers);
 }
 
 TEST_CASE("client plan: GO refused with ERR_UNSUP without extended headers falls back to EXPORT_NAME") {
@@ -920,7 +920,7 @@ TEST_CASE("client plan: EXPORT_NAME is refused by the client after EXTENDED_HEAD
   REQUIRE(kinds_string(ev) == "info,option_done");
   CHECK(c.negotiated().extended_headers);
   (void)take_output(c);
-  CHECK(c.export_name("disk").error() == errc::wrong_state);
+  CHECK(c.export_name("disk").error() == errc::export_name_with_extended_headers);
   CHECK(take_output(c).empty());
   // A later go() does not ask for extended headers again (once per connection).
   REQUIRE(c.go("disk", 0).has_value());

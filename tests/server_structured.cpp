@@ -462,7 +462,7 @@ TEST_CASE("server: reply_block_status stops at the extent that reaches the reque
                            const std::array<block_extent, 3> e{block_extent{1024, 0}, block_extent{4096, 3},
                                                                block_extent{512, 0}};
                            CHECK(s.reply_block_status(r, 1, e, false).value() == 2);
-                           CHECK(s.reply_block_status(r, 7, e, true).error() == errc::wrong_state);  // not negotiated
+                           CHECK(s.reply_block_status(r, 7, e, true).error() == errc::context_not_negotiated);  // not negotiated
                            CHECK(s.reply_block_status(r, 2, std::span(e).first(1), true).value() == 1);
                          });
   CHECK(to_hex(log.output) ==
@@ -498,17 +498,17 @@ TEST_CASE("server: chunk calls need structured replies and stay inside the reque
   const auto ev = feed(*s, request_bytes(command::read, 0, 1, 0, 4096));
   REQUIRE(kinds_string(ev) == "request");
   const request r = ev[0].req;
-  CHECK(s->reply_read_hole(r, 0, 4096, true).error() == errc::wrong_state);
-  CHECK(s->reply_read_data(r, 0, 4096, true).error() == errc::wrong_state);
-  CHECK(s->reply_error_chunk(r, nbd_error::eio, "", std::nullopt, true).error() == errc::wrong_state);
-  CHECK(s->reply_done(r).error() == errc::wrong_state);
+  CHECK(s->reply_read_hole(r, 0, 4096, true).error() == errc::structured_replies_off);
+  CHECK(s->reply_read_data(r, 0, 4096, true).error() == errc::structured_replies_off);
+  CHECK(s->reply_error_chunk(r, nbd_error::eio, "", std::nullopt, true).error() == errc::structured_replies_off);
+  CHECK(s->reply_done(r).error() == errc::structured_replies_off);
   auto t = sr_server()();
   const auto ev2 = feed(*t, request_bytes(command::read, 0, 1, 4096, 4096));
   const request q = ev2[0].req;
   CHECK(t->reply_read_hole(q, 0, 512, false).error() == errc::request_out_of_range);
   CHECK(t->reply_read_data(q, 8000, 200, false).error() == errc::request_out_of_range);
   CHECK(t->reply_error_chunk(q, nbd_error::eio, "", 8192, false).error() == errc::request_out_of_range);
-  CHECK(t->reply_error_chunk(q, nbd_error::ok, "", std::nullopt, false).error() == errc::wrong_state);
+  CHECK(t->reply_error_chunk(q, nbd_error::ok, "", std::nullopt, false).error() == errc::error_chunk_needs_error);
   // A sparse answer: data, hole, error with offset, NONE.
   REQUIRE(t->reply_read_data(q, 4096, 1024, false).has_value());
   REQUIRE(t->reply_read_hole(q, 5120, 2048, false).has_value());

@@ -79,6 +79,7 @@ enum class client_state : std::uint8_t {
 inline constexpr std::size_t client_state_count = 8;
 
 enum class client_trigger : std::uint8_t {
+  handshake_skipped,  ///< the 1997 framing (no handshake), or a negotiated hand-over
   oldstyle_greeting,
   newstyle_greeting,
   option_sent,
@@ -98,6 +99,7 @@ enum class client_trigger : std::uint8_t {
 namespace detail {
 using client_transition = transition<client_state, client_trigger>;
 inline constexpr std::array client_transitions{
+    client_transition{client_state::awaiting_greeting, client_trigger::handshake_skipped, client_state::transmission},
     client_transition{client_state::awaiting_greeting, client_trigger::oldstyle_greeting, client_state::transmission},
     client_transition{client_state::awaiting_greeting, client_trigger::newstyle_greeting, client_state::negotiating},
     client_transition{client_state::awaiting_greeting, client_trigger::violation, client_state::failed},
@@ -129,24 +131,43 @@ class client {
   explicit client(const client_config& cfg = {}) noexcept : cfg_(cfg) {
     if (cfg.style == handshake_style::legacy_1997) {
       // No handshake: size and read-only state come from configuration (checklist 1.1).
-      state_ = client_state::transmission;
       neg_.style = handshake_style::legacy_1997;
       neg_.export_size = cfg.legacy_export_size;
       neg_.transmission_flags = static_cast<std::uint16_t>(
           transmission_flag::has_flags | (cfg.legacy_read_only ? transmission_flag::read_only : 0));
+      move(client_trigger::handshake_skipped);
     }
+  }
+
+  /// A connection whose handshake is already done (by another machine, thread or process):
+  /// transmission starts at once with what `n` says was negotiated. Feed any bytes already
+  /// received after the handshake to receive(). Requests in flight on the other machine do
+  /// not move with it: hand over a connection between requests.
+  explicit client(const nbdwire::negotiated& n, const client_config& cfg = {}) noexcept : cfg_(cfg), neg_(n) {
+    fixed_ = n.style == handshake_style::fixed_newstyle;
+    move(client_trigger::handshake_skipped);
   }
 
   // ---- input -------------------------------------------------------------------------------
 
   /// Feeds bytes received from the server. See the contract at the top of this file.
+  /// Loop while the result's call_again() is true. A terminal event (disconnected, closed,
+  /// failed) is reported once; every later call drops its input and returns need_more.
   [[nodiscard]] receive_result receive(bytes_view in) noexcept {
     std::size_t used = 0;
     for (;;) {
       event ev{};
       const std::size_t n = step(in.subspan(used), ev);
       used += n;
-      if (ev.kind != event_kind::need_more || n == 0) return {used, ev};
+      if (ev.kind != event_kind::need_more || n == 0) {
+        if (ev.terminal()) {
+          terminal_reported_ = true;
+        } else if (ev.kind == event_kind::read_hole || ev.kind == event_kind::extent ||
+                   ev.kind == event_kind::error_chunk) {
+          if (const auto sl = slot_of(ev.req.cookie)) ev.tag = slots_[*sl].tag;  // the request is still in flight
+        }
+        return {used, ev};
+      }
     }
   }
 
@@ -239,10 +260,10 @@ class client {
   /// NBD_OPT_EXPORT_NAME: the only option of non-fixed newstyle; `ready` or a close follows.
   /// Forbidden once extended headers are on ([ext]).
   result<void> export_name(std::string_view name) noexcept {
-    if (state_ != client_state::negotiating) return errc::wrong_state;
-    if (neg_.extended_headers) return errc::wrong_state;
+    if (state_ != client_state::negotiating) return errc::not_negotiating;
+    if (neg_.extended_headers) return errc::export_name_with_extended_headers;
     if (name.size() > max_string) return errc::string_too_long;
-    if (!out_.room_for(sizeof(option_header) + name.size())) return errc::outbox_full;
+    if (!room(sizeof(option_header) + name.size())) return errc::outbox_full;
     out_.put_record(make_option_header(option::export_name, static_cast<std::uint32_t>(name.size())));
     out_.put(as_bytes(name));
     opt_ = option::export_name;
@@ -255,35 +276,45 @@ class client {
 
   // ---- transmission ("Request message") ----------------------------------------------------
 
-  result<std::uint64_t> read(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0) noexcept {
-    return submit(command::read, flags, offset, length);
+  result<std::uint64_t> read(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0,
+                             std::uint64_t tag = 0) noexcept {
+    return submit(command::read, flags, offset, length, tag);
   }
   /// Queues a WRITE header; pending_payload() then asks for the `length` data bytes.
-  result<std::uint64_t> write(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0) noexcept {
-    return submit(command::write, flags, offset, length);
+  result<std::uint64_t> write(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0,
+                              std::uint64_t tag = 0) noexcept {
+    return submit(command::write, flags, offset, length, tag);
   }
-  result<std::uint64_t> flush(std::uint16_t flags = 0) noexcept { return submit(command::flush, flags, 0, 0); }
-  result<std::uint64_t> trim(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0) noexcept {
-    return submit(command::trim, flags, offset, length);
+  result<std::uint64_t> flush(std::uint16_t flags = 0, std::uint64_t tag = 0) noexcept {
+    return submit(command::flush, flags, 0, 0, tag);
   }
-  result<std::uint64_t> write_zeroes(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0) noexcept {
-    return submit(command::write_zeroes, flags, offset, length);
+  result<std::uint64_t> trim(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0,
+                             std::uint64_t tag = 0) noexcept {
+    return submit(command::trim, flags, offset, length, tag);
   }
-  result<std::uint64_t> cache(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0) noexcept {
-    return submit(command::cache, flags, offset, length);
+  result<std::uint64_t> write_zeroes(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0,
+                                     std::uint64_t tag = 0) noexcept {
+    return submit(command::write_zeroes, flags, offset, length, tag);
+  }
+  result<std::uint64_t> cache(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0,
+                              std::uint64_t tag = 0) noexcept {
+    return submit(command::cache, flags, offset, length, tag);
   }
   /// NBD_CMD_BLOCK_STATUS: `extent` events (one per descriptor, for every negotiated
   /// context), then the reply. Needs a context selected by SET_META_CONTEXT.
-  result<std::uint64_t> block_status(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0) noexcept {
-    return submit(command::block_status, flags, offset, length);
+  result<std::uint64_t> block_status(std::uint64_t offset, std::uint32_t length, std::uint16_t flags = 0,
+                                     std::uint64_t tag = 0) noexcept {
+    return submit(command::block_status, flags, offset, length, tag);
   }
 
   /// Any request except DISC (use disconnect()). Refuses what the server did not advertise,
   /// ranges past the end, misaligned or oversized requests, zero lengths, and more requests
   /// than the cookie table holds. Returns the cookie the reply will carry.
-  result<std::uint64_t> submit(command c, std::uint16_t flags, std::uint64_t offset, std::uint64_t length) noexcept {
-    if (state_ != client_state::transmission || server_shutting_down_) return errc::wrong_state;
-    if (c == command::disc) return errc::wrong_state;
+  result<std::uint64_t> submit(command c, std::uint16_t flags, std::uint64_t offset, std::uint64_t length,
+                               std::uint64_t tag = 0) noexcept {
+    if (state_ != client_state::transmission) return errc::not_in_transmission;
+    if (server_shutting_down_) return errc::server_is_shutting_down;
+    if (c == command::disc) return errc::disc_needs_disconnect;
     const request r{0, static_cast<std::uint16_t>(c), flags, offset, length};
     if (const auto v = detail::check_request(r, neg_, false); v != detail::verdict::ok) return detail::to_errc(v);
     const bool legacy = neg_.style == handshake_style::legacy_1997;
@@ -300,7 +331,7 @@ class client {
     const std::size_t header = legacy ? sizeof(legacy_1997_request)
                                : extended ? sizeof(extended_request_header)
                                           : sizeof(request_header);
-    if (!out_.room_for(header, payload ? 1 : 0)) return errc::outbox_full;
+    if (!room(header, payload ? 1 : 0)) return errc::outbox_full;
 
     std::size_t slot = 0;
     while (slots_[slot].used) ++slot;
@@ -310,6 +341,7 @@ class client {
     slots_[slot] = {};
     slots_[slot].used = true;
     slots_[slot].req = request{cookie, r.type, flags, offset, length};
+    slots_[slot].tag = tag;
     ++in_flight_;
     if (legacy) {
       out_.put_record(make_legacy_1997_request(c, cookie, static_cast<std::uint32_t>(offset),
@@ -328,18 +360,8 @@ class client {
   /// NBD_CMD_DISC: no more requests; replies to those in flight still arrive. The 1997
   /// framing has no disconnect message: closing the socket is the disconnect.
   result<void> disconnect() noexcept {
-    if (state_ != client_state::transmission) return errc::wrong_state;
-    if (neg_.style != handshake_style::legacy_1997) {
-      const std::uint64_t cookie = (++sequence_ << 16) | 0xffffu;  // never a slot
-      if (neg_.extended_headers) {
-        if (!out_.room_for(sizeof(extended_request_header))) return errc::outbox_full;
-        out_.put_record(make_extended_request(command::disc, 0, cookie, 0, 0));
-      } else {
-        if (!out_.room_for(sizeof(request_header))) return errc::outbox_full;
-        out_.put_record(make_request(command::disc, 0, cookie, 0, 0));
-      }
-    }
-    move(client_trigger::disc_sent);
+    if (state_ != client_state::transmission) return errc::not_in_transmission;
+    queue_disc();
     return {};
   }
 
@@ -350,6 +372,12 @@ class client {
   /// What the handshake settled. Complete once `ready` was reported.
   [[nodiscard]] const nbdwire::negotiated& negotiated() const noexcept { return neg_; }
   [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_; }
+  /// True once the machine reads nothing more: closed, disconnected or failed.
+  [[nodiscard]] bool finished() const noexcept {
+    return state_ == client_state::closed || state_ == client_state::failed;
+  }
+  /// True when no request awaits a reply and no output is queued.
+  [[nodiscard]] bool drained() const noexcept { return in_flight_ == 0 && out_.pending().empty() && !out_.payload(); }
   /// True once a reply carried NBD_ESHUTDOWN: submit() refuses new requests and the machine
   /// sends DISC by itself after the last reply.
   [[nodiscard]] bool server_shutting_down() const noexcept { return server_shutting_down_; }
@@ -387,7 +415,8 @@ class client {
   };
   struct cookie_slot {
     bool used = false;
-    bool errored = false;          ///< an error chunk arrived; status holds the first error
+    bool errored = false;
+    std::uint64_t tag = 0;         ///< the caller's, from submit()          ///< an error chunk arrived; status holds the first error
     request req{};
     nbd_error status = nbd_error::ok;
     std::uint32_t contexts_seen = 0;  ///< bit i: negotiated context i answered
@@ -400,7 +429,7 @@ class client {
   void move(client_trigger t) noexcept {
     const auto to = detail::next_state(detail::client_transitions, state_, t);
     state_ = to ? *to : client_state::failed;
-    if (!to && error_ == errc::ok) error_ = errc::wrong_state;
+    if (!to && error_ == errc::ok) error_ = errc::illegal_transition;
   }
 
   event fail(errc e) noexcept {
@@ -411,6 +440,27 @@ class client {
     return failed_event();
   }
   [[nodiscard]] event failed_event() const noexcept { return {.kind = event_kind::failed, .error = error_}; }
+
+  /// Room the outbox keeps for the messages the protocol obliges the client to send (ABORT
+  /// after ERR_SHUTDOWN, DISC after NBD_ESHUTDOWN or on disconnect()): every other message
+  /// leaves it free, so an obligation is never skipped for lack of room.
+  static constexpr std::size_t obligation_room = sizeof(extended_request_header);
+  [[nodiscard]] bool room(std::size_t n, std::size_t marks = 0) noexcept {
+    return out_.room_for(n + obligation_room, marks);
+  }
+
+  /// NBD_CMD_DISC: no more requests; the 1997 framing has no disconnect message (closing
+  /// the socket is the disconnect). Fits the obligation room.
+  void queue_disc() noexcept {
+    if (neg_.style != handshake_style::legacy_1997) {
+      const std::uint64_t cookie = (++sequence_ << 16) | 0xffffu;  // never a slot
+      if (neg_.extended_headers)
+        out_.put_record(make_extended_request(command::disc, 0, cookie, 0, 0));
+      else
+        out_.put_record(make_request(command::disc, 0, cookie, 0, 0));
+    }
+    move(client_trigger::disc_sent);
+  }
 
   [[nodiscard]] std::optional<std::size_t> slot_of(std::uint64_t cookie) const noexcept {
     const std::size_t i = cookie & 0xffffu;
@@ -423,9 +473,10 @@ class client {
   enum plan_bits : std::uint8_t { plan_ext = 1, plan_sr = 2, plan_set_meta = 4 };
 
   result<void> send_simple_option(option o) noexcept {
-    if (state_ != client_state::negotiating) return errc::wrong_state;
+    if (state_ != client_state::negotiating) return errc::not_negotiating;
     if (!fixed_) return errc::option_needs_fixed_newstyle;
-    if (!out_.room_for(sizeof(option_header))) return errc::outbox_full;
+    // ABORT is itself the obligation the reserved room is kept for.
+    if (!(o == option::abort ? out_.room_for(sizeof(option_header)) : room(sizeof(option_header)))) return errc::outbox_full;
     out_.put_record(make_option_header(o, 0));
     opt_ = o;
     move(client_trigger::option_sent);
@@ -436,7 +487,7 @@ class client {
   /// then the option itself. Each step is sent when the previous one's final reply arrives.
   result<void> start_plan(option final, std::string_view name, std::uint32_t requests,
                           std::span<const std::string_view> queries) noexcept {
-    if (state_ != client_state::negotiating) return errc::wrong_state;
+    if (state_ != client_state::negotiating) return errc::not_negotiating;
     if (!fixed_) return errc::option_needs_fixed_newstyle;
     if (name.size() > max_string) return errc::string_too_long;
     for (auto q : queries)
@@ -504,7 +555,7 @@ class client {
       len = 4 + name.size() + 4;
       for (auto q : queries) len += 4 + q.size();
     }
-    if (len > 0xffffffffu || !out_.room_for(sizeof(option_header) + len)) return false;
+    if (len > 0xffffffffu || !room(sizeof(option_header) + len)) return false;
     out_.put_record(make_option_header(o, static_cast<std::uint32_t>(len)));
     std::array<std::byte, 4> u32{};
     auto put_u32 = [&](std::size_t v) {
@@ -544,8 +595,15 @@ class client {
   /// One step: consume what the current unit needs and report at most one event.
   std::size_t step(bytes_view in, event& ev) noexcept {
     switch (state_) {
-      case client_state::failed: ev = failed_event(); return 0;
-      case client_state::closed: ev = {.kind = event_kind::closed}; return 0;
+      // A terminal event is reported once (receive()); after that input is dropped.
+      case client_state::failed:
+        if (terminal_reported_) return in.size();
+        ev = failed_event();
+        return 0;
+      case client_state::closed:
+        if (terminal_reported_) return in.size();
+        ev = {.kind = event_kind::closed};
+        return 0;
       case client_state::negotiating:
         if (!in.empty()) ev = fail(errc::unexpected_data);
         return 0;
@@ -660,9 +718,10 @@ class client {
     const auto t = static_cast<std::uint32_t>(reply_);
     const std::uint32_t o = static_cast<std::uint32_t>(opt_);
     if (t & reply_type_error_bit) {
-      if (reply_ == reply_type::err_shutdown && out_.room_for(sizeof(option_header))) {
-        // "A client that receives ERR_SHUTDOWN MUST soft-disconnect": ABORT goes out now and
-        // `disconnected` follows its ACK (or the server's close).
+      if (reply_ == reply_type::err_shutdown) {
+        // "A client that receives ERR_SHUTDOWN MUST soft-disconnect": ABORT goes out now (in
+        // the room every other message leaves free) and `disconnected` follows its ACK (or
+        // the server's close).
         out_.put_record(make_option_header(option::abort, 0));
         opt_ = option::abort;
         move(client_trigger::shutdown_abort);
@@ -675,7 +734,7 @@ class client {
       if (opt_ == option::go && reply_ == reply_type::err_unsup && cfg_.fallback_to_export_name &&
           !neg_.extended_headers) {
         // An old server: "fall back to NBD_OPT_EXPORT_NAME" ("NBD_OPT_GO").
-        if (!out_.room_for(sizeof(option_header) + plan_name_.size())) return fail(errc::outbox_full);
+        if (!room(sizeof(option_header) + plan_name_.size())) return fail(errc::outbox_full);
         out_.put_record(make_option_header(option::export_name, static_cast<std::uint32_t>(plan_name_.size())));
         out_.put(plan_name_.view());
         opt_ = option::export_name;
@@ -928,29 +987,29 @@ class client {
         return begin_field(field::end, 0);
       case chunk_type::offset_data:
         if (c != command::read) return fail(errc::chunk_type_unexpected);
-        if (length < 9) return fail(errc::chunk_length_invalid);
+        if (length < 9) return fail(errc::data_chunk_too_short);
         return begin_field(field::data_offset, 8);
       case chunk_type::offset_hole:
         if (c != command::read) return fail(errc::chunk_type_unexpected);
-        if (length != sizeof(offset_hole_payload)) return fail(errc::chunk_length_invalid);
+        if (length != sizeof(offset_hole_payload)) return fail(errc::hole_chunk_bad_length);
         return begin_field(field::hole, sizeof(offset_hole_payload));
       case chunk_type::block_status:
       case chunk_type::block_status_ext: {
         const bool ext_type = static_cast<chunk_type>(type) == chunk_type::block_status_ext;
         if (c != command::block_status || ext_type != neg_.extended_headers) return fail(errc::chunk_type_unexpected);
         const std::uint64_t head = ext_type ? 8 : 4, desc = ext_type ? 16 : 8;
-        if (length < head + desc || (length - head) % desc != 0) return fail(errc::chunk_length_invalid);
+        if (length < head + desc || (length - head) % desc != 0) return fail(errc::block_status_chunk_bad_length);
         if ((length - head) / desc > max_extents_per_chunk) return fail(errc::too_many_extents);
         extents_left_ = (length - head) / desc;
         if ((r.flags & command_flag::req_one) && extents_left_ != 1) return fail(errc::extent_req_one_violation);
         return begin_field(field::status_head, static_cast<std::size_t>(head));
       }
       case chunk_type::error:
-        if (length < sizeof(error_chunk_prefix)) return fail(errc::chunk_length_invalid);
+        if (length < sizeof(error_chunk_prefix)) return fail(errc::error_chunk_too_short);
         return begin_field(field::error_head, sizeof(error_chunk_prefix));
       case chunk_type::error_offset:
         if (c == command::flush || c == command::disc) return fail(errc::chunk_type_unexpected);
-        if (length < sizeof(error_chunk_prefix) + 8) return fail(errc::chunk_length_invalid);
+        if (length < sizeof(error_chunk_prefix) + 8) return fail(errc::error_offset_chunk_too_short);
         return begin_field(field::error_head, sizeof(error_chunk_prefix));
     }
     // Unknown type: with the error bit the request has failed and the chunk is skipped
@@ -1038,7 +1097,7 @@ class client {
       case field::hole: {
         const auto h = decode<offset_hole_payload>(f);
         const std::uint64_t off = h.offset.get(), len = h.hole_size.get();
-        if (len == 0) return fail(errc::chunk_length_invalid);
+        if (len == 0) return fail(errc::hole_size_zero);
         if (const errc e = add_content(s, off, len); e != errc::ok) return fail(e);
         field_ = field::end;
         return {.kind = event_kind::read_hole, .req = r, .offset = off, .length = len};
@@ -1164,10 +1223,10 @@ class client {
   std::size_t on_payload(bytes_view in, event& ev) noexcept {
     const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), payload_.length));
     if (take == 0) return 0;
-    ev = {.kind = event_kind::payload, .req = slots_[payload_slot_].req, .offset = payload_.offset,
-          .data = in.first(take)};
     payload_.offset += take;
     payload_.length -= take;
+    ev = {.kind = event_kind::payload, .req = slots_[payload_slot_].req, .offset = payload_.offset - take,
+          .data = in.first(take), .tag = slots_[payload_slot_].tag, .remaining = payload_.length};
     if (payload_.length == 0) phase_ = rx::payload_done;
     return take;
   }
@@ -1181,13 +1240,14 @@ class client {
 
   event complete(std::size_t s, nbd_error status) noexcept {
     const request r = slots_[s].req;
+    const std::uint64_t tag = slots_[s].tag;
     slots_[s].used = false;
     --in_flight_;
     // NBD_ESHUTDOWN: the client MUST soft-disconnect once its requests in flight are done
     // ("Error values"). New requests are refused from now on; DISC follows the last reply.
     if (status == nbd_error::eshutdown) server_shutting_down_ = true;
-    if (server_shutting_down_ && in_flight_ == 0 && state_ == client_state::transmission) (void)disconnect();
-    return {.kind = event_kind::reply, .req = r, .status = status};
+    if (server_shutting_down_ && in_flight_ == 0 && state_ == client_state::transmission) queue_disc();
+    return {.kind = event_kind::reply, .req = r, .status = status, .tag = tag};
   }
 
   struct pending_info {
@@ -1231,6 +1291,7 @@ class client {
   payload_span payload_{};
   std::size_t payload_slot_ = 0;
   std::uint64_t sequence_ = 0;
+  bool terminal_reported_ = false;
   std::size_t in_flight_ = 0;
   detail::stash stash_{};
   detail::body_buffer<4 + 2 * max_string + 8> body_{};

@@ -30,9 +30,9 @@
 #endif
 
 /// Payloads (after a header) the outbox can reserve at once: one per READ reply or WRITE
-/// request waiting to be sent.
+/// request waiting to be sent, and one more for a READ split into two chunks.
 #ifndef NBDWIRE_MAX_PAYLOAD_MARKS
-#define NBDWIRE_MAX_PAYLOAD_MARKS NBDWIRE_MAX_IN_FLIGHT
+#define NBDWIRE_MAX_PAYLOAD_MARKS (NBDWIRE_MAX_IN_FLIGHT + 1)
 #endif
 
 /// Metadata contexts one connection can select (NBD_OPT_SET_META_CONTEXT). A server that

@@ -186,6 +186,19 @@ struct event {
   std::uint32_t context_id = 0;           ///< meta_context, extent
   std::uint64_t extent_flags = 0;         ///< extent: status bits (base:allocation: state_flag)
   bool has_offset = false;                ///< error_chunk: `offset` is meaningful (ERROR_OFFSET)
+  /// The caller's tag of the request this event is about (client: given to submit(); server:
+  /// given to set_tag()), on request-scoped events: payload, read_hole, extent, error_chunk,
+  /// reply. 0 when none was given.
+  std::uint64_t tag = 0;
+  /// request (server): WRITE payload bytes that follow the header; payload: bytes of the same
+  /// payload still to come after `data`. 0 on the last piece: the payload is complete.
+  std::uint64_t remaining = 0;
+
+  /// True for the events after which the machine reads nothing more: disconnected, closed,
+  /// failed. Each is reported once; receive() then drops its input and returns need_more.
+  [[nodiscard]] constexpr bool terminal() const noexcept {
+    return kind == event_kind::disconnected || kind == event_kind::closed || kind == event_kind::failed;
+  }
 };
 
 /// One extent a server reports for BLOCK_STATUS (server::reply_block_status).
@@ -199,6 +212,13 @@ struct block_extent {
 struct receive_result {
   std::size_t consumed = 0;
   nbdwire::event ev{};
+
+  /// The one loop condition: true when receive() has more to report from the same input.
+  /// False on need_more (feed more input), blocked (drain output or answer requests first,
+  /// then call again) and the terminal events (stop reading; close once output is drained).
+  [[nodiscard]] constexpr bool call_again() const noexcept {
+    return ev.kind != event_kind::need_more && ev.kind != event_kind::blocked && !ev.terminal();
+  }
 };
 
 NBDWIRE_END_NAMESPACE

@@ -33,6 +33,7 @@
 #include "nbdwire/config.hpp"
 #include "nbdwire/constants.hpp"
 #include "nbdwire/detail/outbox.hpp"
+#include "nbdwire/detail/request_table.hpp"
 #include "nbdwire/detail/rules.hpp"
 #include "nbdwire/errors.hpp"
 #include "nbdwire/events.hpp"
@@ -71,15 +72,18 @@ struct server_config {
 
 /// Server protocol states. Every transition is in server_transitions below.
 enum class server_state : std::uint8_t {
+  start,                  ///< constructed: the greeting (if any) is being queued
   awaiting_client_flags,  ///< newstyle greeting sent
   negotiating,            ///< "Option haggling": reading an option, answering it
   transmission,           ///< "Transmission phase"
   closed,                 ///< terminal for input: DISC, ABORT or a clean close (reply() still works)
   failed,                 ///< terminal: error() says why
 };
-inline constexpr std::size_t server_state_count = 5;
+inline constexpr std::size_t server_state_count = 6;
 
 enum class server_trigger : std::uint8_t {
+  greeting_queued,    ///< newstyle greeting queued
+  handshake_skipped,  ///< oldstyle greeting queued, the 1997 framing, or a negotiated hand-over
   client_flags,   ///< valid client flags
   export_chosen,  ///< EXPORT_NAME reply or GO's ACK sent
   abort,          ///< NBD_OPT_ABORT answered
@@ -91,6 +95,9 @@ enum class server_trigger : std::uint8_t {
 namespace detail {
 using server_transition = transition<server_state, server_trigger>;
 inline constexpr std::array server_transitions{
+    server_transition{server_state::start, server_trigger::greeting_queued, server_state::awaiting_client_flags},
+    server_transition{server_state::start, server_trigger::handshake_skipped, server_state::transmission},
+    server_transition{server_state::start, server_trigger::violation, server_state::failed},
     server_transition{server_state::awaiting_client_flags, server_trigger::client_flags, server_state::negotiating},
     server_transition{server_state::awaiting_client_flags, server_trigger::peer_closed, server_state::closed},
     server_transition{server_state::awaiting_client_flags, server_trigger::violation, server_state::failed},
@@ -102,9 +109,14 @@ inline constexpr std::array server_transitions{
     server_transition{server_state::transmission, server_trigger::peer_closed, server_state::closed},
     server_transition{server_state::transmission, server_trigger::violation, server_state::failed},
 };
-static_assert(table_well_formed(server_transitions, server_state_count, server_state::awaiting_client_flags,
+static_assert(table_well_formed(server_transitions, server_state_count, server_state::start,
                                 {server_state::closed, server_state::failed}));
 }  // namespace detail
+
+// Every accepted request holds room for its reply's last messages; at least one request must
+// fit with every context selected and extended headers (32-byte headers, 16-byte descriptors).
+static_assert(outbox_size >= max_meta_contexts * (32 + 8 + 16) + 32 + 6 + 8,
+              "NBDWIRE_OUTBOX_SIZE cannot hold the reply reservation of one request");
 
 class server {
  public:
@@ -113,8 +125,7 @@ class server {
   /// strings) leaves the machine failed with errc::invalid_config.
   explicit server(const server_config& cfg) noexcept : cfg_(cfg) {
     if (!config_valid()) {
-      error_ = errc::invalid_config;
-      state_ = server_state::failed;
+      fail(errc::invalid_config);
       return;
     }
     switch (cfg.style) {
@@ -123,29 +134,53 @@ class server {
         std::uint16_t h = cfg.style == handshake_style::fixed_newstyle ? handshake_flag::fixed_newstyle : 0;
         if (cfg.no_zeroes) h |= handshake_flag::no_zeroes;
         out_.put_record(make_newstyle_greeting(h));
+        move(server_trigger::greeting_queued);
         break;
       }
       case handshake_style::oldstyle:
         choose(0, false);
         out_.put_record(make_oldstyle_greeting(neg_.export_size, neg_.transmission_flags));
-        state_ = server_state::transmission;  // the greeting is the whole handshake
+        move(server_trigger::handshake_skipped);  // the greeting is the whole handshake
         break;
       case handshake_style::legacy_1997:
         choose(0, false);
-        state_ = server_state::transmission;
+        move(server_trigger::handshake_skipped);
         break;
     }
   }
 
+  /// A connection whose handshake is already done (by another machine, thread or process):
+  /// transmission starts at once with what `n` says was negotiated (style, export, flags,
+  /// structured replies, extended headers, contexts). Feed any bytes already received after
+  /// the handshake to receive(). `n.export_index` names the export in `cfg.exports`.
+  server(const server_config& cfg, const nbdwire::negotiated& n) noexcept : cfg_(cfg) {
+    cfg_.style = n.style;
+    if (!config_valid() || n.export_index >= cfg_.exports.size()) {
+      fail(errc::invalid_config);
+      return;
+    }
+    neg_ = n;
+    structured_ = n.structured_replies || n.extended_headers;
+    extended_ = n.extended_headers;
+    move(server_trigger::handshake_skipped);
+  }
+
   // ---- input -------------------------------------------------------------------------------
 
+  /// Feeds bytes received from the client. Loop while the result's call_again() is true.
+  /// A terminal event (disconnected, closed, failed) is reported once; every later call
+  /// drops its input (the peer may send nothing more) and returns need_more, so no loop
+  /// can spin on it.
   [[nodiscard]] receive_result receive(bytes_view in) noexcept {
     std::size_t used = 0;
     for (;;) {
       event ev{};
       const std::size_t n = step(in.subspan(used), ev);
       used += n;
-      if (ev.kind != event_kind::need_more || n == 0) return {used, ev};
+      if (ev.kind != event_kind::need_more || n == 0) {
+        if (ev.terminal()) terminal_reported_ = true;
+        return {used, ev};
+      }
     }
   }
 
@@ -185,6 +220,24 @@ class server {
     return {};
   }
 
+  // ---- replies -------------------------------------------------------------------------------
+  //
+  // Output contract. When a request is accepted (the `request` event), the machine reserves
+  // outbox room for the reply that ends it: a simple reply, or the final chunk (one or two
+  // data chunks for READ, one status chunk per negotiated context for BLOCK_STATUS, an error
+  // chunk for anything). So every call that ends a reply (reply(), reply_done(), and the
+  // chunk calls with done = true) never fails for lack of room, however many requests are in
+  // flight and however full the outbox is; and neither does the status chunk of each
+  // negotiated context. A request is only accepted while its reservation fits: until then
+  // receive() reports `blocked` (drain output, or answer requests in flight). Bound:
+  // max_in_flight x reply_reserve() bytes, which fits outbox_size (config.hpp).
+  // What may still run short: chunks beyond that shape (a READ answered in several data and
+  // hole chunks: every chunk before the final one), which use the outbox room left over;
+  // such a call returns errc::outbox_full and changes nothing, and chunk_room() says what
+  // fits. The simplest answer to that is to end the reply with one data chunk for the rest of
+  // the range, which always fits. Error messages are text for humans: one that does not fit
+  // the room left is shortened (at a UTF-8 character boundary), never refused.
+
   /// Answers a request reported by a `request` event, completely, in any order (except the
   /// 1997 framing, whose client expects request order; there the machine hands out one
   /// request at a time). Also valid after DISC: the server finishes what is in flight.
@@ -192,67 +245,79 @@ class server {
   ///   header: a simple reply, or one OFFSET_DATA chunk with structured replies.
   /// - other success: a simple reply (an NBD_REPLY_TYPE_NONE chunk with extended headers).
   /// - an error: a simple reply, or an NBD_REPLY_TYPE_ERROR chunk carrying `message`.
+  /// Refused (state unchanged): a request not in flight or already answered
+  /// (errc::unknown_request), a successful BLOCK_STATUS (use reply_block_status()).
   result<void> reply(const request& r, nbd_error e = nbd_error::ok, std::string_view message = {}) noexcept {
-    if (const errc c = can_reply(); c != errc::ok) return c;
+    auto* s = answerable(r);
+    if (!s) return answer_error();
     if (message.size() > max_string) return errc::string_too_long;
-    // A successful BLOCK_STATUS needs a status chunk per context: reply_block_status().
-    if (r.cmd() == command::block_status && e == nbd_error::ok) return errc::wrong_state;
-    if (!queue_whole_reply(r, e, message)) return errc::outbox_full;
-    --outstanding_;
+    if (r.cmd() == command::block_status && e == nbd_error::ok) return errc::block_status_needs_chunks;
+    queue_whole_reply(*s, e, message);
+    finish(*s);
     return {};
   }
 
   /// Structured replies only: one OFFSET_DATA chunk for [offset, offset + length) of READ `r`;
   /// pending_payload() then asks for the data. `done` marks the last chunk of the reply.
   result<void> reply_read_data(const request& r, std::uint64_t offset, std::uint64_t length, bool done) noexcept {
-    if (const errc c = check_chunk(r, command::read, offset, length); c != errc::ok) return c;
+    auto* s = answerable(r);
+    if (!s) return answer_error();
+    if (const errc c = check_chunk(s, command::read, offset, length); c != errc::ok) return c;
     // DF: "at most one content chunk", so it covers the whole request and ends the reply.
     if ((r.flags & command_flag::df) && (offset != r.offset || length != r.length || !done))
       return errc::df_requires_one_chunk;
     if (!extended_ && length > max_compact_chunk_data) return errc::length_too_large;
+    if (!take_room(*s, chunk_header_size() + 8, 1, done)) return errc::outbox_full;
     std::array<std::byte, 8> off{};
     store_be<std::uint64_t>(off.data(), offset);
-    if (!queue_chunk(r, chunk_type::offset_data, done, off, payload_span{r.cookie, offset, length}))
-      return errc::outbox_full;
-    if (done) --outstanding_;
+    put_chunk(r, chunk_type::offset_data, done, off, payload_span{r.cookie, offset, length});
+    if (done) finish(*s);
     return {};
   }
 
   /// Structured replies only: one OFFSET_HOLE chunk (the range reads as zeroes).
   result<void> reply_read_hole(const request& r, std::uint64_t offset, std::uint32_t length, bool done) noexcept {
-    if (const errc c = check_chunk(r, command::read, offset, length); c != errc::ok) return c;
+    auto* s = answerable(r);
+    if (!s) return answer_error();
+    if (const errc c = check_chunk(s, command::read, offset, length); c != errc::ok) return c;
     if (r.flags & command_flag::df) return errc::df_requires_one_chunk;  // DF merges holes into data
+    if (!take_room(*s, chunk_header_size() + sizeof(offset_hole_payload), 0, done)) return errc::outbox_full;
     offset_hole_payload h{};
     h.offset.set(offset);
     h.hole_size.set(length);
-    if (!queue_chunk(r, chunk_type::offset_hole, done, encode(h), std::nullopt)) return errc::outbox_full;
-    if (done) --outstanding_;
+    put_chunk(r, chunk_type::offset_hole, done, encode(h), std::nullopt);
+    if (done) finish(*s);
     return {};
   }
 
   /// The status chunk of one negotiated context for BLOCK_STATUS `r`: consecutive extents
-  /// from the request offset. As many extents as fit one outbox are sent (fewer extents than
-  /// the range is allowed); REQ_ONE sends one, clipped to the request; no extent follows one
-  /// that reaches the end of the request. Returns how many extents went out.
+  /// from the request offset. REQ_ONE sends one, clipped to the request; no extent follows
+  /// one that reaches the end of the request; and as many as the outbox holds beyond the
+  /// first (fewer extents than the range is allowed: the client asks again). The first
+  /// extent of each negotiated context is reserved, so this call does not fail for room.
+  /// Returns how many extents went out.
   result<std::size_t> reply_block_status(const request& r, std::uint32_t context_id,
                                          std::span<const block_extent> extents, bool done) noexcept {
-    if (const errc c = can_reply(); c != errc::ok) return c;
-    if (r.cmd() != command::block_status || !neg_.has_meta_context(context_id) || extents.empty())
-      return errc::wrong_state;
+    auto* s = answerable(r);
+    if (!s) return answer_error();
+    if (r.cmd() != command::block_status) return errc::command_mismatch;
+    if (!neg_.has_meta_context(context_id)) return errc::context_not_negotiated;
+    if (extents.empty()) return errc::no_extents;
     const std::size_t desc = extended_ ? sizeof(block_descriptor_ext) : sizeof(block_descriptor);
-    const std::size_t head = extended_ ? sizeof(extended_reply_header) + 8 : sizeof(structured_reply_header) + 4;
-    // Count what goes out: within the outbox, one for REQ_ONE, none after the request's end.
+    const std::size_t head = chunk_header_size() + (extended_ ? 8 : 4);
+    // The first descriptor is reserved; the others take what room is left over.
+    const std::size_t extra_room = (chunk_room(*s, done) > head + desc) ? (chunk_room(*s, done) - head - desc) / desc : 0;
     std::size_t n = 0;
     std::uint64_t sum = 0;
-    const std::size_t room = (outbox_size - head) / desc;
-    while (n < extents.size() && n < room) {
+    while (n < extents.size() && n < 1 + extra_room) {
       if (extents[n].length == 0) return errc::zero_length;
       sum += extents[n].length;
       ++n;
       if ((r.flags & command_flag::req_one) || sum >= r.length) break;
       if (!extended_ && extents[n - 1].length > 0xffffffffu) break;
     }
-    if (!out_.room_for(head + n * desc)) return errc::outbox_full;
+    if (!take_room(*s, head + n * desc, 0, done)) return errc::outbox_full;
+    if (s->contexts_left) --s->contexts_left;
     const std::uint64_t payload = (extended_ ? 8 : 4) + n * desc;
     put_chunk_header(r, extended_ ? chunk_type::block_status_ext : chunk_type::block_status, done, payload);
     std::array<std::byte, 16> b{};
@@ -271,30 +336,56 @@ class server {
       }
       out_.put(bytes_view{b}.first(desc));
     }
-    if (done) --outstanding_;
+    if (done) finish(*s);
     return n;
   }
 
   /// Structured replies only: an error chunk (ERROR, or ERROR_OFFSET when `offset` is given).
   result<void> reply_error_chunk(const request& r, nbd_error e, std::string_view message,
                                  std::optional<std::uint64_t> offset, bool done) noexcept {
-    if (const errc c = can_reply(); c != errc::ok) return c;
-    if (!structured_replies_on() || e == nbd_error::ok) return errc::wrong_state;
+    auto* s = answerable(r);
+    if (!s) return answer_error();
+    if (!structured_replies_on()) return errc::structured_replies_off;
+    if (e == nbd_error::ok) return errc::error_chunk_needs_error;
     if (message.size() > max_string) return errc::string_too_long;
     if (offset && (*offset < r.offset || *offset - r.offset >= r.length)) return errc::request_out_of_range;
-    if (!queue_error_chunk(r, e, message, offset, done)) return errc::outbox_full;
-    if (done) --outstanding_;
+    const std::size_t fixed = chunk_header_size() + sizeof(error_chunk_prefix) + (offset ? 8 : 0);
+    if (!done && chunk_room(*s, false) < fixed) return errc::outbox_full;
+    queue_error_chunk(*s, e, message, offset, done);
+    if (done) finish(*s);
     return {};
   }
 
   /// Structured replies only: NBD_REPLY_TYPE_NONE with DONE, ending a reply whose chunks
   /// were all sent without DONE.
   result<void> reply_done(const request& r) noexcept {
-    if (const errc c = can_reply(); c != errc::ok) return c;
-    if (!structured_replies_on()) return errc::wrong_state;
-    if (!queue_chunk(r, chunk_type::none, true, {}, std::nullopt)) return errc::outbox_full;
-    --outstanding_;
+    auto* s = answerable(r);
+    if (!s) return answer_error();
+    if (!structured_replies_on()) return errc::structured_replies_off;
+    (void)take_room(*s, chunk_header_size(), 0, true);  // within the reservation
+    put_chunk(r, chunk_type::none, true, {}, std::nullopt);
+    finish(*s);
     return {};
+  }
+
+  /// Outbox bytes a chunk of request `r` that does not end its reply may use now.
+  [[nodiscard]] std::size_t chunk_room(const request& r) const noexcept {
+    const auto* s = requests_.find(r);
+    return s ? chunk_room(*s, false) : 0;
+  }
+
+  /// Attaches the caller's tag to a request in flight; every later event about it (WRITE
+  /// payload pieces) carries it in `event::tag`, and tag_of() returns it.
+  result<void> set_tag(const request& r, std::uint64_t tag) noexcept {
+    auto* s = answerable(r);
+    if (!s) return answer_error();
+    s->tag = tag;
+    return {};
+  }
+  [[nodiscard]] std::optional<std::uint64_t> tag_of(const request& r) const noexcept {
+    const auto* s = requests_.find(r);
+    if (!s) return std::nullopt;
+    return s->tag;
   }
 
   /// The server is going away ("Option haggling", "Error values"): every later option except
@@ -311,7 +402,18 @@ class server {
   /// oldstyle and the 1997 framing).
   [[nodiscard]] const nbdwire::negotiated& negotiated() const noexcept { return neg_; }
   /// Requests reported to the caller and not yet answered.
-  [[nodiscard]] std::size_t outstanding() const noexcept { return outstanding_; }
+  [[nodiscard]] std::size_t outstanding() const noexcept { return requests_.size(); }
+  /// True once the machine reads nothing more: the client disconnected (DISC, ABORT), closed,
+  /// or broke the protocol. Requests in flight may still be answered.
+  [[nodiscard]] bool finished() const noexcept {
+    return state_ == server_state::closed || state_ == server_state::failed;
+  }
+  /// True when nothing is owed: no request awaits a reply and no output is queued. A
+  /// finished() machine that is drained() is done: close the connection. (A failed one may
+  /// be closed at once: the connection is over.)
+  [[nodiscard]] bool drained() const noexcept {
+    return requests_.size() == 0 && out_.pending().empty() && !out_.payload();
+  }
 
  private:
   enum class rx : std::uint8_t { header, option_body, payload, discard };
@@ -333,7 +435,7 @@ class server {
   void move(server_trigger t) noexcept {
     const auto to = detail::next_state(detail::server_transitions, state_, t);
     state_ = to ? *to : server_state::failed;
-    if (!to && error_ == errc::ok) error_ = errc::wrong_state;
+    if (!to && error_ == errc::ok) error_ = errc::illegal_transition;
   }
   event fail(errc e) noexcept {
     if (state_ != server_state::failed) {
@@ -380,8 +482,16 @@ class server {
 
   std::size_t step(bytes_view in, event& ev) noexcept {
     switch (state_) {
-      case server_state::failed: ev = failed_event(); return 0;
-      case server_state::closed: ev = {.kind = event_kind::closed}; return 0;
+      case server_state::start: return 0;
+      // A terminal event is reported once (receive()); after that input is dropped.
+      case server_state::failed:
+        if (terminal_reported_) return in.size();
+        ev = failed_event();
+        return 0;
+      case server_state::closed:
+        if (terminal_reported_) return in.size();
+        ev = {.kind = event_kind::closed};
+        return 0;
       case server_state::awaiting_client_flags: return on_client_flags(in, ev);
       case server_state::negotiating: return on_option(in, ev);
       case server_state::transmission: return on_request(in, ev);
@@ -740,16 +850,91 @@ class server {
 
   [[nodiscard]] bool legacy() const noexcept { return cfg_.style == handshake_style::legacy_1997; }
 
+  /// Bytes of one reply header: simple (16; the 1997 reply is 16 too), compact structured
+  /// (20) or [ext] extended (32) chunk header.
+  [[nodiscard]] std::size_t chunk_header_size() const noexcept {
+    return extended_ ? sizeof(extended_reply_header) : sizeof(structured_reply_header);
+  }
+
+  /// The outbox room a request holds from acceptance until its reply is complete: what the
+  /// reply's last messages need (see "Output contract" above). At most max_reply_reserve().
+  [[nodiscard]] std::size_t reply_reserve(const request& r) const noexcept {
+    const std::size_t simple = legacy() ? sizeof(legacy_1997_reply) : sizeof(simple_reply_header);
+    if (!structured_replies_on()) return simple;
+    if (r.cmd() == command::read) return std::max(final_chunk_size(), 2 * (chunk_header_size() + 8));
+    if (r.cmd() == command::block_status) return neg_.meta_context_count * block_status_reserve() + final_chunk_size();
+    return std::max(final_chunk_size(), simple);
+  }
+  /// The largest chunk that can end any reply without data: an ERROR_OFFSET chunk without a
+  /// message (a NONE chunk, an OFFSET_HOLE chunk and a data chunk's header are smaller).
+  [[nodiscard]] std::size_t final_chunk_size() const noexcept {
+    return chunk_header_size() + sizeof(error_chunk_prefix) + 8;
+  }
+  /// One status chunk with one descriptor.
+  [[nodiscard]] std::size_t block_status_reserve() const noexcept {
+    return chunk_header_size() + (extended_ ? 8 + sizeof(block_descriptor_ext) : 4 + sizeof(block_descriptor));
+  }
+  [[nodiscard]] std::size_t max_reply_reserve() const noexcept {
+    return std::max(reply_reserve(request{.type = static_cast<std::uint16_t>(command::read)}),
+                    reply_reserve(request{.type = static_cast<std::uint16_t>(command::block_status)}));
+  }
+  /// Payload marks a reply holds: READ data in one chunk, or two when a compact chunk
+  /// cannot carry it all.
+  [[nodiscard]] std::size_t reply_marks(const request& r) const noexcept {
+    if (r.cmd() != command::read) return 0;
+    return !extended_ && structured_replies_on() && r.length > max_compact_chunk_data ? 2 : 1;
+  }
+
+  /// Room for the next request's reservation: table space, outbox bytes and marks beyond
+  /// what the requests in flight hold.
+  [[nodiscard]] bool can_accept() noexcept {
+    return !requests_.full() && out_.room_for(reserved_ + max_reply_reserve(), reserved_marks_ + 2);
+  }
+
+  /// Room a chunk of `s` may use now: the room nobody holds, plus what `s` holds if the
+  /// chunk ends the reply (a chunk that does not end it leaves the final message's room).
+  [[nodiscard]] std::size_t chunk_room(const detail::request_table::slot& s, bool done) const noexcept {
+    const std::size_t free = out_.free_space() > reserved_ ? out_.free_space() - reserved_ : 0;
+    const std::size_t keep = done ? 0 : final_chunk_keep(s);
+    return free + (s.reserve > keep ? s.reserve - keep : 0);
+  }
+  /// What a slot keeps back for the rest of its reply while sending a chunk that does not
+  /// end it: a status chunk for each context still to answer after this one, and a final chunk.
+  [[nodiscard]] std::size_t final_chunk_keep(const detail::request_table::slot& s) const noexcept {
+    const std::size_t contexts = s.contexts_left > 1 ? (s.contexts_left - 1u) * block_status_reserve() : 0;
+    return std::min<std::size_t>(s.reserve, contexts + final_chunk_size());
+  }
+
+  /// Checks and takes room for `bytes` and `marks` of a chunk of `s`; the slot's reservation
+  /// shrinks to what the rest of its reply keeps. False (nothing changed) if it does not fit.
+  [[nodiscard]] bool take_room(detail::request_table::slot& s, std::size_t bytes, std::size_t marks, bool done) noexcept {
+    const std::size_t keep = done ? 0 : final_chunk_keep(s);
+    const std::size_t keep_marks = done || s.req.cmd() != command::read ? 0 : 1;
+    const std::size_t others = reserved_ - s.reserve, other_marks = reserved_marks_ - s.reserve_marks;
+    if (!out_.room_for(others + keep + bytes, other_marks + keep_marks + marks)) return false;
+    reserved_ = others + keep;
+    reserved_marks_ = other_marks + keep_marks;
+    s.reserve = static_cast<std::uint16_t>(keep);
+    s.reserve_marks = static_cast<std::uint8_t>(keep_marks);
+    return true;
+  }
+
+  /// The reply of `s` is complete: its slot and what it still held are released.
+  void finish(detail::request_table::slot& s) noexcept {
+    reserved_ -= s.reserve;
+    reserved_marks_ -= s.reserve_marks;
+    requests_.remove(s);
+  }
+
   std::size_t on_request(bytes_view in, event& ev) noexcept {
-    if (refusal_pending_) {
-      if (!queue_whole_reply(refused_, refused_status_, {})) return ev = {.kind = event_kind::blocked}, 0;
-      refusal_pending_ = false;
-      ev = {.kind = event_kind::request_refused, .req = refused_, .status = refused_status_};
-      return 0;
-    }
     if (phase_ == rx::payload || phase_ == rx::discard) return on_payload(in, ev);
     // The 1997 client matches replies in request order: one request at a time.
-    if (legacy() && outstanding_ != 0) {
+    if (legacy() && requests_.size() != 0) {
+      if (!in.empty()) ev = {.kind = event_kind::blocked};
+      return 0;
+    }
+    // Backpressure: a request is read only once its reply's room can be reserved.
+    if (stash_.size() == 0 && !can_accept()) {
       if (!in.empty()) ev = {.kind = event_kind::blocked};
       return 0;
     }
@@ -827,85 +1012,112 @@ class server {
                               : payload_len_misused ? detail::verdict::flag_not_applicable
                                                     : detail::check_request(r, neg_, true);
     payload_ = {r.cookie, r.offset, payload};
+    // The request holds its reply's room from now on (can_accept() made sure it fits).
+    auto& s = requests_.add(r);
+    s.reserve = static_cast<std::uint16_t>(reply_reserve(r));
+    s.reserve_marks = static_cast<std::uint8_t>(reply_marks(r));
+    s.contexts_left = static_cast<std::uint8_t>(r.cmd() == command::block_status ? neg_.meta_context_count : 0);
+    reserved_ += s.reserve;
+    reserved_marks_ += s.reserve_marks;
     if (v != detail::verdict::ok) {
       phase_ = payload ? rx::discard : rx::header;
-      refused_ = r;
-      refused_status_ = detail::to_nbd_error(v);
-      if (!queue_whole_reply(r, refused_status_, {})) {
-        refusal_pending_ = true;
-        return {};
-      }
-      return {.kind = event_kind::request_refused, .req = r, .status = refused_status_};
+      const nbd_error status = detail::to_nbd_error(v);
+      queue_whole_reply(s, status, {});
+      finish(s);
+      return {.kind = event_kind::request_refused, .req = r, .status = status};
     }
-    ++outstanding_;
     phase_ = payload ? rx::payload : rx::header;
     current_ = r;
-    return {.kind = event_kind::request, .req = r};
+    return {.kind = event_kind::request, .req = r, .remaining = payload};
   }
 
   std::size_t on_payload(bytes_view in, event& ev) noexcept {
     const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), payload_.length));
     if (take == 0) return 0;
-    if (phase_ == rx::payload)
-      ev = {.kind = event_kind::payload, .req = current_, .offset = payload_.offset, .data = in.first(take)};
     payload_.offset += take;
     payload_.length -= take;
+    if (phase_ == rx::payload) {
+      const auto* s = requests_.find(current_);
+      ev = {.kind = event_kind::payload, .req = current_, .offset = payload_.offset - take, .data = in.first(take),
+            .tag = s ? s->tag : 0, .remaining = payload_.length};
+    }
     if (payload_.length == 0) phase_ = rx::header;
     return take;
   }
 
   [[nodiscard]] bool structured_replies_on() const noexcept { return neg_.structured_replies; }
 
-  [[nodiscard]] errc can_reply() const noexcept {
-    if (state_ != server_state::transmission && state_ != server_state::closed) return errc::wrong_state;
-    if (outstanding_ == 0) return errc::unknown_request;
-    return errc::ok;
+  /// The slot of a request a reply call names: none once the connection failed (there is
+  /// nobody to answer), or for a request not in flight.
+  [[nodiscard]] detail::request_table::slot* answerable(const request& r) noexcept {
+    return state_ == server_state::failed ? nullptr : requests_.find(r);
+  }
+  [[nodiscard]] errc answer_error() const noexcept {
+    return state_ == server_state::failed ? errc::not_in_transmission : errc::unknown_request;
   }
 
-  [[nodiscard]] errc check_chunk(const request& r, command c, std::uint64_t offset, std::uint64_t length) const noexcept {
-    if (const errc e = can_reply(); e != errc::ok) return e;
-    if (!structured_replies_on() || r.cmd() != c) return errc::wrong_state;
+  [[nodiscard]] errc check_chunk(const detail::request_table::slot* s, command c, std::uint64_t offset,
+                                 std::uint64_t length) const noexcept {
+    if (!structured_replies_on()) return errc::structured_replies_off;
+    if (s->req.cmd() != c) return errc::command_mismatch;
     if (length == 0) return errc::zero_length;
-    if (offset < r.offset || !range_within(offset - r.offset, length, r.length)) return errc::request_out_of_range;
+    if (offset < s->req.offset || !range_within(offset - s->req.offset, length, s->req.length))
+      return errc::request_out_of_range;
     return errc::ok;
   }
 
-  /// A whole reply in one message. Simple replies serve everything without structured
-  /// replies; with them only a success without data (never anything for READ), and with
-  /// extended headers nothing ("Structured reply chunk message", [ext]).
-  [[nodiscard]] bool queue_whole_reply(const request& r, nbd_error e, std::string_view message) noexcept {
+  /// A whole reply in one message, within the room `s` holds (a message only takes what is
+  /// left). Simple replies serve everything without structured replies; with them only a
+  /// success without data (never anything for READ), and with extended headers nothing
+  /// ("Structured reply chunk message", [ext]).
+  void queue_whole_reply(detail::request_table::slot& s, nbd_error e, std::string_view message) noexcept {
+    const request& r = s.req;
     const bool ok = e == nbd_error::ok;
     const bool data = r.cmd() == command::read && ok && r.length != 0;
-    const std::optional<payload_span> mark =
-        data ? std::optional<payload_span>{payload_span{r.cookie, r.offset, r.length}} : std::nullopt;
     const bool chunks = extended_ || (structured_replies_on() && (r.cmd() == command::read || !ok));
-    if (!chunks) return queue_reply(r.cookie, e, mark);
-    if (!ok) return queue_error_chunk(r, e, message, std::nullopt, true);
+    if (!chunks) {
+      (void)take_room(s, legacy() ? sizeof(legacy_1997_reply) : sizeof(simple_reply_header), data ? 1 : 0, true);
+      if (legacy())
+        out_.put_record(make_legacy_1997_reply(r.cookie, static_cast<std::uint32_t>(e)));
+      else
+        out_.put_record(make_simple_reply(e, r.cookie));
+      if (data) out_.put_mark({r.cookie, r.offset, r.length});
+      return;
+    }
+    if (!ok) return queue_error_chunk(s, e, message, std::nullopt, true);
     if (data) {
       // A compact chunk's 32-bit length holds at most 2^32 - 9 data bytes: "a read of more
       // than 2^32 - 8 bytes MUST be split" without extended headers (DF: at most 65,536
       // bytes need be served unsplit, and a larger DF read is never split here either).
       const std::uint64_t first = !extended_ && r.length > max_compact_chunk_data ? max_compact_chunk_data & ~std::uint64_t{4095}
                                                                                     : r.length;
-      if (!out_.room_for(2 * (sizeof(extended_reply_header) + 8), 2)) return false;
+      const std::size_t pieces = first == r.length ? 1 : 2;
+      (void)take_room(s, pieces * (chunk_header_size() + 8), pieces, true);
       std::array<std::byte, 8> off{};
       store_be<std::uint64_t>(off.data(), r.offset);
-      (void)queue_chunk(r, chunk_type::offset_data, first == r.length, off, payload_span{r.cookie, r.offset, first});
-      if (first == r.length) return true;
+      put_chunk(r, chunk_type::offset_data, first == r.length, off, payload_span{r.cookie, r.offset, first});
+      if (first == r.length) return;
       store_be<std::uint64_t>(off.data(), r.offset + first);
-      return queue_chunk(r, chunk_type::offset_data, true, off, payload_span{r.cookie, r.offset + first, r.length - first});
+      put_chunk(r, chunk_type::offset_data, true, off, payload_span{r.cookie, r.offset + first, r.length - first});
+      return;
     }
-    return queue_chunk(r, chunk_type::none, true, {}, std::nullopt);
+    (void)take_room(s, chunk_header_size(), 0, true);
+    put_chunk(r, chunk_type::none, true, {}, std::nullopt);
   }
 
   /// Data bytes one compact OFFSET_DATA chunk can carry (its length counts 8 offset bytes).
   static constexpr std::uint64_t max_compact_chunk_data = 0xffffffffu - 8;
 
-  [[nodiscard]] bool queue_error_chunk(const request& r, nbd_error e, std::string_view message,
-                                       std::optional<std::uint64_t> offset, bool done) noexcept {
-    const std::size_t len = sizeof(error_chunk_prefix) + message.size() + (offset ? 8 : 0);
-    if (!out_.room_for(sizeof(extended_reply_header) + len)) return false;
-    put_chunk_header(r, offset ? chunk_type::error_offset : chunk_type::error, done, len);
+  /// An error chunk; the caller made sure its fixed part fits. The message takes what room is
+  /// left and is shortened at a UTF-8 character boundary when that is less than its length.
+  void queue_error_chunk(detail::request_table::slot& s, nbd_error e, std::string_view message,
+                         std::optional<std::uint64_t> offset, bool done) noexcept {
+    const std::size_t fixed = chunk_header_size() + sizeof(error_chunk_prefix) + (offset ? 8 : 0);
+    const std::size_t room = chunk_room(s, done);
+    if (message.size() > room - std::min(room, fixed)) message = detail::utf8_prefix(message, room - std::min(room, fixed));
+    (void)take_room(s, fixed + message.size(), 0, done);
+    put_chunk_header(s.req, offset ? chunk_type::error_offset : chunk_type::error, done,
+                     fixed - chunk_header_size() + message.size());
     error_chunk_prefix p{};
     p.error.set(static_cast<std::uint32_t>(e));
     p.message_length.set(static_cast<std::uint16_t>(message.size()));
@@ -916,16 +1128,13 @@ class server {
       store_be<std::uint64_t>(o.data(), *offset);
       out_.put(o);
     }
-    return true;
   }
 
-  [[nodiscard]] bool queue_chunk(const request& r, chunk_type t, bool done, bytes_view fixed,
-                                 std::optional<payload_span> data) noexcept {
-    if (!out_.room_for(sizeof(extended_reply_header) + fixed.size(), data ? 1 : 0)) return false;
+  /// A chunk whose room was taken: header, fixed fields, and a payload mark for its data.
+  void put_chunk(const request& r, chunk_type t, bool done, bytes_view fixed, std::optional<payload_span> data) noexcept {
     put_chunk_header(r, t, done, fixed.size() + (data ? data->length : 0));
     out_.put(fixed);
     if (data) out_.put_mark(*data);
-    return true;
   }
 
   /// A structured chunk header, or [ext] an extended one (whose offset is the request's).
@@ -936,20 +1145,8 @@ class server {
     else
       out_.put_record(make_structured_reply(flags, t, r.cookie, static_cast<std::uint32_t>(length)));
   }
-
-  [[nodiscard]] bool queue_reply(std::uint64_t cookie, nbd_error e, std::optional<payload_span> data) noexcept {
-    const std::size_t size = legacy() ? sizeof(legacy_1997_reply) : sizeof(simple_reply_header);
-    if (!out_.room_for(size, data ? 1 : 0)) return false;
-    if (legacy())
-      out_.put_record(make_legacy_1997_reply(cookie, static_cast<std::uint32_t>(e)));
-    else
-      out_.put_record(make_simple_reply(e, cookie));
-    if (data) out_.put_mark(*data);
-    return true;
-  }
-
   server_config cfg_;
-  server_state state_ = server_state::awaiting_client_flags;
+  server_state state_ = server_state::start;
   errc error_ = errc::ok;
   nbdwire::negotiated neg_{};
   bool no_zeroes_ = false, shutting_down_ = false;
@@ -970,11 +1167,11 @@ class server {
   std::size_t list_next_ = 0;
   // transmission
   rx phase_ = rx::header;
-  request current_{}, refused_{};
-  nbd_error refused_status_ = nbd_error::ok;
-  bool refusal_pending_ = false;
+  request current_{};  ///< the request whose WRITE payload is arriving
   payload_span payload_{};
-  std::size_t outstanding_ = 0;
+  detail::request_table requests_{};
+  std::size_t reserved_ = 0, reserved_marks_ = 0;  ///< outbox room held by requests_ (see reply_reserve)
+  bool terminal_reported_ = false;
   detail::stash stash_{};
   detail::body_buffer<4> field_{};
   detail::body_buffer<max_string> name_{};

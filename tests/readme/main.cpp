@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -16,8 +17,8 @@
 namespace {
 
 // A blocking server loop: enough to answer one client until it closes.
-void serve(int fd, nbdwire::handshake_style style, std::vector<std::byte>& disk) {
-  const nbdwire::export_config exports[] = {{"disk", "", disk.size(), 0, {}}};
+void serve(int fd, nbdwire::handshake_style style, std::vector<std::byte>& disk, std::string_view name = "disk") {
+  const nbdwire::export_config exports[] = {{name, "", disk.size(), 0, {}}};
   nbdwire::server_config cfg;
   cfg.style = style;
   cfg.exports = exports;
@@ -41,15 +42,30 @@ void serve(int fd, nbdwire::handshake_style style, std::vector<std::byte>& disk)
     const ssize_t got = recv(fd, buf.data(), buf.size(), 0);
     if (got <= 0) return;
     std::span<const std::byte> in(buf.data(), static_cast<std::size_t>(got));
-    for (;;) {
-      auto [used, ev] = s.receive(in);
-      in = in.subspan(used);
-      if (ev.kind == nbdwire::event_kind::request) (void)s.reply(ev.req);
-      if (ev.kind == nbdwire::event_kind::need_more || ev.kind == nbdwire::event_kind::failed ||
-          ev.kind == nbdwire::event_kind::closed)
-        break;
-    }
+    nbdwire::receive_result r;
+    do {
+      r = s.receive(in);
+      in = in.subspan(r.consumed);
+      if (r.ev.kind == nbdwire::event_kind::request) (void)s.reply(r.ev.req);
+    } while (r.call_again());
+    if (s.finished() && s.drained()) return;
   }
+}
+
+// The README's client asks for export "disk"; a server without it refuses GO. The example
+// must return false at once (before this change it waited in recv() for ever).
+bool run_missing_export() {
+  std::vector<std::byte> disk(4096);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return false;
+  std::thread server([&] { serve(sv[1], nbdwire::handshake_style::fixed_newstyle, disk, "other"); });
+  std::vector<std::byte> got(512);
+  const bool ok = nbd_read(sv[0], got.data(), 0, 512);
+  close(sv[0]);
+  server.join();
+  close(sv[1]);
+  std::printf("missing export: nbd_read %s\n", ok ? "SUCCEEDED (wrong)" : "returned false");
+  return !ok;
 }
 
 bool run(nbdwire::handshake_style style) {
@@ -76,5 +92,6 @@ int main() {
   for (auto style : {nbdwire::handshake_style::fixed_newstyle, nbdwire::handshake_style::newstyle,
                      nbdwire::handshake_style::oldstyle})
     ok = run(style) && ok;
+  ok = run_missing_export() && ok;
   return ok ? 0 : 1;
 }

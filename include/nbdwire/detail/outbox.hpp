@@ -12,6 +12,7 @@
 #include <cstdint>    // fixed-width integers
 #include <optional>   // std::optional: the payload due, if any
 #include <span>       // std::span: output pieces
+#include <string_view>  // utf8_prefix
 
 #include "nbdwire/bytes.hpp"
 #include "nbdwire/config.hpp"
@@ -78,6 +79,9 @@ class outbox {
     return n;
   }
 
+  /// Bytes that can still be queued (after compaction).
+  [[nodiscard]] std::size_t free_space() const noexcept { return buf_.size() - (tail_ - head_); }
+
   /// Bytes queued and not yet sent (payloads not counted).
   [[nodiscard]] std::size_t used() const noexcept { return tail_ - head_; }
 
@@ -121,6 +125,13 @@ class outbox {
   std::array<mark, max_payload_marks> mark_{};
   std::size_t head_ = 0, tail_ = 0, first_mark_ = 0, marks_ = 0;
 };
+
+/// The longest prefix of `s` of at most `n` bytes that does not cut a UTF-8 character.
+[[nodiscard]] constexpr std::string_view utf8_prefix(std::string_view s, std::size_t n) noexcept {
+  if (n >= s.size()) return s;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0u) == 0x80u) --n;  // s[n] continues a character
+  return s.substr(0, n);
+}
 
 /// Accumulates at most `N` bytes of one message while they arrive in pieces: a fixed-size
 /// header (the stash), an export name, an option reply body. Payloads never pass through it.

@@ -134,10 +134,10 @@ enum class verdict : std::uint8_t {
     case verdict::payload_too_large: return errc::payload_too_large;
     case verdict::zero_length: return errc::zero_length;
     case verdict::no_meta_context: return errc::command_not_advertised;
-    case verdict::shutting_down: return errc::wrong_state;
+    case verdict::shutting_down: return errc::server_is_shutting_down;
     case verdict::df_too_large: return errc::payload_too_large;
   }
-  return errc::wrong_state;
+  return errc::command_not_advertised;  // not reached: every verdict is listed
 }
 
 /// Masks transmission flags a server must not have set (checklist 3.2: lenient reading of
