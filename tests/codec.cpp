@@ -30,7 +30,7 @@ enum class body_kind {
 struct item {
   body_item kind = body_item::need_more;
   body_errc error = body_errc::ok;
-  std::string text;
+  std::string text{};
   std::uint64_t offset = 0, length = 0, status = 0, export_size = 0;
   std::uint32_t count = 0, context_id = 0, error_value = 0;
   std::uint16_t info = 0, transmission_flags = 0;
