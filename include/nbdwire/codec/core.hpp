@@ -216,7 +216,7 @@ class string_stash {
       st.advance(len);
       return true;
     }
-    const std::size_t n = std::min(len - have_, avail);
+    const std::size_t n = std::min<std::size_t>(len - have_, avail);
     for (std::size_t i = 0; i < n; ++i) buf_[have_ + i] = in[used + i];
     have_ = static_cast<std::uint32_t>(have_ + n);
     used += n;
