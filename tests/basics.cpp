@@ -282,7 +282,7 @@ TEST_CASE("events: block size constraints validity") {
 #include "nbdwire/server.hpp"
 
 TEST_CASE("memory: machine sizes stay within the documented bounds") {
-  // docs/design.md "Memory bounds" (x86-64, default limits: client 32,368, server 18,552,
+  // docs/design.md "Memory bounds" (x86-64, default limits: client 32,920, server 18,552,
   // event 168 bytes); a growth past these bounds must update the document.
   if constexpr (sizeof(void*) == 8) {
     CHECK(sizeof(nbdwire::client) <= 33u * 1024u);

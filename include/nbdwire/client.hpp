@@ -76,25 +76,64 @@ enum class client_state : std::uint8_t {
   closed,                      ///< terminal: clean end
   failed,                      ///< terminal: error() says why
 };
+
+/// The enumerator's name, as docs/design.md shows it.
+[[nodiscard]] constexpr std::string_view to_string(client_state v) noexcept {
+  switch (v) {
+    case client_state::awaiting_greeting: return "awaiting_greeting";
+    case client_state::negotiating: return "negotiating";
+    case client_state::awaiting_option_reply: return "awaiting_option_reply";
+    case client_state::awaiting_export_name_reply: return "awaiting_export_name_reply";
+    case client_state::transmission: return "transmission";
+    case client_state::disconnecting: return "disconnecting";
+    case client_state::closed: return "closed";
+    case client_state::failed: return "failed";
+  }
+  return "unknown";
+}
+
 inline constexpr std::size_t client_state_count = 8;
 
 enum class client_trigger : std::uint8_t {
   handshake_skipped,  ///< the 1997 framing (no handshake), or a negotiated hand-over
-  oldstyle_greeting,
-  newstyle_greeting,
-  option_sent,
-  export_name_sent,
+  oldstyle_greeting,  ///< the oldstyle greeting: size and flags, no options
+  newstyle_greeting,  ///< the newstyle greeting; client flags queued
+  option_sent,  ///< go() / info() / list() / list_meta_context() / abort() sent
+  export_name_sent,  ///< export_name() sent (or go() on a non-fixed newstyle server)
   option_final,      ///< final reply other than GO's ACK
-  go_acked,
+  go_acked,  ///< GO acknowledged with NBD_INFO_EXPORT
   go_fell_back,      ///< GO got ERR_UNSUP; EXPORT_NAME sent instead
   shutdown_abort,    ///< ERR_SHUTDOWN: ABORT sent in its place (a MUST)
   plan_next,         ///< a step of go()/info()'s plan ended; its next option was sent
-  abort_acked,
-  export_name_replied,
-  disc_sent,
-  peer_closed,
-  violation,
+  abort_acked,  ///< ABORT acknowledged, or the server closed after ABORT
+  export_name_replied,  ///< the 134- or 10-byte EXPORT_NAME reply
+  disc_sent,  ///< disconnect(), or the DISC owed after NBD_ESHUTDOWN
+  peer_closed,  ///< the server closed at a message boundary with nothing owed
+  violation,  ///< the server broke a rule (a fatal errc)
 };
+
+/// The enumerator's name, as docs/design.md shows it.
+[[nodiscard]] constexpr std::string_view to_string(client_trigger v) noexcept {
+  switch (v) {
+    case client_trigger::handshake_skipped: return "handshake_skipped";
+    case client_trigger::oldstyle_greeting: return "oldstyle_greeting";
+    case client_trigger::newstyle_greeting: return "newstyle_greeting";
+    case client_trigger::option_sent: return "option_sent";
+    case client_trigger::export_name_sent: return "export_name_sent";
+    case client_trigger::option_final: return "option_final";
+    case client_trigger::go_acked: return "go_acked";
+    case client_trigger::go_fell_back: return "go_fell_back";
+    case client_trigger::shutdown_abort: return "shutdown_abort";
+    case client_trigger::plan_next: return "plan_next";
+    case client_trigger::abort_acked: return "abort_acked";
+    case client_trigger::export_name_replied: return "export_name_replied";
+    case client_trigger::disc_sent: return "disc_sent";
+    case client_trigger::peer_closed: return "peer_closed";
+    case client_trigger::violation: return "violation";
+  }
+  return "unknown";
+}
+
 
 namespace detail {
 using client_transition = transition<client_state, client_trigger>;

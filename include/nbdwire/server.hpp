@@ -79,18 +79,48 @@ enum class server_state : std::uint8_t {
   closed,                 ///< terminal for input: DISC, ABORT or a clean close (reply() still works)
   failed,                 ///< terminal: error() says why
 };
+
+/// The enumerator's name, as docs/design.md shows it.
+[[nodiscard]] constexpr std::string_view to_string(server_state v) noexcept {
+  switch (v) {
+    case server_state::start: return "start";
+    case server_state::awaiting_client_flags: return "awaiting_client_flags";
+    case server_state::negotiating: return "negotiating";
+    case server_state::transmission: return "transmission";
+    case server_state::closed: return "closed";
+    case server_state::failed: return "failed";
+  }
+  return "unknown";
+}
+
 inline constexpr std::size_t server_state_count = 6;
 
 enum class server_trigger : std::uint8_t {
   greeting_queued,    ///< newstyle greeting queued
   handshake_skipped,  ///< oldstyle greeting queued, the 1997 framing, or a negotiated hand-over
   client_flags,   ///< valid client flags
-  export_chosen,  ///< EXPORT_NAME reply or GO's ACK sent
-  abort,          ///< NBD_OPT_ABORT answered
-  disc,           ///< NBD_CMD_DISC received
-  peer_closed,
-  violation,
+  export_chosen,  ///< the EXPORT_NAME reply or GO's ACK queued
+  abort,  ///< NBD_OPT_ABORT acknowledged
+  disc,  ///< NBD_CMD_DISC received (requests in flight are still answered)
+  peer_closed,  ///< the client closed at a message boundary
+  violation,  ///< the client broke a rule, or the configuration is invalid (a fatal errc)
 };
+
+/// The enumerator's name, as docs/design.md shows it.
+[[nodiscard]] constexpr std::string_view to_string(server_trigger v) noexcept {
+  switch (v) {
+    case server_trigger::greeting_queued: return "greeting_queued";
+    case server_trigger::handshake_skipped: return "handshake_skipped";
+    case server_trigger::client_flags: return "client_flags";
+    case server_trigger::export_chosen: return "export_chosen";
+    case server_trigger::abort: return "abort";
+    case server_trigger::disc: return "disc";
+    case server_trigger::peer_closed: return "peer_closed";
+    case server_trigger::violation: return "violation";
+  }
+  return "unknown";
+}
+
 
 namespace detail {
 using server_transition = transition<server_state, server_trigger>;
