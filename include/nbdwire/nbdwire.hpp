@@ -12,3 +12,5 @@
 #include "nbdwire/events.hpp"     // events, negotiated, request
 #include "nbdwire/client.hpp"     // the client machine
 #include "nbdwire/server.hpp"     // the server machine
+#include "nbdwire/uri.hpp"       // NBD URIs, parsed without a heap
+#include "nbdwire/transfer.hpp"  // request sizes, range splitting, gathered sends

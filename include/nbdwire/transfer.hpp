@@ -135,6 +135,7 @@ class split_range {
   [[nodiscard]] constexpr std::uint64_t cut_after(std::uint64_t at) const noexcept {
     if (end_ - at <= max_) return end_;
     const std::uint64_t limit = at + max_;
+    if (max_ < min_) return limit;
     if (pref_) {
       const std::uint64_t c = limit - limit % pref_;
       if (c > at) return c;

@@ -8,7 +8,7 @@
 // Memory: one `uri` owns everything it had to percent-decode in order to connect, in fixed
 // arrays: the export name (max_string bytes, the spec's string limit), the host
 // (uri_max_host = 255 bytes, the longest DNS name) and the socket path (uri_max_socket = 108
-// bytes, Linux's sun_path). sizeof(uri) is about max_string + 400 bytes. The user name and
+// bytes, Linux's sun_path). sizeof(uri) is max_string + 520 bytes on a 64-bit host. The user name and
 // the TLS parameters are checked (valid %-escapes, no %00) but kept as views of the caller's
 // text, still encoded; uri_decode() decodes one into a buffer of the caller's. A `uri` is
 // therefore only valid while the text it was parsed from is.
@@ -375,6 +375,20 @@ class uri {
 
  private:
   friend constexpr uri_errc parse_uri(std::string_view text, uri& out) noexcept;
+  /// Back to the defaults without a temporary uri (which would cost its size in stack).
+  constexpr void reset() noexcept {
+    transport = uri_transport::tcp;
+    tls = false;
+    host_kind = uri_host_kind::none;
+    port = default_port;
+    vsock_cid = vsock_cid_host;
+    tls_verify_peer.reset();
+    user = tls_type = tls_hostname = tls_certificates = tls_psk_file = query = {};
+    unknown_parameters = 0;
+    host_len_ = export_len_ = socket_len_ = 0;
+    host_[0] = '\0';
+    has_tls_parameters_ = false;
+  }
   std::array<char, uri_max_host + 1> host_{};
   std::array<char, max_string> export_{};
   std::array<char, uri_max_socket> socket_{};
@@ -411,7 +425,7 @@ struct uri_scheme {
 /// Parses `text` into `out` (which firmware can keep in static storage). On an error `out`
 /// holds a partial result and must not be used.
 [[nodiscard]] constexpr uri_errc parse_uri(std::string_view text, uri& out) noexcept {
-  out = uri{};
+  out.reset();
   const std::size_t colon = text.find(':');
   if (colon == std::string_view::npos || colon == 0) return uri_errc::no_scheme;
   const auto scheme = parse_uri_scheme(text.substr(0, colon));
@@ -583,7 +597,7 @@ struct uri_scheme {
   return uri_errc::ok;
 }
 
-/// Parses `text` into a new uri (returned by value: about max_string + 400 bytes).
+/// Parses `text` into a new uri (returned by value: max_string + about 520 bytes).
 [[nodiscard]] constexpr uri_result<uri> parse_uri(std::string_view text) noexcept {
   uri u;
   if (const uri_errc e = parse_uri(text, u); e != uri_errc::ok) return e;
