@@ -105,7 +105,7 @@ void check_every_boundary(const Machine& m) {
 }
 
 const std::array<export_config, 1> exports{
-    export_config{"", "", 1u << 20, tf::has_flags | tf::send_flush | tf::send_fua | tf::send_trim | tf::send_write_zeroes, {}}};
+    export_config{"", "", 1u << 20, tf::send_flush | tf::send_fua | tf::send_trim | tf::send_write_zeroes, {}}};
 
 }  // namespace
 
@@ -265,7 +265,8 @@ TEST_CASE("transfer: send_plan of a server's READ replies, simple and structured
   }
   SUBCASE("structured replies: data chunks interleaved with headers") {
     auto s = modern_server(exports, {}, option_request(option::structured_reply));
-    const auto ev = feed(*s, request_bytes(command::read, 0, 1, 0, 1000) + request_bytes(command::read, 0, 2, 4096, 64));
+    const auto ev =
+        feed(*s, request_bytes(command::read, 0, 1, 0, 1000) + request_bytes(command::read, 0, 2, 4096, 64));
     std::vector<request> reqs;
     for (const auto& r : ev)
       if (r.kind == event_kind::request) reqs.push_back(r.req);

@@ -145,6 +145,14 @@ namespace detail {
   return u <= 0x20 || u == 0x7f;
 }
 
+/// s.substr(pos, n) without its bounds check, which names the exception runtime even where
+/// exceptions are off (firmware images must not link it). `pos` is clamped to the size.
+[[nodiscard]] constexpr std::string_view uri_sub(std::string_view s, std::size_t pos,
+                                                 std::size_t n = std::string_view::npos) noexcept {
+  if (pos > s.size()) pos = s.size();
+  return {s.data() + pos, n < s.size() - pos ? n : s.size() - pos};
+}
+
 /// Percent-decodes `raw` (RFC 3986 §2.1). With `out`, writes the bytes there (at most
 /// `limit`; `too_long` when more). NUL is refused unless `nul_first_ok` and it is byte 0
 /// (an abstract Unix socket: "NBD URI socket parameter"). Returns the decoded length.
@@ -196,7 +204,7 @@ namespace detail {
   int parts = 0;
   while (true) {
     const std::size_t dot = s.find('.');
-    const std::string_view part = s.substr(0, dot);
+    const std::string_view part = detail::uri_sub(s, 0, dot);
     if (part.empty() || part.size() > 3 || (part.size() > 1 && part[0] == '0')) return false;
     if (!uri_number(part, 255)) return false;
     ++parts;
@@ -223,7 +231,7 @@ namespace detail {
   while (i < s.size()) {
     std::size_t j = i;
     while (j < s.size() && s[j] != ':') ++j;
-    const std::string_view g = s.substr(i, j - i);
+    const std::string_view g = detail::uri_sub(s, i, j - i);
     if (g.find('.') != std::string_view::npos) {
       // an embedded IPv4 address must be last
       if (j != s.size() || !uri_is_ipv4(g)) return false;
@@ -304,11 +312,12 @@ class uri_parameters {
     constexpr void next() noexcept {
       while (!rest_.empty()) {
         const std::size_t amp = rest_.find('&');
-        const std::string_view kv = rest_.substr(0, amp);
-        rest_ = amp == std::string_view::npos ? rest_.substr(rest_.size()) : rest_.substr(amp + 1);
+        const std::string_view kv = detail::uri_sub(rest_, 0, amp);
+        rest_ = amp == std::string_view::npos ? detail::uri_sub(rest_, rest_.size()) : detail::uri_sub(rest_, amp + 1);
         if (kv.empty()) continue;
         const std::size_t eq = kv.find('=');
-        cur_ = {kv.substr(0, eq), eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1)};
+        cur_ = {detail::uri_sub(kv, 0, eq),
+                eq == std::string_view::npos ? std::string_view{} : detail::uri_sub(kv, eq + 1)};
         return;
       }
       at_end_ = true;
@@ -419,7 +428,7 @@ struct uri_scheme {
 /// True when `text` begins with an NBD scheme and ':' (it is meant as an NBD URI, valid or not).
 [[nodiscard]] constexpr bool is_nbd_uri(std::string_view text) noexcept {
   const std::size_t colon = text.find(':');
-  return colon != std::string_view::npos && parse_uri_scheme(text.substr(0, colon)).has_value();
+  return colon != std::string_view::npos && parse_uri_scheme(detail::uri_sub(text, 0, colon)).has_value();
 }
 
 /// Parses `text` into `out` (which firmware can keep in static storage). On an error `out`
@@ -428,27 +437,27 @@ struct uri_scheme {
   out.reset();
   const std::size_t colon = text.find(':');
   if (colon == std::string_view::npos || colon == 0) return uri_errc::no_scheme;
-  const auto scheme = parse_uri_scheme(text.substr(0, colon));
+  const auto scheme = parse_uri_scheme(detail::uri_sub(text, 0, colon));
   if (!scheme) return uri_errc::unknown_scheme;
   out.transport = scheme->transport;
   out.tls = scheme->tls;
 
-  std::string_view rest = text.substr(colon + 1);
+  std::string_view rest = detail::uri_sub(text, colon + 1);
   for (const char c : rest)
     if (detail::uri_control(c)) return uri_errc::invalid_character;
   // The fragment (RFC 3986 §3.5) is for the client alone: ignored.
-  if (const auto hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
+  if (const auto hash = rest.find('#'); hash != std::string_view::npos) rest = detail::uri_sub(rest, 0, hash);
   if (const auto q = rest.find('?'); q != std::string_view::npos) {
-    out.query = rest.substr(q + 1);
-    rest = rest.substr(0, q);
+    out.query = detail::uri_sub(rest, q + 1);
+    rest = detail::uri_sub(rest, 0, q);
   }
   std::string_view authority, path;
   const bool has_authority = rest.starts_with("//");
   if (has_authority) {
     rest.remove_prefix(2);
     const std::size_t slash = rest.find('/');
-    authority = rest.substr(0, slash);
-    path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+    authority = detail::uri_sub(rest, 0, slash);
+    path = slash == std::string_view::npos ? std::string_view{} : detail::uri_sub(rest, slash);
   } else {
     path = rest;
   }
@@ -459,14 +468,15 @@ struct uri_scheme {
     path.remove_prefix(1);
   }
   {
-    const auto n = detail::uri_decode_into(path, out.export_.data(), out.export_.size(), uri_errc::export_name_too_long);
+    const auto n =
+        detail::uri_decode_into(path, out.export_.data(), out.export_.size(), uri_errc::export_name_too_long);
     if (!n) return n.error();
     out.export_len_ = n.value();
   }
 
   // -- authority: [userinfo@]host[:port] (RFC 3986 §3.2) --
   if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
-    out.user = authority.substr(0, at);
+    out.user = detail::uri_sub(authority, 0, at);
     authority.remove_prefix(at + 1);
     if (const auto n = detail::uri_decode_into(out.user, nullptr, out.user.size(), uri_errc::ok); !n) return n.error();
   }
@@ -476,17 +486,17 @@ struct uri_scheme {
   if (authority.starts_with('[')) {
     const std::size_t close = authority.find(']');
     if (close == std::string_view::npos) return uri_errc::bad_ipv6;
-    host = authority.substr(1, close - 1);
+    host = detail::uri_sub(authority, 1, close - 1);
     bracketed = true;
-    const std::string_view after = authority.substr(close + 1);
+    const std::string_view after = detail::uri_sub(authority, close + 1);
     if (!after.empty()) {
       if (after[0] != ':') return uri_errc::bad_host;
-      port = after.substr(1);
+      port = detail::uri_sub(after, 1);
       has_port = true;
     }
   } else if (const auto c = authority.rfind(':'); c != std::string_view::npos) {
-    host = authority.substr(0, c);
-    port = authority.substr(c + 1);
+    host = detail::uri_sub(authority, 0, c);
+    port = detail::uri_sub(authority, c + 1);
     has_port = true;
   }
 
@@ -512,9 +522,9 @@ struct uri_scheme {
       // IP-literal: IPv6address, or IPv6addrz with "%25" + zone (RFC 6874).
       std::string_view addr = host, zone;
       if (const auto pct = host.find('%'); pct != std::string_view::npos) {
-        if (!host.substr(pct).starts_with("%25") || pct + 3 == host.size()) return uri_errc::bad_ipv6;
-        addr = host.substr(0, pct);
-        zone = host.substr(pct + 3);
+        if (!detail::uri_sub(host, pct).starts_with("%25") || pct + 3 == host.size()) return uri_errc::bad_ipv6;
+        addr = detail::uri_sub(host, 0, pct);
+        zone = detail::uri_sub(host, pct + 3);
       }
       if (!detail::uri_is_ipv6(addr)) return uri_errc::bad_ipv6;
       for (const char c : zone)
