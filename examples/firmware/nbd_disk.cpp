@@ -9,14 +9,11 @@
 #include <algorithm>  // std::min
 #include <cstring>    // std::memcpy
 #include <new>        // placement new, std::launder
+#include <type_traits>  // std::is_trivially_destructible_v
 
 /// Receive buffer for everything but READ data, which goes straight into the caller's buffer.
 #ifndef NBD_DISK_RX_BUFFER
 #define NBD_DISK_RX_BUFFER 512
-#endif
-/// Longest host name or address in a root path.
-#ifndef NBD_DISK_MAX_HOST
-#define NBD_DISK_MAX_HOST 255
 #endif
 
 namespace {
@@ -24,7 +21,6 @@ namespace {
 namespace nw = nbdwire;
 
 constexpr std::uint64_t sector = NBD_DISK_SECTOR_SIZE;
-constexpr std::uint16_t default_port = 10809;
 // Larger chunks are split; no step of the transport is ever asked for more than this.
 constexpr std::uint64_t max_io = 1u << 30;
 
@@ -46,14 +42,16 @@ struct disk_state {
   int op_status;
   std::size_t rx_head, rx_tail;
   std::byte rx[NBD_DISK_RX_BUFFER];
-  char host[NBD_DISK_MAX_HOST + 1];
-  char export_name[nw::max_string];
-  std::size_t export_len;
+  // The parsed root path: host and export name (nbdwire/uri.hpp bounds them). Raw storage
+  // like the machine's, so the state stays all zero; constructed by parse_root_path().
+  alignas(nw::uri) unsigned char root[sizeof(nw::uri)];
 };
 
 disk_state g;
 
 nw::client& machine() noexcept { return *std::launder(reinterpret_cast<nw::client*>(g.machine)); }
+const nw::uri& root() noexcept { return *std::launder(reinterpret_cast<nw::uri*>(g.root)); }
+static_assert(std::is_trivially_destructible_v<nw::uri>, "the root path is never destroyed");
 
 std::size_t clamp_io(std::uint64_t n) noexcept { return static_cast<std::size_t>(std::min(n, max_io)); }
 
@@ -83,7 +81,7 @@ int on_event(const nw::event& ev) noexcept {
   switch (ev.kind) {
     case nw::event_kind::greeting: {
       // Block sizes only: names and descriptions would cost RAM and tell the disk nothing.
-      const auto r = m.go({g.export_name, g.export_len}, nw::info_request::block_size);
+      const auto r = m.go(root().export_name(), nw::info_request::block_size);
       return r ? 0 : fail(NBD_DISK_PROTOCOL, static_cast<long>(r.error()));
     }
     case nw::event_kind::ready: g.ready = true; return 0;
@@ -197,57 +195,15 @@ int run(Step step, bool receive = true) noexcept {
 
 // ---- the root path ------------------------------------------------------------------------------
 
-int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/// nbd://HOST[:PORT][/EXPORT], HOST possibly a bracketed IPv6 address. Fills g.host,
-/// g.export_name; returns the port, or 0 if the path is not valid.
-std::uint16_t parse_root_path(const char* p) noexcept {
-  static constexpr char scheme[] = "nbd://";
-  if (std::strncmp(p, scheme, sizeof scheme - 1) != 0) return 0;
-  p += sizeof scheme - 1;
-  std::size_t h = 0;
-  const bool bracketed = *p == '[';
-  if (bracketed) ++p;
-  while (*p && (bracketed ? *p != ']' : *p != ':' && *p != '/')) {
-    if (h == NBD_DISK_MAX_HOST) return 0;
-    g.host[h++] = *p++;
-  }
-  g.host[h] = '\0';
-  if (bracketed && *p++ != ']') return 0;
-  if (h == 0) return 0;
-  std::uint32_t port = default_port;
-  if (*p == ':') {
-    port = 0;
-    ++p;
-    if (*p < '0' || *p > '9') return 0;
-    while (*p >= '0' && *p <= '9') {
-      port = port * 10 + static_cast<std::uint32_t>(*p++ - '0');
-      if (port > 65535) return 0;
-    }
-    if (port == 0) return 0;
-  }
-  g.export_len = 0;
-  if (*p == '/') {
-    for (++p; *p; ++p) {
-      char c = *p;
-      if (c == '%') {
-        const int hi = hex_value(p[1]);
-        const int lo = hi < 0 ? -1 : hex_value(p[2]);
-        if (lo < 0) return 0;
-        c = static_cast<char>(hi * 16 + lo);
-        p += 2;
-      }
-      if (g.export_len == sizeof g.export_name) return 0;
-      g.export_name[g.export_len++] = c;
-    }
-  }
-  if (*p != '\0') return 0;
-  return static_cast<std::uint16_t>(port);
+/// nbd://HOST[:PORT][/EXPORT] (an NBD URI without TLS), parsed into root(). 0 or the
+/// nbdwire::uri_errc that refuses it (uri_errc::unknown_scheme for a URI this shim cannot
+/// use: another transport, TLS, or no host).
+long parse_root_path(const char* p) noexcept {
+  nw::uri& u = *::new (static_cast<void*>(g.root)) nw::uri;
+  if (const nw::uri_errc e = nw::parse_uri(p, u); e != nw::uri_errc::ok) return static_cast<long>(e);
+  if (u.transport != nw::uri_transport::tcp || u.wants_tls() || u.host().empty())
+    return static_cast<long>(nw::uri_errc::unknown_scheme);
+  return 0;
 }
 
 // ---- transfers ----------------------------------------------------------------------------------
@@ -309,8 +265,10 @@ extern "C" {
 int nbd_disk_open(const char* root_path, const nbd_transport* t) {
   if (g.open) return NBD_DISK_BUSY;
   if (!root_path || !t || !t->send || !t->recv || !t->poll || !t->connect) return NBD_DISK_BAD_PATH;
-  const std::uint16_t port = parse_root_path(root_path);
-  if (port == 0) return NBD_DISK_BAD_PATH;
+  if (const long e = parse_root_path(root_path); e != 0) {
+    g.detail = e;
+    return NBD_DISK_BAD_PATH;
+  }
 
   g.t = t;
   g.ready = g.broken = false;
@@ -319,7 +277,7 @@ int nbd_disk_open(const char* root_path, const nbd_transport* t) {
   g.read_dst = nullptr;
   g.write_src = nullptr;
   ::new (static_cast<void*>(g.machine)) nw::client(nw::client_config{});
-  if (const int c = t->connect(t->ctx, g.host, port); c < 0) {
+  if (const int c = t->connect(t->ctx, root().host_c_str(), root().tcp_port()); c < 0) {
     machine().~client();
     return fail(NBD_DISK_TRANSPORT, c);
   }
@@ -330,7 +288,8 @@ int nbd_disk_open(const char* root_path, const nbd_transport* t) {
     const nw::negotiated& n = machine().negotiated();
     // Sector I/O needs 512-byte alignment to be enough ("Size constraints").
     if (n.block_size.minimum > sector) rc = fail(NBD_DISK_UNSUPPORTED, static_cast<long>(n.block_size.minimum));
-    const std::uint64_t max = std::min<std::uint64_t>(n.block_size.maximum, nw::default_max_payload);
+    const std::uint64_t max =
+        std::min<std::uint64_t>(nw::max_request_length(n, nw::command::read), nw::default_max_payload);
     g.chunk_sectors = static_cast<std::uint32_t>(max / sector);
   }
   if (rc != NBD_DISK_OK) {

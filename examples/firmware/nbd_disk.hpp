@@ -53,7 +53,8 @@ struct nbd_transport {
 /* Results: 0 or a negative status. nbd_disk_detail() refines the last failure. */
 enum nbd_disk_status {
   NBD_DISK_OK = 0,
-  NBD_DISK_BAD_PATH = -1,    /* not nbd://HOST[:PORT][/EXPORT], or a part too long */
+  NBD_DISK_BAD_PATH = -1,    /* not nbd://HOST[:PORT][/EXPORT], or a part too long; detail:
+                                nbdwire::uri_errc number */
   NBD_DISK_BUSY = -2,        /* nbd_disk_open() while a disk is open */
   NBD_DISK_NOT_OPEN = -3,    /* no disk is open */
   NBD_DISK_TRANSPORT = -4,   /* connect failed, the connection broke, or the peer closed */

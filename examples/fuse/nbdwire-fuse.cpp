@@ -42,6 +42,7 @@
 
 #include "../sockets/common.hpp"
 #include "nbdwire/nbdwire.hpp"
+#include "nbdwire/posix.hpp"
 
 namespace {
 
@@ -51,21 +52,6 @@ namespace tflag = nbdwire::transmission_flag;
 
 constexpr const char* file_name = "nbd";
 constexpr const char* file_path = "/nbd";
-
-int to_errno(nbdwire::nbd_error e) {
-  switch (e) {
-    case nbdwire::nbd_error::ok: return 0;
-    case nbdwire::nbd_error::eperm: return EPERM;
-    case nbdwire::nbd_error::eio: return EIO;
-    case nbdwire::nbd_error::enomem: return ENOMEM;
-    case nbdwire::nbd_error::einval: return EINVAL;
-    case nbdwire::nbd_error::enospc: return ENOSPC;
-    case nbdwire::nbd_error::eoverflow: return EOVERFLOW;
-    case nbdwire::nbd_error::enotsup: return EOPNOTSUPP;
-    case nbdwire::nbd_error::eshutdown: return ESHUTDOWN;
-  }
-  return EIO;
-}
 
 /// A request the machine refused to send, as the errno the file operation returns.
 int to_errno(nbdwire::errc e) {
@@ -186,9 +172,9 @@ class connection {
     efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd_ < 0) examples::fail_errno("eventfd");
     const auto& n = m_.negotiated();
-    const std::uint32_t min = n.block_size.minimum;
-    const std::uint64_t max = std::min<std::uint64_t>(n.block_size.maximum, nbdwire::default_max_payload);
-    chunk_ = static_cast<std::uint32_t>(std::max<std::uint64_t>(max - max % min, min));
+    const std::uint64_t max = std::min<std::uint64_t>(nbdwire::max_request_length(n, command::read),
+                                                       nbdwire::default_max_payload);
+    chunk_ = static_cast<std::uint32_t>(std::max<std::uint64_t>(max, n.block_size.minimum));
   }
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -329,37 +315,32 @@ class connection {
   /// would block. Returns 1 if output is still pending, 0 if all is sent, -1 on error.
   int flush_output() {
     for (;;) {
-      const auto out = m_.pending_output();
-      const auto pay = m_.pending_payload();
-      iovec iov[2];
-      std::size_t n = 0;
-      if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
-      piece* wp = nullptr;
-      if (pay) {
-        wp = in_flight_.find(pay->cookie);
-        if (!wp) return -1;  // the machine owes data for a request it never took: cannot be
-        iov[n++] = {wp->buf + (pay->offset - wp->offset), static_cast<std::size_t>(pay->length)};
-      }
-      if (n == 0) return 0;
-      msghdr msg{};
-      msg.msg_iov = iov;
-      msg.msg_iovlen = n;
-      const ssize_t sent = sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      bool unknown = false;
+      nbdwire::send_plan<> plan(m_, [&](const nbdwire::payload_span& p) -> nbdwire::bytes_view {
+        const piece* wp = in_flight_.find(p.cookie);
+        if (!wp) {
+          unknown = true;  // the machine owes data for a request it never took: cannot be
+          return {};
+        }
+        return {wp->buf + (p.offset - wp->offset), static_cast<std::size_t>(p.length)};
+      });
+      if (unknown) return -1;
+      if (plan.empty()) return 0;
+      std::array<iovec, 16> iov;
+      const msghdr msg = examples::plan_message(plan, iov);
+      const ssize_t sent = msg.msg_iovlen == 0 ? 0 : sendmsg(fd_, &msg, MSG_NOSIGNAL);
       if (sent < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
         return -1;
       }
-      const auto s = static_cast<std::size_t>(sent);
-      const std::size_t header = std::min(s, out.size());
-      m_.consume_output(header);
-      if (s > header) {
-        if (!m_.consume_payload(s - header)) return -1;
-        if (s - header == pay->length) {
-          wp->sent = true;
-          if (wp->replied) complete(pay->cookie);
-        }
-      }
+      const auto r = plan.advance(m_, static_cast<std::size_t>(sent), [&](const nbdwire::payload_span& p) {
+        piece* wp = in_flight_.find(p.cookie);
+        if (!wp) return;
+        wp->sent = true;
+        if (wp->replied) complete(p.cookie);
+      });
+      if (!r) return -1;
     }
   }
 
@@ -424,7 +405,7 @@ class connection {
           piece* p = in_flight_.find(ev.req.cookie);
           if (!p) break;
           p->replied = true;
-          p->status = to_errno(ev.status);
+          p->status = nbdwire::to_errno(ev.status);
           if (p->sent) complete(ev.req.cookie);
           break;
         }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Shared by the socket examples: sizes, host:port and NBD URI parsing, socket set-up, and
-// small error helpers. Nothing here knows the NBD protocol; that lives in include/nbdwire.
+// Shared by the socket examples: sizes, host:port parsing, NBD URIs (through nbdwire/uri.hpp),
+// socket set-up, and small error helpers. Nothing here knows the NBD protocol; that lives in
+// include/nbdwire.
 #pragma once
 
 #include <fcntl.h>        // fcntl: non-blocking sockets
@@ -9,6 +10,7 @@
 #include <netinet/tcp.h>  // TCP_NODELAY
 #include <sys/socket.h>   // socket, connect, bind
 #include <sys/stat.h>     // stat: stale Unix socket check
+#include <sys/uio.h>      // iovec: send_plan segments
 #include <sys/un.h>       // sockaddr_un
 #include <unistd.h>       // close
 
@@ -17,6 +19,7 @@
 #include <cstdint>      // fixed-width integers
 #include <cstdio>       // std::snprintf
 #include <cstring>      // std::strerror, std::memcpy
+#include <array>        // iovec arrays
 #include <iterator>     // std::size
 #include <optional>     // parse results
 #include <stdexcept>    // std::runtime_error: the examples report failures by exception
@@ -24,6 +27,8 @@
 #include <string_view>  // std::string_view
 
 #include "nbdwire/constants.hpp"
+#include "nbdwire/transfer.hpp"
+#include "nbdwire/uri.hpp"
 
 namespace examples {
 
@@ -144,125 +149,47 @@ inline std::optional<endpoint> parse_host_port(std::string_view s, std::uint16_t
   return e;
 }
 
-inline int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/// RFC 3986 percent-decoding; nullopt on a malformed escape.
-inline std::optional<std::string> percent_decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out += s[i];
-      continue;
-    }
-    if (i + 2 >= s.size()) return std::nullopt;
-    const int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
-  return out;
-}
-
-/// A parsed NBD URI (the NBD URI standard, doc/uri.md of the NBD project): nbd://HOST[:PORT][/EXPORT]
-/// and nbd+unix:///EXPORT?socket=PATH. TLS schemes are recognised only to be refused clearly.
+/// An NBD URI as these examples use it: TCP or a Unix socket, without TLS. Parsing is
+/// nbdwire::parse_uri (the NBD URI standard, doc/uri.md of the NBD project).
 struct nbd_uri {
   endpoint where;
   std::string export_name;
 };
 
-inline bool looks_like_uri(std::string_view s) {
-  return s.starts_with("nbd://") || s.starts_with("nbd+unix:") || s.starts_with("nbds://") ||
-         s.starts_with("nbds+unix:") || s.starts_with("nbd+vsock:") || s.starts_with("nbds+vsock:");
-}
-
-inline nbd_uri parse_nbd_uri(std::string_view uri) {
-  const std::string u(uri);
-  auto bad = [&](const std::string& why) -> nbd_uri { fail("invalid NBD URI '" + u + "': " + why); };
-  const auto colon = uri.find(':');
-  if (colon == std::string_view::npos) return bad("no scheme");
-  const std::string_view scheme = uri.substr(0, colon);
-  std::string_view rest = uri.substr(colon + 1);
-  if (scheme == "nbds" || scheme == "nbds+unix" || scheme == "nbds+vsock")
-    return bad("TLS is not supported by this client");
-  if (scheme == "nbd+vsock") return bad("vsock is not supported by this client");
-  if (scheme != "nbd" && scheme != "nbd+unix") return bad("unknown scheme '" + std::string(scheme) + "'");
-  const bool is_unix = scheme == "nbd+unix";
-
-  // Split off the fragment (ignored) and the query.
-  if (const auto hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
-  std::string_view query;
-  if (const auto q = rest.find('?'); q != std::string_view::npos) {
-    query = rest.substr(q + 1);
-    rest = rest.substr(0, q);
-  }
-  std::string_view authority, path;
-  if (rest.starts_with("//")) {
-    rest.remove_prefix(2);
-    const auto slash = rest.find('/');
-    authority = rest.substr(0, slash);
-    path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
-  } else {
-    path = rest;
-  }
-
+inline nbd_uri parse_nbd_uri(std::string_view text) {
+  auto bad = [&](std::string_view why) -> nbd_uri {
+    fail("invalid NBD URI '" + std::string(text) + "': " + std::string(why));
+  };
+  const auto r = nbdwire::parse_uri(text);
+  if (r.error() == nbdwire::uri_errc::unknown_scheme)
+    return bad("unknown scheme '" + std::string(text.substr(0, text.find(':'))) + "'");
+  if (!r) return bad(nbdwire::to_string(r.error()));
+  const nbdwire::uri& u = r.value();
+  if (u.tls) return bad("TLS is not supported by this client");
+  if (u.has_tls_parameters()) return bad("TLS parameters are not supported by this client");
+  if (u.transport == nbdwire::uri_transport::vsock) return bad("vsock is not supported by this client");
+  // Other query parameters are for other tools; the standard lets a client ignore them.
   nbd_uri out;
-  // The export name is the path without its one leading slash.
-  if (!path.empty()) {
-    if (path[0] != '/') return bad("the path must start with '/'");
-    path.remove_prefix(1);
-  }
-  const auto name = percent_decode(path);
-  if (!name) return bad("malformed percent-encoding in the export name");
-  out.export_name = *name;
-
-  std::string socket_path;
-  bool have_socket = false;
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view kv = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    const auto eq = kv.find('=');
-    const std::string_view key = kv.substr(0, eq);
-    const std::string_view value = eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1);
-    const auto v = percent_decode(value);
-    if (!v) return bad("malformed percent-encoding in the query");
-    if (key == "socket") {
-      socket_path = *v;
-      have_socket = true;
-    } else if (key.starts_with("tls")) {
-      return bad("TLS parameters are not supported by this client");
-    }
-    // Other query parameters are for other tools; the standard lets a client ignore them.
-  }
-
-  if (is_unix) {
-    if (!authority.empty()) return bad("nbd+unix URIs have no host (use nbd+unix:///EXPORT?socket=PATH)");
-    if (!have_socket || socket_path.empty()) return bad("nbd+unix needs ?socket=PATH");
+  out.export_name = std::string(u.export_name());
+  if (u.transport == nbdwire::uri_transport::unix_socket) {
     out.where.is_unix = true;
-    out.where.path = socket_path;
+    out.where.path = std::string(u.socket());
   } else {
-    if (have_socket) return bad("socket= belongs to nbd+unix URIs");
-    const auto at = authority.rfind('@');
-    if (at != std::string_view::npos) authority = authority.substr(at + 1);  // user info: unused
-    if (authority.empty()) {
-      out.where.host = "localhost";
-      out.where.port = nbdwire::default_port;
-    } else {
-      const auto hp = parse_host_port(authority, nbdwire::default_port);
-      if (!hp) return bad("bad host or port '" + std::string(authority) + "'");
-      const auto host = percent_decode(hp->host);
-      if (!host) return bad("malformed percent-encoding in the host");
-      out.where = *hp;
-      out.where.host = *host;
-    }
+    out.where.host = u.host().empty() ? "localhost" : std::string(u.host());
+    out.where.port = u.tcp_port();
   }
   return out;
+}
+
+/// A send_plan's segments as the message of one sendmsg(); `iov` holds them.
+template <std::size_t N>
+msghdr plan_message(const nbdwire::send_plan<N>& plan, std::array<iovec, N>& iov) {
+  std::size_t n = 0;
+  for (const auto& seg : plan.segments()) iov[n++] = {const_cast<std::byte*>(seg.base), seg.len};
+  msghdr mh{};
+  mh.msg_iov = iov.data();
+  mh.msg_iovlen = n;
+  return mh;
 }
 
 inline void set_nonblocking(int fd) {

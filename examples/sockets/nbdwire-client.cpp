@@ -29,6 +29,7 @@
 #include <unistd.h>      // isatty, close
 
 #include <algorithm>      // std::min
+#include <array>          // iovecs of a send_plan
 #include <atomic>         // a copy's connections stop together
 #include <condition_variable>  // the background writer
 #include <csignal>        // std::signal: SIGPIPE is reported as EPIPE instead
@@ -46,6 +47,7 @@
 
 #include "common.hpp"
 #include "nbdwire/client.hpp"
+#include "nbdwire/transfer.hpp"
 
 namespace {
 
@@ -236,49 +238,39 @@ class connection {
     return m_.on_eof();
   }
 
-  /// Sends what it can without blocking; false when the socket is full. A payload in memory
-  /// goes out with its header in one sendmsg(); one in a file goes after it with sendfile().
+  /// Sends what it can without blocking; false when the socket is full. Payloads in memory
+  /// go out with their headers in one sendmsg() (a send_plan); one in a file goes after its
+  /// header with sendfile().
   bool send_some() {
     for (;;) {
-      const auto out = m_.pending_output();
-      const auto pay = m_.pending_payload();
-      iovec iov[2];
-      int n = 0;
-      bool more = false;
-      if (!out.empty()) iov[n++] = {const_cast<std::byte*>(out.data()), out.size()};
-      if (pay) {
-        if (pay->length == 0) {
-          if (out.empty()) {
-            (void)m_.consume_payload(0);
-            continue;
-          }
-        } else {
-          const payload_origin src = payload_source ? payload_source(*pay) : payload_origin{};
-          if (src.file >= 0 && out.empty()) {
-            if (!send_from_file(src, *pay)) return false;
-            continue;
-          }
-          if (src.file < 0 && !src.data) fail("internal: no data for a WRITE payload");
-          if (src.data)
-            iov[n++] = {const_cast<std::byte*>(src.data), static_cast<std::size_t>(pay->length)};
-          else
-            more = true;  // the header alone now, its payload from the file right after
+      nbdwire::send_plan<> plan(m_, [&](const nbdwire::payload_span& p) -> nbdwire::bytes_view {
+        const payload_origin src = payload_source ? payload_source(p) : payload_origin{};
+        if (src.file < 0 && !src.data) fail("internal: no data for a WRITE payload");
+        if (!src.data) return {};  // from the file, after the header
+        return {src.data, static_cast<std::size_t>(p.length)};
+      });
+      if (plan.segments().empty()) {
+        if (!plan.empty()) {  // zero-length payloads only
+          if (!plan.advance(m_, 0)) fail("internal: payload accounting went wrong");
+          continue;
         }
+        const auto pay = plan.stopped_at();
+        if (!pay) return true;
+        if (!send_from_file(payload_source(*pay), *pay)) return false;
+        continue;
       }
-      if (n == 0) return true;
-      msghdr mh{};
-      mh.msg_iov = iov;
-      mh.msg_iovlen = static_cast<std::size_t>(n);
+      std::array<iovec, 16> iov;
+      const msghdr mh = examples::plan_message(plan, iov);
+      // The header alone now, its payload from the file right after: let TCP join them.
+      const bool more = plan.stopped_at().has_value();
       const ssize_t w = sendmsg(fd_, &mh, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
       if (w < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) return false;
         examples::fail_errno("send to the server");
       }
-      const auto sent = static_cast<std::size_t>(w);
-      const std::size_t head = std::min(sent, out.size());
-      m_.consume_output(head);
-      if (sent > head && !m_.consume_payload(sent - head)) fail("internal: payload accounting went wrong");
+      if (!plan.advance(m_, static_cast<std::size_t>(w)))
+        fail("internal: payload accounting went wrong");
     }
   }
 
@@ -695,12 +687,12 @@ class request_window {
   std::uint32_t step_;
 };
 
-/// The largest request length allowed: 2 MiB, the negotiated maximum payload, and a
-/// multiple of the minimum block size.
+/// The largest request length used: 2 MiB or what the connection allows, whichever is less
+/// (max_request_length is a multiple of the minimum block size, and so is 2 MiB).
 std::uint32_t chunk_size(const nbdwire::negotiated& n) {
   const std::uint32_t min = n.block_size.minimum ? n.block_size.minimum : 1;
-  std::uint32_t c = std::min(max_chunk, n.block_size.maximum);
-  c -= c % min;
+  const auto c = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(max_chunk, nbdwire::max_request_length(n, nbdwire::command::read)));
   return c ? c : min;
 }
 
@@ -1517,7 +1509,7 @@ int cmd_copy(const options& o) {
   need_args(o, 3, "copy SRC DST");
   const std::string& src = o.positional[1];
   const std::string& dst = o.positional[2];
-  const bool src_uri = examples::looks_like_uri(src), dst_uri = examples::looks_like_uri(dst);
+  const bool src_uri = nbdwire::is_nbd_uri(src), dst_uri = nbdwire::is_nbd_uri(dst);
   if (src_uri == dst_uri) fail("copy needs exactly one NBD URI and one file (or '-')");
   if (src_uri) {
     int fd = 1;

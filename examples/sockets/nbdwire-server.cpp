@@ -46,6 +46,7 @@
 
 #include "common.hpp"
 #include "nbdwire/server.hpp"
+#include "nbdwire/posix.hpp"
 
 namespace {
 
@@ -70,19 +71,7 @@ constexpr std::uint64_t direct_receive_min = 64 * 1024;
 constexpr std::uint64_t sendfile_min = 64 * 1024;
 
 /// errno from a storage call -> the NBD error it is reported as ("Error values").
-nbd_error to_nbd_error(int err) {
-  switch (err) {
-    case 0: return nbd_error::ok;
-    case EPERM: case EACCES: case EROFS: return nbd_error::eperm;
-    case ENOMEM: return nbd_error::enomem;
-    case EINVAL: return nbd_error::einval;
-    case ENOSPC: case EFBIG: case EDQUOT: return nbd_error::enospc;
-    case EOVERFLOW: return nbd_error::eoverflow;
-    case ENOTSUP: return nbd_error::enotsup;
-    case ESHUTDOWN: return nbd_error::eshutdown;
-    default: return nbd_error::eio;
-  }
-}
+using nbdwire::to_nbd_error;
 
 // ---- storage -----------------------------------------------------------------------------------
 
