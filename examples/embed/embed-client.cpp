@@ -21,7 +21,7 @@ std::string esc(std::string_view s, std::string o = {}) {  // printable ASCII as
     else o += {'\\', 'x', "0123456789abcdef"[ch >> 4], "0123456789abcdef"[ch & 15]};
   return o;
 }
-std::string text(nbdwire::bytes_view b) { return esc({reinterpret_cast<const char*>(b.data()), b.size()}); }
+std::string text(nbdwire::bytes_view b) { return b.empty() ? "" : ": " + esc({(const char*)b.data(), b.size()}); }
 int die(const std::string& why) { return std::fprintf(stderr, "embed-client: %s\n", why.c_str()), 1; }
 int dial(const nbdwire::uri& u) {
   if (u.transport == nbdwire::uri_transport::unix_socket) {
@@ -76,12 +76,11 @@ int main(int argc, char** argv) {
       in = in.subspan(r.consumed);
       switch (const nbdwire::event& ev = r.ev; ev.kind) {
         case greeting: (void)c.go(u->export_name()); break;
-        case option_refused:
-          return die(name + " refused: " + std::string(to_string(ev.reply)) + ": " + text(ev.data));
+        case option_refused: return die(name + " refused: " + std::string(to_string(ev.reply)) + text(ev.data));
         case ready: most = max_request_length(c.negotiated(), nbdwire::command::read); break;
         case payload: std::memcpy(&data[ev.offset - off], ev.data.data(), ev.data.size()); break;
         case read_hole: std::memset(&data[ev.offset - off], 0, ev.length); break;
-        case error_chunk: message = ": " + text(ev.data); break;
+        case error_chunk: message = text(ev.data); break;
         case reply:
           if (ev.status != nbdwire::nbd_error::ok)
             return die("read at " + std::to_string(ev.req.offset) + ": " + std::string(to_string(ev.status)) + message);

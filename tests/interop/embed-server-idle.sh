@@ -24,8 +24,11 @@ grep -Eiq 'fail|error' "$T/qemu-io.out" && fail "qemu-io reported an error"
 
 # A client that stays connected and silent: qemu-io in transmission, waiting on its stdin.
 mkfifo "$T/qemu-io.in"
-bg idle-qemu-io qemu-io -f raw "$(unix_uri disk)" <"$T/qemu-io.in"
-exec 4>"$T/qemu-io.in"
+exec 4<>"$T/qemu-io.in"  # held open for writing, so qemu-io waits for commands
+log "+ (background) qemu-io -f raw $(unix_uri disk) <fifo"
+timeout -k 5 300 qemu-io -f raw "$(unix_uri disk)" <"$T/qemu-io.in" >"$T/idle-qemu-io.out" 2>&1 4>&- &
+idle_pid=$!  # (not bg: a background job's stdin would be /dev/null)
+PIDS+=("$idle_pid")
 for i in $(seq 100); do [ "$(sockets)" -gt "$base" ] && break; sleep 0.05; done
 expect_eq "$(sockets)" $((base + 1)) "server sockets with one silent client (finished ones were closed)"
 sleep 0.5  # let qemu-io finish its handshake
@@ -44,7 +47,8 @@ echo 'read -P 0x42 0 4k' >&4
 exec 4>&-
 for i in $(seq 100); do [ "$(sockets)" -eq "$base" ] && break; sleep 0.05; done
 expect_eq "$(sockets)" "$base" "server sockets after the last client left"
-grep -q '^read 4096/4096' "$T/idle-qemu-io.out" || fail "the idle client's last read failed: $(cat "$T/idle-qemu-io.out")"
+wait "$idle_pid" || fail "the silent qemu-io ended with status $?"
+grep -q 'read 4096/4096' "$T/idle-qemu-io.out" || fail "the idle client's last read failed: $(cat "$T/idle-qemu-io.out")"
 
 step "nbdinfo --size after the idle period" nbdinfo --size "$(unix_uri disk)" >"$T/size"
 expect_eq "$(cat "$T/size")" 67108864 "size seen by a new client"
