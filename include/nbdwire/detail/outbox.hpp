@@ -48,6 +48,11 @@ class outbox {
     tail_ += n;
   }
 
+  /// The free bytes after what is queued, for an encoder to write into (codec/): commit(n)
+  /// then queues the first `n` of them. The caller checked room_for() first.
+  [[nodiscard]] mutable_bytes writable() noexcept { return mutable_bytes{buf_}.subspan(tail_); }
+  void commit(std::size_t n) noexcept { tail_ += std::min(n, buf_.size() - tail_); }
+
   /// Reserves a payload of `p.length` bytes right after the bytes put so far.
   void put_mark(payload_span p) noexcept {
     mark_[(first_mark_ + marks_) % max_payload_marks] = {tail_, p};
@@ -130,7 +135,7 @@ class outbox {
 [[nodiscard]] constexpr std::string_view utf8_prefix(std::string_view s, std::size_t n) noexcept {
   if (n >= s.size()) return s;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0u) == 0x80u) --n;  // s[n] continues a character
-  return s.substr(0, n);
+  return std::string_view{s.data(), n};  // substr() could throw: not for firmware
 }
 
 /// Accumulates at most `N` bytes of one message while they arrive in pieces: a fixed-size
