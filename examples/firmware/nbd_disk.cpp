@@ -38,7 +38,6 @@ struct disk_state {
   std::uint64_t base;
   std::byte* read_dst;
   const std::byte* write_src;
-  std::uint32_t replies_due;
   int op_status;
   std::size_t rx_head, rx_tail;
   std::byte rx[NBD_DISK_RX_BUFFER];
@@ -91,7 +90,6 @@ int on_event(const nw::event& ev) noexcept {
       if (g.read_dst) std::memcpy(g.read_dst + (ev.offset - g.base), ev.data.data(), ev.data.size());
       return 0;
     case nw::event_kind::reply:
-      --g.replies_due;
       if (ev.status != nw::nbd_error::ok && g.op_status == NBD_DISK_OK) {
         g.op_status = ev.status == nw::nbd_error::eperm ? NBD_DISK_READ_ONLY : NBD_DISK_IO;
         g.detail = static_cast<long>(ev.status);
@@ -109,13 +107,14 @@ int feed(bool& progress) noexcept {
   nw::client& m = machine();
   for (;;) {
     const nw::bytes_view in{g.rx + g.rx_head, g.rx_tail - g.rx_head};
-    const auto [used, ev] = m.receive(in);
-    g.rx_head += used;
+    const auto r = m.receive(in);
+    g.rx_head += r.consumed;
     if (g.rx_head == g.rx_tail) g.rx_head = g.rx_tail = 0;
-    if (used != 0) progress = true;
-    if (ev.kind == nw::event_kind::need_more || ev.kind == nw::event_kind::blocked) return 0;
+    if (r.consumed != 0) progress = true;
+    if (r.ev.kind == nw::event_kind::need_more || r.ev.kind == nw::event_kind::blocked) return 0;
     progress = true;
-    if (const int rc = on_event(ev); rc != 0) return rc;
+    if (const int rc = on_event(r.ev); rc != 0) return rc;
+    if (!r.call_again()) return 0;  // a terminal event the disk did not treat as an error
   }
 }
 
@@ -226,7 +225,6 @@ int transfer(nw::command cmd, std::uint64_t lba, std::uint32_t count, std::byte*
   g.base = lba * sector;
   g.read_dst = dst;
   g.write_src = src;
-  g.replies_due = 0;
   g.op_status = NBD_DISK_OK;
   g.detail = 0;
   std::uint64_t next = lba;
@@ -238,17 +236,16 @@ int transfer(nw::command cmd, std::uint64_t lba, std::uint32_t count, std::byte*
       if (!r) {
         // Full: wait for replies. Anything else is refused for good, but requests already in
         // flight still own the buffer, so their replies are awaited before returning.
-        if ((r.error() == nw::errc::too_many_in_flight || r.error() == nw::errc::outbox_full) && g.replies_due != 0)
+        if ((r.error() == nw::errc::too_many_in_flight || r.error() == nw::errc::outbox_full) && machine().in_flight() != 0)
           break;
         g.op_status = NBD_DISK_PROTOCOL;
         g.detail = static_cast<long>(r.error());
         break;
       }
-      ++g.replies_due;
       next += n;
       left -= n;
     }
-    return g.replies_due == 0 && (left == 0 || g.op_status != NBD_DISK_OK) ? 1 : 0;
+    return machine().in_flight() == 0 && (left == 0 || g.op_status != NBD_DISK_OK) ? 1 : 0;
   });
   g.read_dst = nullptr;
   g.write_src = nullptr;
@@ -327,10 +324,9 @@ int nbd_disk_flush(void) {
   if (!machine().negotiated().has(nw::transmission_flag::send_flush)) return NBD_DISK_OK;
   const auto r = machine().flush();
   if (!r) return fail(NBD_DISK_PROTOCOL, static_cast<long>(r.error()));
-  g.replies_due = 1;
   g.op_status = NBD_DISK_OK;
   g.detail = 0;
-  const int rc = run([]() noexcept { return g.replies_due == 0 ? 1 : 0; });
+  const int rc = run([]() noexcept { return machine().in_flight() == 0 ? 1 : 0; });
   return rc != NBD_DISK_OK ? rc : g.op_status;
 }
 
