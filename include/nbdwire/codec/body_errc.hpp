@@ -182,8 +182,9 @@ enum class body_errc : std::uint16_t {
 /// The machines' errc for the same condition, for wiring the codec into client.hpp and
 /// server.hpp. errc::ok means the machine does not fail the connection on it:
 /// - option request errors 110-128: answered with NBD_REP_ERR_INVALID (see above);
-/// - error_chunk_trailing_data: the client tolerates slop after an error message today, as
-///   libnbd does (checklist 6.5); a strict client would use errc::chunk_length_invalid;
+/// - error_chunk_trailing_data: the client tolerates slop after an error message, as libnbd
+///   does (checklist 6.5: tolerant_error_chunk_decoder never reports it); a strict client
+///   would use errc::chunk_length_invalid;
 /// - info_request_name_contains_nul / meta_request_*_contains_nul: new checks (the spec says
 ///   strings MUST NOT contain NUL); the server answers ERR_INVALID;
 /// - encoder codes other than those listed: caller misuse with no machine counterpart.
@@ -217,18 +218,18 @@ enum class body_errc : std::uint16_t {
     case body_errc::meta_context_name_contains_nul: return errc::reply_string_contains_nul;
     case body_errc::error_reply_message_too_long: return errc::reply_string_too_long;
 
-    case body_errc::offset_data_too_short: return errc::chunk_length_invalid;
-    case body_errc::offset_hole_bad_length: return errc::chunk_length_invalid;
-    case body_errc::offset_hole_size_zero: return errc::chunk_length_invalid;
-    case body_errc::error_chunk_too_short: return errc::chunk_length_invalid;
-    case body_errc::error_offset_chunk_too_short: return errc::chunk_length_invalid;
+    case body_errc::offset_data_too_short: return errc::data_chunk_too_short;
+    case body_errc::offset_hole_bad_length: return errc::hole_chunk_bad_length;
+    case body_errc::offset_hole_size_zero: return errc::hole_size_zero;
+    case body_errc::error_chunk_too_short: return errc::error_chunk_too_short;
+    case body_errc::error_offset_chunk_too_short: return errc::error_offset_chunk_too_short;
     case body_errc::error_chunk_zero_error: return errc::error_chunk_zero_error;
     case body_errc::error_message_length_exceeds_chunk: return errc::error_message_too_long;
     case body_errc::error_message_too_long: return errc::error_message_too_long;
-    case body_errc::block_status_bad_length: return errc::chunk_length_invalid;
+    case body_errc::block_status_bad_length: return errc::block_status_chunk_bad_length;
     case body_errc::block_status_too_many_extents: return errc::too_many_extents;
     case body_errc::block_status_extent_length_zero: return errc::extent_length_zero;
-    case body_errc::block_status_ext_bad_length: return errc::chunk_length_invalid;
+    case body_errc::block_status_ext_bad_length: return errc::block_status_chunk_bad_length;
     case body_errc::block_status_ext_count_mismatch: return errc::block_status_count_mismatch;
     case body_errc::block_status_ext_too_many_extents: return errc::too_many_extents;
     case body_errc::block_status_ext_extent_length_zero: return errc::extent_length_zero;

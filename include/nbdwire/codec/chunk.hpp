@@ -215,6 +215,113 @@ class basic_error_chunk_decoder {
 };
 using error_chunk_decoder = basic_error_chunk_decoder<>;
 
+/// The client machine's reading of error chunks: like basic_error_chunk_decoder, except that
+/// bytes after an ERROR / ERROR_OFFSET's fields are skipped (slop is tolerated, as libnbd
+/// does; checklist 6.5), and an unknown type with the error bit yields its error value only
+/// (its message is skipped, whatever its length, and a chunk shorter than 6 bytes is skipped
+/// whole with error_value 0). Events: one error_message (for ERROR_OFFSET one error_offset
+/// instead, carrying the message, the error value and the offset), done. The message is
+/// always copied, so it stays valid until the next call even across several inputs.
+template <std::size_t MaxString = max_string>
+class basic_tolerant_error_chunk_decoder {
+ public:
+  constexpr basic_tolerant_error_chunk_decoder() noexcept { reset(static_cast<std::uint16_t>(chunk_type::error), 6); }
+  constexpr basic_tolerant_error_chunk_decoder(std::uint16_t type, std::uint64_t chunk_length) noexcept {
+    reset(type, chunk_length);
+  }
+
+  constexpr void reset(std::uint16_t type, std::uint64_t chunk_length) noexcept {
+    st_.reset(chunk_length);
+    stage_ = stage::error;
+    error_ = 0;
+    len_ = 0;
+    have_ = 0;
+    skip_ = 0;
+    kind_ = type == static_cast<std::uint16_t>(chunk_type::error)          ? kind::error
+            : type == static_cast<std::uint16_t>(chunk_type::error_offset) ? kind::error_offset
+                                                                           : kind::unknown;
+    if ((type & chunk_type_error_bit) == 0) {
+      st_.set_error(body_errc::error_chunk_not_error_type);
+    } else if (kind_ == kind::error_offset && chunk_length < 14) {
+      st_.set_error(body_errc::error_offset_chunk_too_short);
+    } else if (chunk_length < 6) {
+      if (kind_ != kind::unknown) st_.set_error(body_errc::error_chunk_too_short);
+      skip_ = chunk_length;
+      stage_ = stage::skip;
+    }
+  }
+
+  [[nodiscard]] constexpr body_step decode(bytes_view in) noexcept {
+    if (st_.settled()) return st_.settled_step();
+    in = st_.clip(in);
+    std::size_t used = 0;
+    for (;;) {
+      switch (stage_) {
+        case stage::error:
+          if (!st_.take(in, used, error_)) return {used, {}};
+          if (error_ == 0 && kind_ != kind::unknown) return st_.fail(used, body_errc::error_chunk_zero_error);
+          stage_ = stage::message_length;
+          continue;
+        case stage::message_length: {
+          if (!st_.take(in, used, len_)) return {used, {}};
+          const std::uint64_t room = st_.left() - (kind_ == kind::error_offset ? 8u : 0u);
+          if (len_ > room) return st_.fail(used, body_errc::error_message_length_exceeds_chunk);
+          if (kind_ == kind::unknown) {
+            skip_ = st_.left();
+            stage_ = stage::skip;
+            return {used, {.kind = body_item::error_message, .error_value = error_}};
+          }
+          if (len_ > MaxString) return st_.fail(used, body_errc::error_message_too_long);
+          stage_ = stage::message;
+          continue;
+        }
+        case stage::message: {
+          const std::size_t n = std::min<std::size_t>(len_ - have_, in.size() - used);
+          for (std::size_t i = 0; i < n; ++i) buf_[have_ + i] = in[used + i];
+          have_ += n;
+          used += n;
+          st_.advance(n);
+          if (have_ < len_) return {used, {}};
+          if (kind_ == kind::error_offset) {
+            stage_ = stage::offset;
+            continue;
+          }
+          skip_ = st_.left();
+          stage_ = stage::skip;
+          return {used, {.kind = body_item::error_message, .text = message(), .error_value = error_}};
+        }
+        case stage::offset: {
+          std::uint64_t off = 0;
+          if (!st_.take(in, used, off)) return {used, {}};
+          skip_ = st_.left();
+          stage_ = stage::skip;
+          return {used, {.kind = body_item::error_offset, .text = message(), .offset = off, .error_value = error_}};
+        }
+        case stage::skip:
+          if (!st_.skip(in, used, skip_)) return {used, {}};
+          return st_.finish(used);
+      }
+    }
+  }
+
+  [[nodiscard]] constexpr body_errc error() const noexcept { return st_.error(); }
+  [[nodiscard]] constexpr bool finished() const noexcept { return st_.finished(); }
+
+ private:
+  enum class stage : std::uint8_t { error, message_length, message, offset, skip };
+  enum class kind : std::uint8_t { error, error_offset, unknown };
+  [[nodiscard]] constexpr bytes_view message() const noexcept { return {buf_.data(), have_}; }
+  detail::body_state st_;
+  std::array<std::byte, MaxString> buf_{};
+  std::uint64_t skip_ = 0;
+  std::size_t have_ = 0;
+  std::uint32_t error_ = 0;
+  std::uint16_t len_ = 0;
+  stage stage_ = stage::error;
+  kind kind_ = kind::error;
+};
+using tolerant_error_chunk_decoder = basic_tolerant_error_chunk_decoder<>;
+
 [[nodiscard]] constexpr std::uint64_t error_chunk_size(std::string_view message, bool with_offset) noexcept {
   return 6u + std::uint64_t{message.size()} + (with_offset ? 8u : 0u);
 }
@@ -375,11 +482,48 @@ constexpr encode_result encode_block_status_ext(mutable_bytes out, std::uint32_t
   return detail::encode_block_status(out, context_id, extents, true);
 }
 
+// ---- BLOCK_STATUS / BLOCK_STATUS_EXT, one descriptor at a time ------------------------------
+
+/// The fixed head of a status chunk's payload (context id; [ext] and the descriptor count),
+/// for a writer that sends the descriptors one by one (encode_block_descriptor) as it
+/// decides each of them.
+[[nodiscard]] constexpr std::size_t block_status_head_size(bool extended) noexcept { return extended ? 8 : 4; }
+[[nodiscard]] constexpr std::size_t block_descriptor_size(bool extended) noexcept { return extended ? 16 : 8; }
+
+constexpr encode_result encode_block_status_head(mutable_bytes out, std::uint32_t context_id, std::uint32_t count,
+                                                 bool extended) noexcept {
+  if (count == 0) return {0, 0, body_errc::encode_no_extents};
+  if (count > max_extents_per_chunk) return {0, 0, body_errc::encode_too_many_extents};
+  const encode_result r = detail::fit(out, block_status_head_size(extended));
+  if (!r.ok()) return r;
+  detail::body_writer w{out};
+  w.put(context_id);
+  if (extended) w.put(count);
+  return r;
+}
+
+constexpr encode_result encode_block_descriptor(mutable_bytes out, const block_extent& e, bool extended) noexcept {
+  if (e.length == 0) return {0, 0, body_errc::encode_extent_length_zero};
+  if (!extended && (e.length > 0xffffffffu || e.flags > 0xffffffffu)) return {0, 0, body_errc::encode_extent_too_large};
+  const encode_result r = detail::fit(out, block_descriptor_size(extended));
+  if (!r.ok()) return r;
+  detail::body_writer w{out};
+  if (extended) {
+    w.put(e.length);
+    w.put(e.flags);
+  } else {
+    w.put(static_cast<std::uint32_t>(e.length));
+    w.put(static_cast<std::uint32_t>(e.flags));
+  }
+  return r;
+}
+
 static_assert(sizeof(offset_data_decoder) <= 48);
 static_assert(sizeof(offset_hole_decoder) <= 40);
 static_assert(sizeof(block_status_decoder) <= 40);
 static_assert(sizeof(block_status_ext_decoder) <= 48);
 static_assert(sizeof(error_chunk_decoder) <= max_string + 56);
+static_assert(sizeof(tolerant_error_chunk_decoder) <= max_string + 64);
 
 NBDWIRE_END_NAMESPACE
 }  // namespace nbdwire

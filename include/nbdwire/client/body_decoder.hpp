@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: MIT
+// nbdwire client: the one body decoder alive at a time. An option reply's data and a
+// structured chunk's payload are decoded by the codec's streaming decoders (codec/); the
+// machine holds them in one union, so its memory is that of the largest (one max_string
+// buffer), never one buffer per kind.
+#pragma once
+
+#include <cstdint>  // std::uint16_t
+
+#include "nbdwire/codec/chunk.hpp"         // chunk payload decoders
+#include "nbdwire/codec/option_reply.hpp"  // option reply decoders
+
+namespace nbdwire {
+NBDWIRE_BEGIN_NAMESPACE
+namespace detail {
+
+class client_body_decoder {
+ public:
+  enum class kind : std::uint8_t {
+    none, server, info, meta_context, error_reply, offset_data, offset_hole, block_status, block_status_ext,
+    error_chunk
+  };
+
+  constexpr client_body_decoder() noexcept : u_{} {}
+
+  // Each start_*() replaces the decoder in use; the decoder checks at once what the body's
+  // length alone decides (error() is then set).
+  void start_server(std::uint64_t n) noexcept {
+    set(kind::server);
+    u_.server = server_reply_decoder{n};
+  }
+  void start_info(std::uint64_t n) noexcept {
+    set(kind::info);
+    u_.info = info_reply_decoder{n};
+  }
+  void start_meta_context(std::uint64_t n) noexcept {
+    set(kind::meta_context);
+    u_.meta = meta_context_reply_decoder{n};
+  }
+  void start_error_reply(std::uint64_t n) noexcept {
+    set(kind::error_reply);
+    u_.err_reply = error_reply_decoder{n};
+  }
+  void start_offset_data(std::uint64_t n) noexcept {
+    set(kind::offset_data);
+    u_.data = offset_data_decoder{n};
+  }
+  void start_offset_hole(std::uint64_t n) noexcept {
+    set(kind::offset_hole);
+    u_.hole = offset_hole_decoder{n};
+  }
+  void start_block_status(std::uint64_t n, bool ext) noexcept {
+    if (ext) {
+      set(kind::block_status_ext);
+      u_.status_ext = block_status_ext_decoder{n};
+    } else {
+      set(kind::block_status);
+      u_.status = block_status_decoder{n};
+    }
+  }
+  void start_error_chunk(std::uint16_t type, std::uint64_t n) noexcept {
+    set(kind::error_chunk);
+    u_.err_chunk = tolerant_error_chunk_decoder{type, n};
+  }
+
+  [[nodiscard]] body_step decode(bytes_view in) noexcept {
+    switch (kind_) {
+      case kind::server: return u_.server.decode(in);
+      case kind::info: return u_.info.decode(in);
+      case kind::meta_context: return u_.meta.decode(in);
+      case kind::error_reply: return u_.err_reply.decode(in);
+      case kind::offset_data: return u_.data.decode(in);
+      case kind::offset_hole: return u_.hole.decode(in);
+      case kind::block_status: return u_.status.decode(in);
+      case kind::block_status_ext: return u_.status_ext.decode(in);
+      case kind::error_chunk: return u_.err_chunk.decode(in);
+      case kind::none: break;
+    }
+    return {0, {.kind = body_item::done}};
+  }
+  [[nodiscard]] body_errc error() const noexcept {
+    switch (kind_) {
+      case kind::server: return u_.server.error();
+      case kind::info: return u_.info.error();
+      case kind::meta_context: return u_.meta.error();
+      case kind::error_reply: return u_.err_reply.error();
+      case kind::offset_data: return u_.data.error();
+      case kind::offset_hole: return u_.hole.error();
+      case kind::block_status: return u_.status.error();
+      case kind::block_status_ext: return u_.status_ext.error();
+      case kind::error_chunk: return u_.err_chunk.error();
+      case kind::none: break;
+    }
+    return body_errc::ok;
+  }
+
+ private:
+  void set(kind k) noexcept { kind_ = k; }
+  // Trivially copyable decoders: assigning a member starts its lifetime.
+  union storage {
+    constexpr storage() noexcept : none{} {}
+    char none;
+    server_reply_decoder server;
+    info_reply_decoder info;
+    meta_context_reply_decoder meta;
+    error_reply_decoder err_reply;
+    offset_data_decoder data;
+    offset_hole_decoder hole;
+    block_status_decoder status;
+    block_status_ext_decoder status_ext;
+    tolerant_error_chunk_decoder err_chunk;
+  } u_;
+  kind kind_ = kind::none;
+};
+
+}  // namespace detail
+NBDWIRE_END_NAMESPACE
+}  // namespace nbdwire
