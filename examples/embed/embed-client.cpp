@@ -16,9 +16,9 @@
 #include <vector>
 namespace {
 std::string esc(std::string_view s, std::string o = {}) {  // printable ASCII as it is; others, and '\', as \xNN
-  for (const unsigned char ch : s)
-    if (ch >= 0x20 && ch < 0x7f && ch != '\\') o += static_cast<char>(ch);
-    else o += {'\\', 'x', "0123456789abcdef"[ch >> 4], "0123456789abcdef"[ch & 15]};
+  for (const char ch : s)
+    if (ch >= 0x20 && ch < 0x7f && ch != '\\') o += ch;
+    else o += {'\\', 'x', "0123456789abcdef"[(ch >> 4) & 15], "0123456789abcdef"[ch & 15]};
   return o;
 }
 std::string text(nbdwire::bytes_view b) { return b.empty() ? "" : ": " + esc({(const char*)b.data(), b.size()}); }
