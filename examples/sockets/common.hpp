@@ -192,6 +192,62 @@ msghdr plan_message(const nbdwire::send_plan<N>& plan, std::array<iovec, N>& iov
   return mh;
 }
 
+/// How send_queued() stopped.
+enum class send_status {
+  done,         ///< all queued output is sent
+  would_block,  ///< the socket is full (EAGAIN); wait for POLLOUT
+  stopped,      ///< at a payload the mapper did not give: the caller sends it another way
+  failed,       ///< sendmsg() failed (errno says why) or the machine refused the accounting
+};
+
+/// Sends a machine's queued output, headers and payloads (each mapped to the caller's memory
+/// by `map`, as send_plan takes it) in one sendmsg() per plan, until all is sent or the socket
+/// is full. `on_sent(const payload_span&)` is called for every payload sent to its end. The one
+/// send loop of the adapters: handshakes, the client's transfers, the FUSE I/O thread.
+template <class Machine, class Map, class OnSent>
+send_status send_queued(int fd, Machine& m, Map&& map, OnSent&& on_sent) {
+  for (;;) {
+    nbdwire::send_plan<16> plan(m, map);
+    if (plan.empty()) return plan.stopped_at() ? send_status::stopped : send_status::done;
+    std::array<iovec, 16> iov;
+    const msghdr mh = plan_message(plan, iov);
+    ssize_t w = 0;
+    if (mh.msg_iovlen != 0) {
+      // A payload sent another way right after these bytes: let TCP join them.
+      w = sendmsg(fd, &mh, MSG_NOSIGNAL | (plan.stopped_at() ? MSG_MORE : 0));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? send_status::would_block : send_status::failed;
+    }
+    if (!plan.advance(m, static_cast<std::size_t>(w), on_sent)) {
+      errno = EPROTO;
+      return send_status::failed;
+    }
+  }
+}
+
+/// The same for output without payloads (handshakes).
+template <class Machine>
+send_status send_queued(int fd, Machine& m) {
+  return send_queued(fd, m, [](const nbdwire::payload_span&) { return nbdwire::bytes_view{}; },
+                     [](const nbdwire::payload_span&) {});
+}
+
+/// Feeds `in` to a machine, handing every event to `on_event` (which returns false to stop
+/// early), until the machine needs more input, is blocked, or ends. Returns the bytes used
+/// and the last event. The one receive loop of event-driven adapters.
+template <class Machine, class OnEvent>
+nbdwire::receive_result feed(Machine& m, nbdwire::bytes_view in, OnEvent&& on_event) {
+  std::size_t used = 0;
+  nbdwire::receive_result r;
+  do {
+    r = m.receive(in.subspan(used));
+    used += r.consumed;
+    if (!on_event(r.ev)) break;
+  } while (r.call_again());
+  r.consumed = used;
+  return r;
+}
+
 inline void set_nonblocking(int fd) {
   const int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) fail_errno("fcntl(O_NONBLOCK)");

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MIT
+// nbdwire-client: one connection (a socket and an nbdwire::client machine), the handshake,
+// and the blocking event loop every command runs on. The loop only moves bytes: it feeds the
+// machine and sends what it queues. READ data is received straight into the request's buffer
+// when the machine says it comes next (or, copying into a file, spliced from the socket into
+// the file); WRITE data goes from the request's buffer into sendmsg() beside its header (or,
+// from a regular file, with sendfile() after it).
+#pragma once
+
+#include <array>       // error messages by tag
+#include <cstddef>     // std::byte
+#include <cstdint>     // fixed-width integers
+#include <functional>  // payload source and sink
+#include <memory>      // std::unique_ptr
+#include <optional>    // description
+#include <string>      // std::string
+#include <vector>      // the input buffer
+
+#include "../common.hpp"
+#include "nbdwire/client.hpp"
+#include "options.hpp"
+
+namespace client_app {
+
+using examples::fail;
+using nbdwire::event_kind;
+
+/// Requests one transfer keeps in flight; tags given to the machine are below this.
+constexpr std::size_t max_window = 16;
+
+std::string errc_text(nbdwire::errc e);
+
+class connection {
+ public:
+  connection(int fd, const nbdwire::client_config& cfg);
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection();
+
+  nbdwire::client& machine() { return m_; }
+
+  /// Where a WRITE payload's bytes are: `data` (p.length bytes in memory), or a regular
+  /// `file` at `file_offset`, sent with sendfile() so they never pass through user space.
+  struct payload_origin {
+    const std::byte* data = nullptr;
+    int file = -1;
+    off_t file_offset = 0;
+  };
+  /// Where WRITE payload bytes come from, asked for each part of a payload as it is sent.
+  std::function<payload_origin(const nbdwire::payload_span&)> payload_source;
+  /// Where READ payload may be received directly, or nullptr to take it through receive().
+  std::function<std::byte*(const nbdwire::payload_span&)> payload_sink;
+  /// A regular file READ payload goes straight into, at this offset of it: spliced from the
+  /// socket through a pipe, never copied through user space. Asked before payload_sink.
+  struct file_target {
+    int file = -1;
+    off_t offset = 0;
+  };
+  std::function<file_target(const nbdwire::payload_span&)> payload_file;
+
+  /// Queues request `c` with `tag` (below max_window), sending queued output first when the
+  /// outbox is full. Fails, naming `what` ("READ"), when the machine refuses it.
+  void submit(nbdwire::command c, std::uint64_t offset, std::uint64_t length, std::uint64_t tag, const char* what);
+
+  /// The server's message from an error chunk for the request tagged `tag`, taken once.
+  std::string take_error_message(std::uint64_t tag);
+
+  /// The next event other than need_more, blocked and error_chunk (kept for
+  /// take_error_message(); the reply carries the status), doing socket I/O as needed. A
+  /// timeout (timeout_ms >= 0) returns a need_more event.
+  nbdwire::event next(int timeout_ms = -1);
+
+  [[nodiscard]] bool output_pending() const { return !m_.pending_output().empty() || m_.pending_payload(); }
+
+  /// Sends everything queued; gives up silently after timeout_ms (>= 0) without progress.
+  void flush(int timeout_ms = -1);
+
+  /// Ends the session politely: NBD_CMD_DISC in transmission, NBD_OPT_ABORT during the
+  /// handshake, then close. Never throws; used on error paths too.
+  void shut_down() noexcept;
+
+ private:
+  nbdwire::event end_of_input();
+  bool send_some();
+  ssize_t receive_into_file(const file_target& t, std::uint64_t length);
+  bool send_from_file(const payload_origin& src, const nbdwire::payload_span& pay);
+
+  int fd_;
+  nbdwire::client m_;
+  std::vector<std::byte> buf_;
+  std::size_t start_ = 0, end_ = 0;
+  bool eof_ = false;
+  bool no_sendfile_ = false;  // the input file cannot be spliced: payloads go through a buffer
+  bool no_splice_ = false;    // READ payload into a file goes through a buffer, not a pipe
+  int pipe_[2] = {-1, -1};    // receive_into_file(): socket -> pipe -> file
+  int pipe_size_ = 0;
+  std::array<std::string, max_window> messages_;  // by tag
+};
+
+// ---- the handshake -----------------------------------------------------------------------------
+
+/// What GO (or the greeting, for oldstyle) taught us beyond negotiated().
+struct export_facts {
+  std::string requested_name;
+  std::optional<std::string> description;
+  std::vector<std::string> contexts;  ///< LIST_META_CONTEXT's answer, when asked for
+};
+
+/// A connection to `uri`, configured by the options (1997 framing); `want_allocation` asks
+/// GO to select base:allocation as the first metadata context.
+std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o,
+                                            bool want_allocation = false);
+
+/// Handshake up to transmission with GO (all info requested); EXPORT_NAME as fallback.
+/// With `list_contexts`, first asks which metadata contexts the export has (fixed newstyle
+/// only; a refusal just means none are listed).
+export_facts negotiate(connection& c, const std::string& name, bool list_contexts = false);
+
+/// The next handshake event; silence at the start means a server of the 1997 framing.
+nbdwire::event handshake_event(connection& c);
+
+std::string refusal_text(const nbdwire::event& ev);
+[[noreturn]] void fail_event(const nbdwire::event& ev, const std::string& during);
+
+/// "READ of N bytes at offset X failed: EIO (message)".
+std::string request_error(const char* what, std::uint64_t offset, std::uint64_t length, nbdwire::nbd_error e,
+                          const std::string& message);
+
+}  // namespace client_app
