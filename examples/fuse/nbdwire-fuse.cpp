@@ -7,7 +7,8 @@
 //        ^                      |  <--recv-- replies, READ data straight into the FUSE buffer
 //        +---- completion ------+
 //
-// Many requests are in flight on the one connection at once (the machine's cookie table).
+// Many requests are in flight on the one connection at once; each carries the index of its
+// slot in the in-flight table as its tag, which comes back on every event about it.
 // A server that goes away fails every pending and later request with EIO.
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION 31  // the build passes 312 where libfuse has the 3.12 loop API
@@ -34,6 +35,7 @@
 #include <cstdio>              // std::fprintf
 #include <cstring>             // std::memcpy, std::strcmp
 #include <mutex>               // std::mutex
+#include <optional>            // free slots
 #include <span>                // byte spans
 #include <string>              // std::string
 #include <thread>              // the I/O thread
@@ -43,6 +45,7 @@
 #include "../sockets/common.hpp"
 #include "nbdwire/nbdwire.hpp"
 #include "nbdwire/posix.hpp"
+#include "nbdwire/transfer.hpp"
 
 namespace {
 
@@ -94,6 +97,7 @@ struct piece {
   bool sent = true;
   bool replied = false;
   int status = 0;
+  std::uint64_t tag = 0;  ///< in flight: its slot in the in-flight table
 };
 
 /// Pieces waiting for room in the machine, oldest first: a ring of fixed capacity, so queuing
@@ -115,36 +119,36 @@ class piece_queue {
   std::size_t head_ = 0, count_ = 0;
 };
 
-/// The requests the machine has in flight, by cookie: as many slots as the machine allows
-/// (nbdwire::max_in_flight), so requests are tracked without an allocation each.
+/// The requests the machine has in flight: as many slots as the machine allows
+/// (nbdwire::max_in_flight), so requests are tracked without an allocation each. A request's
+/// tag is its slot's index.
 class in_flight_table {
  public:
-  /// False when every slot is taken, which the machine's own limit (the same
-  /// max_in_flight) rules out.
-  [[nodiscard]] bool add(std::uint64_t cookie, const piece& p) {
-    for (slot& s : slots_)
-      if (!s.used) {
-        s = {true, cookie, p};
-        ++count_;
-        return true;
-      }
-    return false;
+  /// A free slot's tag; none when every slot is taken, and then the machine is full too.
+  [[nodiscard]] std::optional<std::uint64_t> free_tag() const {
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (!slots_[i].used) return i;
+    return std::nullopt;
   }
-  /// The request with this cookie, or null.
-  [[nodiscard]] piece* find(std::uint64_t cookie) {
+  void add(std::uint64_t tag, std::uint64_t cookie, const piece& p) {
+    slots_[tag] = {true, cookie, p};
+    slots_[tag].p.tag = tag;
+    ++count_;
+  }
+  /// The request an event's tag names, or null.
+  [[nodiscard]] piece* tagged(std::uint64_t tag) {
+    return tag < slots_.size() && slots_[tag].used ? &slots_[tag].p : nullptr;
+  }
+  /// The request a payload span names, or null: spans carry the cookie, not the tag.
+  [[nodiscard]] piece* of_payload(const nbdwire::payload_span& span) {
     for (slot& s : slots_)
-      if (s.used && s.cookie == cookie) return &s.p;
+      if (s.used && s.cookie == span.cookie) return &s.p;
     return nullptr;
   }
-  void erase(std::uint64_t cookie) {
-    for (slot& s : slots_)
-      if (s.used && s.cookie == cookie) {
-        s.used = false;
-        --count_;
-        return;
-      }
+  void erase(std::uint64_t tag) {
+    slots_[tag].used = false;
+    --count_;
   }
-  [[nodiscard]] bool empty() const { return count_ == 0; }
   template <class F>
   void drain(F&& f) {
     for (slot& s : slots_)
@@ -167,14 +171,12 @@ class in_flight_table {
 
 class connection {
  public:
-  connection(int fd, const nbdwire::client& machine, std::vector<std::byte> leftover)
-      : fd_(fd), m_(machine), leftover_(std::move(leftover)) {
+  /// Takes over a connection whose handshake is done: a machine of its own starts in
+  /// transmission with what was negotiated; `leftover` is input received after `ready`.
+  connection(int fd, const nbdwire::negotiated& n, std::vector<std::byte> leftover)
+      : fd_(fd), neg_(n), m_(n), leftover_(std::move(leftover)) {
     efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd_ < 0) examples::fail_errno("eventfd");
-    const auto& n = m_.negotiated();
-    const std::uint64_t max = std::min<std::uint64_t>(nbdwire::max_request_length(n, command::read),
-                                                       nbdwire::default_max_payload);
-    chunk_ = static_cast<std::uint32_t>(std::max<std::uint64_t>(max, n.block_size.minimum));
   }
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -183,7 +185,7 @@ class connection {
     if (fd_ >= 0) close(fd_);
   }
 
-  [[nodiscard]] const nbdwire::negotiated& negotiated() const { return m_.negotiated(); }
+  [[nodiscard]] const nbdwire::negotiated& negotiated() const { return neg_; }
 
   void start() {
     if (started_) return;
@@ -203,25 +205,28 @@ class connection {
 
   /// Runs one file operation, split into pieces, and waits for all of them. Returns an errno.
   int run(command cmd, std::uint64_t offset, std::uint64_t length, std::byte* buf) {
-    // READ and WRITE are bounded by the maximum payload; TRIM and WRITE_ZEROES only by their
-    // 32-bit length field (1 GiB keeps every minimum block size aligned).
-    const std::uint64_t step = (cmd == command::read || cmd == command::write) ? chunk_ : (1u << 30);
-    const std::size_t pieces = cmd == command::flush ? 1 : static_cast<std::size_t>((length + step - 1) / step);
+    // Requests as long as the connection allows, READ and WRITE at most 32 MiB (the
+    // default maximum payload), the others 1 GiB.
+    const bool data = cmd == command::read || cmd == command::write;
+    const auto split = nbdwire::split_requests(neg_, cmd, offset, length,
+                                               data ? nbdwire::default_max_payload : 1u << 30);
+    const std::size_t pieces = cmd == command::flush ? 1 : split.size();
     if (pieces == 0) return 0;
+    auto next = split.begin();
     call c;
     c.left = pieces;
     std::size_t queued = 0;
     {
       std::unique_lock lock(q_mu_);
-      for (std::uint64_t done = 0; queued < pieces; ++queued) {
+      for (; queued < pieces; ++queued) {
         while (!dead_ && queue_.size() >= queue_limit) {
           wake();
           space_.wait(lock);
         }
         if (dead_ || stopping_) break;
-        const auto len = static_cast<std::uint32_t>(std::min(step, length - done));
-        queue_.push_back({&c, cmd, offset + done, len, buf ? buf + done : nullptr});
-        done += len;
+        const nbdwire::range_piece r = cmd == command::flush ? nbdwire::range_piece{} : *next++;
+        queue_.push_back({&c, cmd, r.offset, static_cast<std::uint32_t>(r.length),
+                          buf ? buf + (r.offset - offset) : nullptr});
       }
     }
     if (queued < pieces) c.finish(EIO, pieces - queued);
@@ -289,20 +294,14 @@ class connection {
     bool popped = false;
     while (!queue_.empty() && !dead_) {
       piece& p = queue_.front();
-      nbdwire::result<std::uint64_t> r = nbdwire::errc::wrong_state;
-      switch (p.cmd) {
-        case command::read: r = m_.read(p.offset, p.length); break;
-        case command::write: r = m_.write(p.offset, p.length); break;
-        case command::flush: r = m_.flush(); break;
-        case command::trim: r = m_.trim(p.offset, p.length); break;
-        case command::write_zeroes: r = m_.write_zeroes(p.offset, p.length); break;
-        default: break;
-      }
+      const auto tag = in_flight_.free_tag();
+      if (!tag) break;  // stays queued until a reply frees a slot
+      const auto r = m_.submit(p.cmd, 0, p.offset, p.length, *tag);
       if (!r && (r.error() == nbdwire::errc::too_many_in_flight || r.error() == nbdwire::errc::outbox_full))
         break;  // stays queued until a reply frees room
       if (r) {
         p.sent = p.cmd != command::write;
-        if (!in_flight_.add(r.value(), p)) p.owner->finish(EIO);  // never waits unanswered
+        in_flight_.add(*tag, r.value(), p);
       } else
         p.owner->finish(to_errno(r.error()));
       queue_.pop_front();
@@ -314,33 +313,21 @@ class connection {
   /// Sends headers and WRITE payloads (straight from the FUSE buffers) until the socket
   /// would block. Returns 1 if output is still pending, 0 if all is sent, -1 on error.
   int flush_output() {
-    for (;;) {
-      bool unknown = false;
-      nbdwire::send_plan<> plan(m_, [&](const nbdwire::payload_span& p) -> nbdwire::bytes_view {
-        const piece* wp = in_flight_.find(p.cookie);
-        if (!wp) {
-          unknown = true;  // the machine owes data for a request it never took: cannot be
-          return {};
-        }
-        return {wp->buf + (p.offset - wp->offset), static_cast<std::size_t>(p.length)};
-      });
-      if (unknown) return -1;
-      if (plan.empty()) return 0;
-      std::array<iovec, 16> iov;
-      const msghdr msg = examples::plan_message(plan, iov);
-      const ssize_t sent = msg.msg_iovlen == 0 ? 0 : sendmsg(fd_, &msg, MSG_NOSIGNAL);
-      if (sent < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
-        return -1;
-      }
-      const auto r = plan.advance(m_, static_cast<std::size_t>(sent), [&](const nbdwire::payload_span& p) {
-        piece* wp = in_flight_.find(p.cookie);
-        if (!wp) return;
-        wp->sent = true;
-        if (wp->replied) complete(p.cookie);
-      });
-      if (!r) return -1;
+    const auto data = [&](const nbdwire::payload_span& span) -> nbdwire::bytes_view {
+      const piece* wp = in_flight_.of_payload(span);
+      if (!wp) return {};  // data for a request the machine never took: cannot be
+      return {wp->buf + (span.offset - wp->offset), static_cast<std::size_t>(span.length)};
+    };
+    const auto sent = [&](const nbdwire::payload_span& span) {
+      piece* wp = in_flight_.of_payload(span);
+      if (!wp) return;
+      wp->sent = true;
+      if (wp->replied) complete(*wp);
+    };
+    switch (examples::send_queued(fd_, m_, data, sent)) {
+      case examples::send_status::done: return 0;
+      case examples::send_status::would_block: return 1;
+      default: return -1;
     }
   }
 
@@ -349,7 +336,7 @@ class connection {
   bool read_input(std::vector<std::byte>& rbuf) {
     for (int rounds = 0; rounds < 64; ++rounds) {
       if (const auto inc = m_.incoming_payload()) {
-        const piece* p = in_flight_.find(inc->cookie);
+        const piece* p = in_flight_.of_payload(*inc);
         if (!p) return go_dead("internal: READ data for an unknown request"), false;
         const ssize_t got = recv(fd_, p->buf + (inc->offset - p->offset), static_cast<std::size_t>(inc->length), 0);
         if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
@@ -372,7 +359,7 @@ class connection {
       return false;
     }
     const auto ev = m_.on_eof();
-    if (ev.kind == event_kind::disconnected && in_flight_.empty()) {
+    if (ev.kind == event_kind::disconnected) {
       go_dead({});  // clean end after DISC: nothing is pending, later requests fail
       return false;
     }
@@ -384,49 +371,45 @@ class connection {
 
   /// Feeds input to the machine and acts on its events. False once the connection is over.
   bool feed(std::span<const std::byte> in) {
-    for (;;) {
-      const auto [used, ev] = m_.receive(in);
-      in = in.subspan(used);
+    bool over = false;
+    examples::feed(m_, in, [&](const nbdwire::event& ev) {
       switch (ev.kind) {
-        case event_kind::need_more: return true;  // every byte was used
-        case event_kind::payload: {
-          const piece* p = in_flight_.find(ev.req.cookie);
-          if (!p) return go_dead("internal: READ data for an unknown request"), false;
-          std::memcpy(p->buf + (ev.offset - p->offset), ev.data.data(), ev.data.size());
+        case event_kind::payload:
+          if (const piece* p = in_flight_.tagged(ev.tag))
+            std::memcpy(p->buf + (ev.offset - p->offset), ev.data.data(), ev.data.size());
           break;
-        }
-        case event_kind::read_hole: {  // structured replies: a range that reads as zeroes
-          const piece* p = in_flight_.find(ev.req.cookie);
-          if (!p) return go_dead("internal: READ hole for an unknown request"), false;
-          std::memset(p->buf + (ev.offset - p->offset), 0, static_cast<std::size_t>(ev.length));
+        case event_kind::read_hole:  // structured replies: a range that reads as zeroes
+          if (const piece* p = in_flight_.tagged(ev.tag))
+            std::memset(p->buf + (ev.offset - p->offset), 0, static_cast<std::size_t>(ev.length));
           break;
-        }
-        case event_kind::reply: {
-          piece* p = in_flight_.find(ev.req.cookie);
-          if (!p) break;
-          p->replied = true;
-          p->status = nbdwire::to_errno(ev.status);
-          if (p->sent) complete(ev.req.cookie);
+        case event_kind::reply:
+          if (piece* p = in_flight_.tagged(ev.tag)) {
+            p->replied = true;
+            p->status = nbdwire::to_errno(ev.status);
+            if (p->sent) complete(*p);
+          }
           break;
-        }
         case event_kind::failed:
           go_dead(std::string("protocol error: ") + std::string(nbdwire::to_string(ev.error)));
-          return false;
+          over = true;
+          break;
         case event_kind::closed:
         case event_kind::disconnected:
           go_dead({});
-          return false;
+          over = true;
+          break;
         default: break;  // error_chunk: its status arrives with the reply
       }
-    }
+      return true;
+    });
+    return !over;
   }
 
-  void complete(std::uint64_t cookie) {
-    const piece* p = in_flight_.find(cookie);
-    if (!p) return;
-    call* owner = p->owner;
-    const int status = p->status;
-    in_flight_.erase(cookie);
+  /// Answers a request whose reply is in and whose payload (if any) is sent.
+  void complete(piece& p) {
+    call* owner = p.owner;
+    const int status = p.status;
+    in_flight_.erase(p.tag);
     owner->finish(status);
   }
 
@@ -443,9 +426,9 @@ class connection {
 
   int fd_ = -1;
   int efd_ = -1;
+  const nbdwire::negotiated neg_;  ///< what FUSE threads read; the machine is the I/O thread's
   nbdwire::client m_;  ///< touched by the I/O thread only, once started
   std::vector<std::byte> leftover_;
-  std::uint32_t chunk_ = 0;
   std::thread io_;
   bool started_ = false;
 
@@ -458,25 +441,14 @@ class connection {
 
 // ---- the handshake, before mounting, so that errors reach the terminal ----------------------
 
-struct handshake_result {
-  nbdwire::client machine;
-  std::vector<std::byte> leftover;  ///< bytes received after `ready` (none from a sane server)
-};
-
-void send_all(int fd, nbdwire::client& c) {
-  for (auto out = c.pending_output(); !out.empty(); out = c.pending_output()) {
-    const ssize_t n = send(fd, out.data(), out.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) examples::fail_errno("send");
-    c.consume_output(static_cast<std::size_t>(n));
-  }
-}
-
-void handshake(int fd, const std::string& export_name, handshake_result& hs) {
-  nbdwire::client& c = hs.machine;
+/// Runs the handshake on a blocking socket (with timeouts) up to `ready`. Returns what was
+/// negotiated; `leftover` gets the bytes received after `ready` (none from a sane server).
+nbdwire::negotiated handshake(int fd, const std::string& export_name, std::vector<std::byte>& leftover) {
+  nbdwire::client c;
   std::vector<std::byte> buf(64 * 1024);
-  for (;;) {
-    send_all(fd, c);
+  for (bool ready = false;;) {
+    if (examples::send_queued(fd, c) != examples::send_status::done) examples::fail_errno("handshake: send");
+    if (ready) return c.negotiated();
     const ssize_t got = recv(fd, buf.data(), buf.size(), 0);
     if (got < 0 && errno == EINTR) continue;
     if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) examples::fail("handshake: the server did not answer within 30 s");
@@ -487,31 +459,26 @@ void handshake(int fd, const std::string& export_name, handshake_result& hs) {
         examples::fail("the server has no export '" + export_name + "'");
       examples::fail("the server closed the connection during the handshake");
     }
-    std::span<const std::byte> in(buf.data(), static_cast<std::size_t>(got));
-    for (;;) {
-      const auto [used, ev] = c.receive(in);
-      in = in.subspan(used);
+    const std::span<const std::byte> in(buf.data(), static_cast<std::size_t>(got));
+    const auto r = examples::feed(c, in, [&](const nbdwire::event& ev) {
       switch (ev.kind) {
         case event_kind::greeting:
           if (!c.go(export_name)) examples::fail("cannot send NBD_OPT_GO");
-          break;
+          return true;
         case event_kind::option_refused:
           examples::fail("the server refused export '" + export_name + "' (" +
                          std::string(nbdwire::to_string(ev.reply)) + ")" +
-                         (ev.data.empty() ? std::string()
-                                          : ": " + std::string(reinterpret_cast<const char*>(ev.data.data()),
-                                                               ev.data.size())));
-        case event_kind::ready:
-          send_all(fd, c);
-          hs.leftover.assign(in.begin(), in.end());
-          return;
-        case event_kind::failed:
-          examples::fail("handshake: " + std::string(nbdwire::to_string(ev.error)));
+                         (ev.data.empty() ? std::string() : ": " + std::string(nbdwire::as_chars(ev.data))));
+        case event_kind::ready: return false;  // the I/O thread's machine takes it from here
+        case event_kind::failed: examples::fail("handshake: " + std::string(nbdwire::to_string(ev.error)));
         case event_kind::closed:
         case event_kind::disconnected: examples::fail("the server ended the handshake");
-        default: break;
+        default: return true;
       }
-      if (ev.kind == event_kind::need_more) break;  // every byte was used
+    });
+    if (r.ev.kind == event_kind::ready) {
+      ready = true;
+      leftover.assign(in.begin() + static_cast<std::ptrdiff_t>(r.consumed), in.end());
     }
   }
 }
@@ -609,15 +576,9 @@ int fs_fallocate(const char*, int mode, off_t off, off_t len, fuse_file_info*) {
   if (mode == 0) return o + l <= end || keep_size ? 0 : -ENOSPC;  // nothing to allocate
   if (o >= end) return 0;
   const std::uint64_t n = std::min(l, end - o);
-  const auto& neg = conn->negotiated();
-  if (mode == FALLOC_FL_PUNCH_HOLE) {
-    if (!neg.has(tflag::send_trim)) return -EOPNOTSUPP;
-    return -conn->run(command::trim, o, n, nullptr);
-  }
-  if (mode == FALLOC_FL_ZERO_RANGE) {
-    if (!neg.has(tflag::send_write_zeroes)) return -EOPNOTSUPP;
-    return -conn->run(command::write_zeroes, o, n, nullptr);
-  }
+  // An export without TRIM or WRITE_ZEROES: the machine refuses them (EOPNOTSUPP).
+  if (mode == FALLOC_FL_PUNCH_HOLE) return -conn->run(command::trim, o, n, nullptr);
+  if (mode == FALLOC_FL_ZERO_RANGE) return -conn->run(command::write_zeroes, o, n, nullptr);
   return -EOPNOTSUPP;
 }
 
@@ -697,19 +658,20 @@ int main(int argc, char** argv) {
   try {
     const auto u = examples::parse_nbd_uri(uri);
     const int fd = examples::connect_to(u.where);
-    handshake_result hs;
+    nbdwire::negotiated neg;
+    std::vector<std::byte> leftover;
     try {
       // A server that accepts and then says nothing must not hang the command.
       const timeval limit{30, 0};
       (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
       (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-      handshake(fd, u.export_name, hs);
+      neg = handshake(fd, u.export_name, leftover);
     } catch (...) {
       close(fd);
       throw;
     }
     examples::set_nonblocking(fd);
-    c = std::make_unique<connection>(fd, hs.machine, std::move(hs.leftover));
+    c = std::make_unique<connection>(fd, neg, std::move(leftover));
   } catch (const examples::failure& e) {
     std::fprintf(stderr, "nbdwire-fuse: %s\n", e.what());
     return 1;
