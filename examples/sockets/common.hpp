@@ -89,6 +89,31 @@ inline std::string human_size(std::uint64_t v) {
   return buf;
 }
 
+/// A command line, one argument at a time: `while (args.next())` walks it, current() is the
+/// argument, value() takes the one after an option (failing with "OPT needs a value (try
+/// --help)" when there is none), and help() tells --help and -h.
+class arguments {
+ public:
+  arguments(int argc, char** argv) : argc_(argc), argv_(argv) {}
+  bool next() {
+    if (++i_ >= argc_) return false;
+    current_ = argv_[i_];
+    return true;
+  }
+  [[nodiscard]] const std::string& current() const { return current_; }
+  [[nodiscard]] bool help() const { return current_ == "--help" || current_ == "-h"; }
+  std::string value() {
+    if (i_ + 1 >= argc_) fail(current_ + " needs a value (try --help)");
+    return argv_[++i_];
+  }
+
+ private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  std::string current_;
+};
+
 /// Where to listen or connect: a TCP host and port, or a Unix socket path.
 struct endpoint {
   bool is_unix = false;
@@ -398,7 +423,10 @@ inline std::string peer_name(int fd) {
   if (ss.ss_family == AF_INET6) {
     const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
     inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof buf);
-    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(sin6->sin6_port));
+    // Appended rather than "[" + std::string(buf): GCC 12 warns (-Wrestrict) on that form.
+    std::string name = "[";
+    name += buf;
+    return name + "]:" + std::to_string(ntohs(sin6->sin6_port));
   }
   return "unix";
 }

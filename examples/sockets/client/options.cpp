@@ -43,13 +43,10 @@ std::uint64_t size_arg(const std::string& opt, const std::string& v) {
 
 options parse_args(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
+  for (examples::arguments args(argc, argv); args.next();) {
+    const std::string& a = args.current();
+    const auto value = [&] { return args.value(); };
+    if (args.help()) {
       print_usage();
       std::exit(0);
     } else if (a == "--style") {
