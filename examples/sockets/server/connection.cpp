@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MIT
+// nbdwire-server: moving a connection's bytes. Input goes to the machine, whose events are
+// carried out (requests.hpp) and answered at once: the machine reserves room for every
+// reply's end when it accepts the request, and holds input back (`blocked`) while that room
+// is taken. Replies gather in its outbox as a burst of requests is handled and leave
+// together, with their READ data, in one sendmsg().
+#include "connection.hpp"
+
+#include <sys/epoll.h>     // EPOLLIN, EPOLLOUT
+#include <sys/sendfile.h>  // sendfile: large file READs without a copy through user space
+#include <sys/socket.h>    // sendmsg, recv
+
+#include <array>    // iovecs
+#include <cerrno>   // errno
+#include <cstdio>   // std::fprintf
+#include <cstring>  // std::memmove, std::strerror
+
+#include "../common.hpp"
+#include "requests.hpp"
+
+namespace nbdwire_server {
+
+namespace {
+
+using nbdwire::event_kind;
+
+constexpr int recvs_per_wakeup = 16;  // fairness between busy connections
+// WRITE payloads from this size on are received straight into a memory export.
+constexpr std::uint64_t direct_receive_min = 64 * 1024;
+// File READ data read ahead of sending; past this many bytes per connection the server stops
+// taking requests until the client has read its replies.
+constexpr std::size_t staged_limit = 64u * 1024 * 1024;
+// Gather segments per sendmsg(): the replies of a burst of requests, with their data.
+constexpr std::size_t plan_segments = 64;
+
+/// A send error: logged unless the client simply went away. Always false (close).
+bool send_failed(const connection& c) {
+  if (errno != EPIPE && errno != ECONNRESET) log(c, std::string("send: ") + std::strerror(errno));
+  return false;
+}
+
+/// Sends the first payload due with sendfile(), from the file it is read from. The reply
+/// header has gone out: a file that cannot give its bytes now leaves no way to report the
+/// error, so the connection closes rather than send wrong data. False: close.
+bool send_file_data(connection& c) {
+  const auto pay = c.m.pending_payload();
+  const int file = c.store().sendfile_source();
+  if (!pay || file < 0) {
+    log(c, "internal: READ data owed that no source holds");
+    return false;
+  }
+  auto off = static_cast<off_t>(pay->offset);
+  const ssize_t w = sendfile(c.fd, file, &off, static_cast<std::size_t>(pay->length));
+  if (w == 0) {
+    log(c, "sendfile: the file ended before the READ's data");
+    return false;
+  }
+  if (w < 0) {
+    if (errno == EINTR) return true;
+    if (errno == EAGAIN) return c.send_blocked = true;
+    return send_failed(c);
+  }
+  (void)c.m.consume_payload(static_cast<std::uint64_t>(w));
+  c.sendfile_active = static_cast<std::uint64_t>(w) < pay->length;
+  if (c.sendfile_active) c.send_blocked = true;  // the socket is full: the next try says EAGAIN
+  return true;
+}
+
+/// Sends queued output until all is sent or the socket is full: headers and READ data in one
+/// sendmsg() per plan (memory exports in place, file data read earlier from `staged`), the
+/// data of large file READs with sendfile(). False on a socket error.
+bool send_out(connection& c) {
+  while (!c.send_blocked) {
+    if (c.sendfile_active) {
+      if (!send_file_data(c)) return false;
+      continue;
+    }
+    std::size_t staged = 0;  // staged bytes this plan maps, from the front
+    nbdwire::send_plan<plan_segments> plan(c.m, [&](const nbdwire::payload_span& p) {
+      const auto len = static_cast<std::size_t>(p.length);
+      switch (c.path_of(p.length)) {
+        case data_path::in_place: return nbdwire::bytes_view{c.store().in_place(p.offset), len};
+        case data_path::sendfile: return nbdwire::bytes_view{};  // the plan stops in front of it
+        case data_path::staged: break;
+      }
+      if (staged + len > c.staged.size()) return nbdwire::bytes_view{};  // not read: an internal error
+      staged += len;
+      return nbdwire::bytes_view{c.staged.at(staged - len), len};
+    });
+    if (plan.size() == 0) {
+      if (!plan.empty()) (void)plan.advance(c.m, 0);  // zero-length payloads only
+      else if (!plan.stopped_at()) return true;       // all sent
+      else if (!send_file_data(c)) return false;
+      continue;
+    }
+    std::array<iovec, plan_segments> iov;
+    const msghdr mh = examples::plan_message(plan, iov);
+    // MSG_MORE when file data follows: TCP joins the header to it.
+    const ssize_t w = sendmsg(c.fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT | (plan.stopped_at() ? MSG_MORE : 0));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return c.send_blocked = true;
+      return send_failed(c);
+    }
+    // The staged bytes among those sent leave the staging buffer.
+    std::size_t left = static_cast<std::size_t>(w), sent_staged = 0;
+    for (const auto& seg : plan.segments()) {
+      const std::size_t took = std::min(left, seg.len);
+      if (c.staged.holds(seg.base)) sent_staged += took;
+      left -= took;
+    }
+    if (!plan.advance(c.m, static_cast<std::size_t>(w))) {
+      log(c, "internal: output accounting refused");
+      return false;
+    }
+    c.staged.consume(sent_staged);
+    // A short write means the socket buffer is full: the next try would only say EAGAIN.
+    if (static_cast<std::size_t>(w) < plan.size()) c.send_blocked = true;
+  }
+  return true;
+}
+
+/// Feeds the buffered input to the machine and carries out its events, until it needs more
+/// input or holds input back. False: close.
+bool feed(connection& c) {
+  for (;;) {
+    const auto r = c.m.receive(nbdwire::bytes_view{c.in.get() + c.start, c.end - c.start});
+    c.start += r.consumed;
+    if (c.start == c.end) c.start = c.end = 0;
+    const auto& ev = r.ev;
+    switch (ev.kind) {
+      case event_kind::need_more: return true;
+      case event_kind::blocked: c.held = true; return true;
+      case event_kind::request:
+        if (!on_request(c, ev)) return false;
+        break;
+      case event_kind::payload:
+        if (!on_payload(c, ev)) return false;
+        break;
+      case event_kind::disconnected:
+      case event_kind::closed: c.finishing = true; return true;
+      case event_kind::failed:
+        log(c, "protocol error: " + std::string(nbdwire::to_string(ev.error)));
+        (void)send_out(c);  // best effort: an error reply may be queued
+        return false;
+      default: break;  // ready, option_answered, request_refused: nothing to do
+    }
+    if (c.staged.size() > staged_limit) return c.held = true;  // the client reads its replies first
+  }
+}
+
+}  // namespace
+
+void log(const connection& c, const std::string& what) {
+  std::fprintf(stderr, "nbdwire-server: %s: %s\n", c.peer.c_str(), what.c_str());
+}
+
+bool service(connection& c, bool readable) {
+  int recvs = recvs_per_wakeup;
+  bool drained = false;  // the last recv() was short: the socket is most likely empty
+  for (;;) {
+    c.held = false;
+    if (!c.finishing && !feed(c)) return false;
+    // Held input waits for output to drain; the machine holds none back otherwise, since
+    // every request is answered at once (a WRITE once its payload is in).
+    if (c.held && !c.output_pending()) {
+      log(c, "internal: machine blocked with nothing to send");
+      return false;
+    }
+    if (!send_out(c)) return false;
+    if (c.finishing) return !c.m.drained();  // all answered and sent: close
+    if (c.held) {
+      if (c.send_blocked) return true;  // wait until writable, then feed the rest
+      continue;                         // output drained: feed again
+    }
+    // Level-triggered epoll comes back if more is waiting, so a short read ends the turn
+    // without a recv() that would only say EAGAIN.
+    if (!readable || drained || recvs-- == 0) return true;
+    std::byte* direct = nullptr;
+    std::size_t want = 0;
+    if (c.start == c.end && c.writing.active) {
+      // WRITE data due next with nothing buffered: receive it straight into the export.
+      // Small payloads come through the input buffer with the next headers instead: one
+      // recv() and a small copy are cheaper than a recv() per payload.
+      if (const auto ip = c.m.incoming_payload();
+          ip && ip->cookie == c.writing.req.cookie && ip->length >= direct_receive_min) {
+        direct = c.store().in_place(ip->offset);
+        want = static_cast<std::size_t>(ip->length);
+      }
+    }
+    if (!direct && c.end == input_buffer_size) {
+      // Buffer full with an unconsumed tail: move it to the front (a recv of 0 bytes would
+      // look like the client closing).
+      std::memmove(c.in.get(), c.in.get() + c.start, c.end - c.start);
+      c.end -= c.start;
+      c.start = 0;
+    }
+    if (!direct) want = input_buffer_size - c.end;
+    const ssize_t n = recv(c.fd, direct ? direct : c.in.get() + c.end, want, 0);
+    if (n > 0) {
+      // Mid-WRITE the rest of the payload is usually on its way (clients often send header
+      // and data separately): only a short read at a request boundary ends the turn.
+      drained = static_cast<std::size_t>(n) < want && !c.writing.active;
+      if (!direct) {
+        c.end += static_cast<std::size_t>(n);
+        continue;
+      }
+      (void)c.m.consume_incoming_payload(static_cast<std::uint64_t>(n));
+      if (!c.m.incoming_payload() && !finish_write(c)) return false;
+      continue;
+    }
+    if (n == 0) {
+      const auto e = c.m.on_eof();
+      if (e.kind == event_kind::failed) log(c, "protocol error: " + std::string(nbdwire::to_string(e.error)));
+      return false;  // the client is gone: nothing more can be delivered
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return true;
+    if (errno != ECONNRESET) log(c, std::string("receive: ") + std::strerror(errno));
+    return false;
+  }
+}
+
+std::uint32_t wanted_events(const connection& c) {
+  std::uint32_t mask = 0;
+  if (!c.held && !c.finishing) mask |= EPOLLIN;
+  if (c.output_pending()) mask |= EPOLLOUT;
+  return mask ? mask : EPOLLIN;  // never leave a connection with nothing to wake it
+}
+
+}  // namespace nbdwire_server
