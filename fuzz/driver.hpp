@@ -284,9 +284,11 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
       drain(m, log.output);
       if (kind == event_kind::failed) {
         NBDWIRE_FUZZ_CHECK(m.error() == r.ev.error);
-        // A terminal error stays terminal: same errc, nothing consumed, whatever comes next.
+        // A terminal error is reported once: later input is dropped (need_more, all of it
+        // consumed), the machine stays failed with the same errc, and no loop can spin on it.
         const auto again = m.receive(chunk);
-        NBDWIRE_FUZZ_CHECK(again.consumed == 0 && again.ev.kind == event_kind::failed && again.ev.error == r.ev.error);
+        NBDWIRE_FUZZ_CHECK(again.consumed == chunk.size() && again.ev.kind == event_kind::need_more);
+        NBDWIRE_FUZZ_CHECK(m.error() == r.ev.error && m.finished());
         const auto eof = m.on_eof();
         NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == r.ev.error);
         log.failed = true;
@@ -294,9 +296,10 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
         break;
       }
       if (kind == event_kind::closed || kind == event_kind::disconnected) {
-        // End of input: later bytes are not read.
+        // End of input, reported once: later bytes are dropped, never read as messages.
         const auto again = m.receive(chunk);
-        NBDWIRE_FUZZ_CHECK(again.consumed == 0 && again.ev.kind == event_kind::closed);
+        NBDWIRE_FUZZ_CHECK(again.consumed == chunk.size() && again.ev.kind == event_kind::need_more);
+        NBDWIRE_FUZZ_CHECK(m.finished());
         actor.on_closed(m, log);
         drain(m, log.output);
         terminal = true;
