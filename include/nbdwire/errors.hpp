@@ -143,57 +143,55 @@ enum class errc : std::uint16_t {
 #undef NBDWIRE_ERRC_ENUM
 };
 
-namespace detail {
-struct errc_info {
-  errc code;
-  error_category cat;
-  bool fatal;
-  std::string_view name;
-  std::string_view description;
-};
-inline constexpr errc_info errc_table[] = {
-    {errc::ok, error_category::none, false, "ok", "no error"},
-#define NBDWIRE_ERRC_ROW(name, num, cat, fatal, doc) {errc::name, error_category::cat, fatal, #name, doc},
-    NBDWIRE_ERRC_LIST(NBDWIRE_ERRC_ROW)
-#undef NBDWIRE_ERRC_ROW
-};
-[[nodiscard]] constexpr const errc_info* find_errc(errc e) noexcept {
-  for (const auto& row : errc_table)
-    if (row.code == e) return &row;
-  return nullptr;
-}
-// Numbers are unique: a duplicate would make two failure sites indistinguishable.
-[[nodiscard]] constexpr bool errc_numbers_unique() noexcept {
-  constexpr std::size_t n = sizeof(errc_table) / sizeof(errc_table[0]);
-  for (std::size_t i = 0; i < n; ++i)
-    for (std::size_t j = i + 1; j < n; ++j)
-      if (errc_table[i].code == errc_table[j].code) return false;
-  return true;
-}
-static_assert(errc_numbers_unique(), "two errc enumerators share a number");
-}  // namespace detail
+// Each lookup is a switch generated from the list, so an image that only asks category() or
+// is_fatal() (firmware) links no name or description strings; and two enumerators with one
+// number would be duplicate case labels, a compile error.
 
 [[nodiscard]] constexpr error_category category(errc e) noexcept {
-  const auto* row = detail::find_errc(e);
-  return row ? row->cat : error_category::internal;
+  switch (e) {
+    case errc::ok: return error_category::none;
+#define NBDWIRE_ERRC_CATEGORY(name, num, cat, fatal, doc) \
+  case errc::name: return error_category::cat;
+    NBDWIRE_ERRC_LIST(NBDWIRE_ERRC_CATEGORY)
+#undef NBDWIRE_ERRC_CATEGORY
+  }
+  return error_category::internal;
 }
 
 /// True for errors that end the connection (the machine is in its `failed` state).
 [[nodiscard]] constexpr bool is_fatal(errc e) noexcept {
-  const auto* row = detail::find_errc(e);
-  return row ? row->fatal : true;
+  switch (e) {
+    case errc::ok: return false;
+#define NBDWIRE_ERRC_FATAL(name, num, cat, fatal, doc) \
+  case errc::name: return fatal;
+    NBDWIRE_ERRC_LIST(NBDWIRE_ERRC_FATAL)
+#undef NBDWIRE_ERRC_FATAL
+  }
+  return true;
 }
 
 /// The enumerator's name, e.g. "bad_reply_magic".
 [[nodiscard]] constexpr std::string_view to_string(errc e) noexcept {
-  const auto* row = detail::find_errc(e);
-  return row ? row->name : std::string_view{"unknown_error"};
+  switch (e) {
+    case errc::ok: return "ok";
+#define NBDWIRE_ERRC_NAME(name, num, cat, fatal, doc) \
+  case errc::name: return #name;
+    NBDWIRE_ERRC_LIST(NBDWIRE_ERRC_NAME)
+#undef NBDWIRE_ERRC_NAME
+  }
+  return "unknown_error";
 }
 
 /// One line saying what went wrong, e.g. "unknown reply magic".
 [[nodiscard]] constexpr std::string_view describe(errc e) noexcept {
-  const auto* row = detail::find_errc(e);
-  return row ? row->description : std::string_view{"unknown error"};
+  switch (e) {
+    case errc::ok: return "no error";
+#define NBDWIRE_ERRC_DESCRIPTION(name, num, cat, fatal, doc) \
+  case errc::name: return doc;
+    NBDWIRE_ERRC_LIST(NBDWIRE_ERRC_DESCRIPTION)
+#undef NBDWIRE_ERRC_DESCRIPTION
+  }
+  return "unknown error";
 }
 
 /// Ends the program on a contract violation. A trap instruction where the compiler has one:
