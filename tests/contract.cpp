@@ -273,6 +273,43 @@ TEST_CASE("contract: tags come back on every event about a request; payload piec
   CHECK(s->set_tag(request{}, 1).error() == errc::unknown_request);
 }
 
+TEST_CASE("contract: payload spans carry the request's tag, both directions") {
+  auto c = client_in_transmission(1u << 20, transmission_flag::has_flags);
+  const auto wk = c->write(0, 100, 0, 55);
+  REQUIRE(wk.has_value());
+  REQUIRE(c->pending_payload().has_value());
+  CHECK(c->pending_payload()->tag == 55);
+  (void)take_output(*c);
+  const auto ck = c->read(512, 100, 0, 66);
+  REQUIRE(ck.has_value());
+  (void)take_output(*c);
+  // The WRITE's reply, then the READ's reply header: its data is announced with its tag.
+  const auto done = feed(*c, simple_reply(nbd_error::ok, *wk));
+  REQUIRE(done.size() == 1);
+  CHECK(done[0].kind == K::reply);
+  (void)feed(*c, simple_reply(nbd_error::ok, *ck));
+  REQUIRE(c->incoming_payload().has_value());
+  CHECK(c->incoming_payload()->tag == 66);
+  CHECK(c->incoming_payload()->length == 100);
+
+  // Server: a READ reply's data and a WRITE's incoming data carry the tag from set_tag().
+  auto s = server_in_transmission(disk_export);
+  auto sev = feed(*s, request_bytes(command::read, 0, 1, 0, 512));
+  REQUIRE(sev.size() == 1);
+  REQUIRE(s->set_tag(sev[0].req, 7).has_value());
+  REQUIRE(s->reply(sev[0].req).has_value());
+  REQUIRE(s->pending_payload().has_value());
+  CHECK(s->pending_payload()->tag == 7);
+  (void)take_output(*s);
+  const bytes header = request_bytes(command::write, 0, 2, 0, 100);
+  const auto r = s->receive(header);
+  REQUIRE(r.ev.kind == K::request);
+  REQUIRE(s->set_tag(r.ev.req, 8).has_value());
+  REQUIRE(s->incoming_payload().has_value());
+  CHECK(s->incoming_payload()->tag == 8);
+  CHECK(s->incoming_payload()->length == 100);
+}
+
 TEST_CASE("contract: pending_pieces lists headers and payloads in wire order") {
   auto c = client_in_transmission(1u << 20, transmission_flag::has_flags);
   REQUIRE(c->write(0, 100).has_value());

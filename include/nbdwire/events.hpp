@@ -101,6 +101,9 @@ struct payload_span {
   std::uint64_t cookie = 0;
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
+  /// The caller's tag of the request (client: given to submit(); server: set_tag()), so the
+  /// caller finds its buffer without a lookup by cookie. 0 when none was given.
+  std::uint64_t tag = 0;
   friend constexpr bool operator==(const payload_span&, const payload_span&) = default;
 };
 

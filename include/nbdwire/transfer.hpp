@@ -288,7 +288,7 @@ class send_plan {
         return;
       }
       if (len < p.length) {
-        stopped_at_ = payload_span{p.cookie, p.offset + len, p.length - len};
+        stopped_at_ = payload_span{p.cookie, p.offset + len, p.length - len, p.tag};
         return;
       }
     }

@@ -95,7 +95,7 @@ class client_transmission : protected client_handshake {
     } else {
       out_.put_record(make_request(c, flags, cookie, offset, static_cast<std::uint32_t>(length)));
     }
-    if (payload) out_.put_mark({cookie, offset, length});
+    if (payload) out_.put_mark({cookie, offset, length, tag});
     return cookie;
   }
 
@@ -193,7 +193,7 @@ class client_transmission : protected client_handshake {
       // The data follows as payload events; it covers the READ, and ends the reply.
       (void)slot.coverage.add(r, r.offset, r.length);
       chunk_ = {*s, reply_flag::done, 0, 0, 0};
-      payload_ = {cookie, r.offset, r.length};
+      payload_ = {cookie, r.offset, r.length, slot.tag};
       move(client_trigger::read_data_due);
       return {};
     }
@@ -309,7 +309,7 @@ class client_transmission : protected client_handshake {
     switch (b.kind) {
       case body_item::offset_data: {
         if (const errc e = s.coverage.add(r, b.offset, b.length); e != errc::ok) return fail(e);
-        payload_ = {r.cookie, b.offset, b.length};
+        payload_ = {r.cookie, b.offset, b.length, s.tag};
         move(client_trigger::read_data_due);  // the data streams through read_data
         return {};
       }

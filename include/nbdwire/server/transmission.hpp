@@ -143,7 +143,9 @@ class server_transmission {
 
   [[nodiscard]] std::optional<payload_span> incoming_payload(const server_core& c) const noexcept {
     if (c.state != server_state::write_payload || payload_.length == 0) return std::nullopt;
-    return payload_;
+    payload_span p = payload_;
+    if (const auto* s = requests_.find(current_)) p.tag = s->tag;  // set_tag() may follow the request event
+    return p;
   }
   result<void> consume_incoming_payload(server_core& c, std::uint64_t n) noexcept {
     if (c.state != server_state::write_payload) return errc::no_payload_due;
@@ -176,7 +178,7 @@ class server_transmission {
       return errc::df_requires_one_chunk;
     if (!extended(c) && length > max_compact_chunk_data) return errc::length_too_large;
     if (!take_room(c, *s, chunk_header_size(c) + offset_data_prefix_size, 1, done)) return errc::outbox_full;
-    put_data_chunk(c, r, done, payload_span{r.cookie, offset, length});
+    put_data_chunk(c, r, done, payload_span{r.cookie, offset, length, s->tag});
     if (done) finish(*s);
     return {};
   }
@@ -427,7 +429,7 @@ class server_transmission {
         c.out.put_record(make_legacy_1997_reply(r.cookie, static_cast<std::uint32_t>(e)));
       else
         c.out.put_record(make_simple_reply(e, r.cookie));
-      if (data) c.out.put_mark({r.cookie, r.offset, r.length});
+      if (data) c.out.put_mark({r.cookie, r.offset, r.length, s.tag});
       return;
     }
     if (!ok) return queue_error_chunk(c, s, e, message, std::nullopt, true);
@@ -439,9 +441,9 @@ class server_transmission {
           !extended(c) && r.length > max_compact_chunk_data ? max_compact_chunk_data & ~std::uint64_t{4095} : r.length;
       const std::size_t pieces = first == r.length ? 1 : 2;
       (void)take_room(c, s, pieces * (chunk_header_size(c) + offset_data_prefix_size), pieces, true);
-      put_data_chunk(c, r, first == r.length, payload_span{r.cookie, r.offset, first});
+      put_data_chunk(c, r, first == r.length, payload_span{r.cookie, r.offset, first, s.tag});
       if (first == r.length) return;
-      put_data_chunk(c, r, true, payload_span{r.cookie, r.offset + first, r.length - first});
+      put_data_chunk(c, r, true, payload_span{r.cookie, r.offset + first, r.length - first, s.tag});
       return;
     }
     (void)take_room(c, s, chunk_header_size(c), 0, true);
