@@ -70,7 +70,7 @@ bool send_file_data(connection& c) {
 /// sendmsg() per plan (memory exports in place, file data read earlier from `staged`), the
 /// data of large file READs with sendfile(). False on a socket error.
 bool send_out(connection& c) {
-  while (!c.send_blocked) {
+  while (!c.send_blocked && c.output_pending()) {
     if (c.sendfile_active) {
       if (!send_file_data(c)) return false;
       continue;
@@ -89,8 +89,7 @@ bool send_out(connection& c) {
     });
     if (plan.size() == 0) {
       if (!plan.empty()) (void)plan.advance(c.m, 0);  // zero-length payloads only
-      else if (!plan.stopped_at()) return true;       // all sent
-      else if (!send_file_data(c)) return false;
+      else if (!send_file_data(c)) return false;      // stopped in front of file data
       continue;
     }
     std::array<iovec, plan_segments> iov;
