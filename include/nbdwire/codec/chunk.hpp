@@ -40,7 +40,7 @@ class offset_data_decoder {
     if (emitted_) return st_.finish(0);
     in = st_.clip(in);
     std::size_t used = 0;
-    if (!st_.take(in, used, offset_)) return {used, {}};
+    if (!st_.take(in, used, offset_)) return detail::need_more(used);
     emitted_ = true;
     return {used, {.kind = body_item::offset_data, .offset = offset_, .length = data_}};
   }
@@ -86,12 +86,12 @@ class offset_hole_decoder {
     for (;;) {
       switch (stage_) {
         case stage::offset:
-          if (!st_.take(in, used, offset_)) return {used, {}};
+          if (!st_.take(in, used, offset_)) return detail::need_more(used);
           stage_ = stage::size;
           continue;
         case stage::size: {
           std::uint32_t size = 0;
-          if (!st_.take(in, used, size)) return {used, {}};
+          if (!st_.take(in, used, size)) return detail::need_more(used);
           if (size == 0) return st_.fail(used, body_errc::offset_hole_size_zero);
           stage_ = stage::end;
           return {used, {.kind = body_item::offset_hole, .offset = offset_, .length = size}};
@@ -162,13 +162,13 @@ class basic_error_chunk_decoder {
     for (;;) {
       switch (stage_) {
         case stage::error:
-          if (!st_.take(in, used, error_)) return {used, {}};
+          if (!st_.take(in, used, error_)) return detail::need_more(used);
           if (error_ == 0 && kind_ != kind::unknown) return st_.fail(used, body_errc::error_chunk_zero_error);
           stage_ = stage::message_length;
           continue;
         case stage::message_length: {
           std::uint16_t m = 0;
-          if (!st_.take(in, used, m)) return {used, {}};
+          if (!st_.take(in, used, m)) return detail::need_more(used);
           const std::uint64_t room = st_.left() - (kind_ == kind::error_offset ? 8u : 0u);
           if (m > room) return st_.fail(used, body_errc::error_message_length_exceeds_chunk);
           if (m > MaxString) return st_.fail(used, body_errc::error_message_too_long);
@@ -180,16 +180,16 @@ class basic_error_chunk_decoder {
         }
         case stage::message: {
           bytes_view s;
-          if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+          if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
           stage_ = kind_ == kind::error_offset ? stage::offset : stage::skip;
           return {used, {.kind = body_item::error_message, .text = s, .error_value = error_}};
         }
         case stage::offset:
-          if (!st_.take(in, used, offset_)) return {used, {}};
+          if (!st_.take(in, used, offset_)) return detail::need_more(used);
           stage_ = stage::end;
           return {used, {.kind = body_item::error_offset, .offset = offset_}};
         case stage::skip:
-          if (!st_.skip(in, used, skip_)) return {used, {}};
+          if (!st_.skip(in, used, skip_)) return detail::need_more(used);
           stage_ = stage::end;
           continue;
         case stage::end:
@@ -258,12 +258,12 @@ class basic_tolerant_error_chunk_decoder {
     for (;;) {
       switch (stage_) {
         case stage::error:
-          if (!st_.take(in, used, error_)) return {used, {}};
+          if (!st_.take(in, used, error_)) return detail::need_more(used);
           if (error_ == 0 && kind_ != kind::unknown) return st_.fail(used, body_errc::error_chunk_zero_error);
           stage_ = stage::message_length;
           continue;
         case stage::message_length: {
-          if (!st_.take(in, used, len_)) return {used, {}};
+          if (!st_.take(in, used, len_)) return detail::need_more(used);
           const std::uint64_t room = st_.left() - (kind_ == kind::error_offset ? 8u : 0u);
           if (len_ > room) return st_.fail(used, body_errc::error_message_length_exceeds_chunk);
           if (kind_ == kind::unknown) {
@@ -281,7 +281,7 @@ class basic_tolerant_error_chunk_decoder {
           have_ += n;
           used += n;
           st_.advance(n);
-          if (have_ < len_) return {used, {}};
+          if (have_ < len_) return detail::need_more(used);
           if (kind_ == kind::error_offset) {
             stage_ = stage::offset;
             continue;
@@ -292,13 +292,13 @@ class basic_tolerant_error_chunk_decoder {
         }
         case stage::offset: {
           std::uint64_t off = 0;
-          if (!st_.take(in, used, off)) return {used, {}};
+          if (!st_.take(in, used, off)) return detail::need_more(used);
           skip_ = st_.left();
           stage_ = stage::skip;
           return {used, {.kind = body_item::error_offset, .text = message(), .offset = off, .error_value = error_}};
         }
         case stage::skip:
-          if (!st_.skip(in, used, skip_)) return {used, {}};
+          if (!st_.skip(in, used, skip_)) return detail::need_more(used);
           return st_.finish(used);
       }
     }
@@ -390,7 +390,7 @@ class basic_block_status_decoder {
     for (;;) {
       switch (stage_) {
         case stage::context:
-          if (!st_.take(in, used, id_)) return {used, {}};
+          if (!st_.take(in, used, id_)) return detail::need_more(used);
           if constexpr (Extended) {
             stage_ = stage::count;
             continue;
@@ -400,14 +400,14 @@ class basic_block_status_decoder {
           }
         case stage::count: {
           std::uint32_t c = 0;
-          if (!st_.take(in, used, c)) return {used, {}};
+          if (!st_.take(in, used, c)) return detail::need_more(used);
           if (c != left_) return st_.fail(used, body_errc::block_status_ext_count_mismatch);
           stage_ = stage::length;
           return {used, {.kind = body_item::block_status, .count = left_, .context_id = id_}};
         }
         case stage::length:
           if (left_ == 0) return st_.finish(used);
-          if (!st_.take(in, used, len_)) return {used, {}};
+          if (!st_.take(in, used, len_)) return detail::need_more(used);
           if (len_ == 0)
             return st_.fail(used, Extended ? body_errc::block_status_ext_extent_length_zero
                                            : body_errc::block_status_extent_length_zero);
@@ -415,7 +415,7 @@ class basic_block_status_decoder {
           continue;
         case stage::status: {
           field_t s = 0;
-          if (!st_.take(in, used, s)) return {used, {}};
+          if (!st_.take(in, used, s)) return detail::need_more(used);
           --left_;
           stage_ = stage::length;
           return {used, {.kind = body_item::extent, .length = len_, .status = s}};

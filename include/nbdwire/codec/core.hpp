@@ -135,6 +135,9 @@ namespace detail {
   return false;
 }
 
+/// {used, need_more}: the step of a decoder waiting for more input.
+[[nodiscard]] NBDWIRE_SIZE_OUTLINE constexpr body_step need_more(std::size_t used) noexcept { return {used, {}}; }
+
 /// The position, fixed-field stash and sticky outcome every decoder has. 24 bytes.
 class body_state {
  public:
@@ -149,7 +152,7 @@ class body_state {
   [[nodiscard]] constexpr bool finished() const noexcept { return finished_; }
   [[nodiscard]] constexpr bool settled() const noexcept { return error_ != body_errc::ok || finished_; }
   /// The answer once failed or done: the same outcome again, nothing consumed.
-  [[nodiscard]] constexpr body_step settled_step() const noexcept {
+  [[nodiscard]] NBDWIRE_SIZE_OUTLINE constexpr body_step settled_step() const noexcept {
     if (error_ != body_errc::ok) return {0, {.kind = body_item::failed, .error = error_}};
     return {0, {.kind = body_item::done}};
   }
@@ -163,13 +166,20 @@ class body_state {
   /// Collects a big-endian field of sizeof(T) bytes from in[used...]; true once complete.
   template <class T>
   [[nodiscard]] constexpr bool take(bytes_view in, std::size_t& used, T& out) noexcept {
-    const std::size_t n = std::min<std::size_t>(sizeof(T) - have_, in.size() - used);
+    if (!gather(in, used, sizeof(T))) return false;
+    out = load_be<T>(field_.data());
+    return true;
+  }
+  /// take()'s byte collection, one body for every field width: true once `size` bytes are
+  /// in field_ (then the next field starts empty).
+  [[nodiscard]] NBDWIRE_SIZE_OUTLINE constexpr bool gather(bytes_view in, std::size_t& used,
+                                                           std::size_t size) noexcept {
+    const std::size_t n = std::min<std::size_t>(size - have_, in.size() - used);
     for (std::size_t i = 0; i < n; ++i) field_[have_ + i] = in[used + i];
     have_ = static_cast<std::uint8_t>(have_ + n);
     used += n;
     left_ -= n;
-    if (have_ < sizeof(T)) return false;
-    out = load_be<T>(field_.data());
+    if (have_ < size) return false;
     have_ = 0;
     return true;
   }
@@ -184,11 +194,11 @@ class body_state {
   /// Accounts for bytes a string stash took.
   constexpr void advance(std::size_t n) noexcept { left_ -= n; }
 
-  [[nodiscard]] constexpr body_step fail(std::size_t used, body_errc e) noexcept {
+  [[nodiscard]] NBDWIRE_COLD constexpr body_step fail(std::size_t used, body_errc e) noexcept {
     error_ = e;
     return {used, {.kind = body_item::failed, .error = e}};
   }
-  [[nodiscard]] constexpr body_step finish(std::size_t used) noexcept {
+  [[nodiscard]] NBDWIRE_SIZE_OUTLINE constexpr body_step finish(std::size_t used) noexcept {
     finished_ = true;
     return {used, {.kind = body_item::done}};
   }

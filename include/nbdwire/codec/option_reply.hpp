@@ -41,7 +41,7 @@ class basic_server_reply_decoder {
       switch (stage_) {
         case stage::name_length: {
           std::uint32_t v = 0;
-          if (!st_.take(in, used, v)) return {used, {}};
+          if (!st_.take(in, used, v)) return detail::need_more(used);
           if (v > st_.left()) return st_.fail(used, body_errc::server_reply_name_length_exceeds_body);
           if (v > MaxString) return st_.fail(used, body_errc::server_reply_name_too_long);
           if (st_.left() - v > MaxString) return st_.fail(used, body_errc::server_reply_description_too_long);
@@ -51,7 +51,7 @@ class basic_server_reply_decoder {
         }
         case stage::name: {
           bytes_view s;
-          if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+          if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
           if (detail::has_nul(s)) return st_.fail(used, body_errc::server_reply_name_contains_nul);
           len_ = static_cast<std::uint32_t>(st_.left());
           stage_ = stage::description;
@@ -59,7 +59,7 @@ class basic_server_reply_decoder {
         }
         case stage::description: {
           bytes_view s;
-          if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+          if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
           stage_ = stage::end;
           return {used, {.kind = body_item::server_description, .text = s}};
         }
@@ -126,7 +126,7 @@ class basic_info_reply_decoder {
       switch (stage_) {
         case stage::type: {
           std::uint16_t t = 0;
-          if (!st_.take(in, used, t)) return {used, {}};
+          if (!st_.take(in, used, t)) return detail::need_more(used);
           ev_.info = t;
           const std::uint64_t rest = st_.left();
           switch (static_cast<info_type>(t)) {
@@ -160,33 +160,33 @@ class basic_info_reply_decoder {
           continue;
         }
         case stage::export_size:
-          if (!st_.take(in, used, ev_.export_size)) return {used, {}};
+          if (!st_.take(in, used, ev_.export_size)) return detail::need_more(used);
           stage_ = stage::export_flags;
           continue;
         case stage::export_flags:
-          if (!st_.take(in, used, ev_.transmission_flags)) return {used, {}};
+          if (!st_.take(in, used, ev_.transmission_flags)) return detail::need_more(used);
           return emit(used);
         case stage::minimum:
-          if (!st_.take(in, used, ev_.block_size.minimum)) return {used, {}};
+          if (!st_.take(in, used, ev_.block_size.minimum)) return detail::need_more(used);
           stage_ = stage::preferred;
           continue;
         case stage::preferred:
-          if (!st_.take(in, used, ev_.block_size.preferred)) return {used, {}};
+          if (!st_.take(in, used, ev_.block_size.preferred)) return detail::need_more(used);
           stage_ = stage::maximum;
           continue;
         case stage::maximum:
-          if (!st_.take(in, used, ev_.block_size.maximum)) return {used, {}};
+          if (!st_.take(in, used, ev_.block_size.maximum)) return detail::need_more(used);
           return emit(used);
         case stage::text: {
           bytes_view s;
-          if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+          if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
           if (ev_.kind == body_item::info_name && detail::has_nul(s))
             return st_.fail(used, body_errc::info_name_contains_nul);
           ev_.text = s;
           return emit(used);
         }
         case stage::skip:
-          if (!st_.skip(in, used, skip_)) return {used, {}};
+          if (!st_.skip(in, used, skip_)) return detail::need_more(used);
           return emit(used);
         case stage::end:
           return st_.finish(used);
@@ -291,12 +291,12 @@ class basic_meta_context_reply_decoder {
     for (;;) {
       switch (stage_) {
         case stage::id:
-          if (!st_.take(in, used, id_)) return {used, {}};
+          if (!st_.take(in, used, id_)) return detail::need_more(used);
           stage_ = stage::name;
           continue;
         case stage::name: {
           bytes_view s;
-          if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+          if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
           if (detail::has_nul(s)) return st_.fail(used, body_errc::meta_context_name_contains_nul);
           stage_ = stage::end;
           return {used, {.kind = body_item::meta_context, .text = s, .context_id = id_}};
@@ -359,7 +359,7 @@ class basic_error_reply_decoder {
     in = st_.clip(in);
     std::size_t used = 0;
     bytes_view s;
-    if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+    if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
     emitted_ = true;
     return {used, {.kind = body_item::error_message, .text = s}};
   }

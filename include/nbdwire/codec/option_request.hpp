@@ -40,7 +40,7 @@ class basic_export_name_decoder {
     in = st_.clip(in);
     std::size_t used = 0;
     bytes_view s;
-    if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+    if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
     if (detail::has_nul(s)) return st_.fail(used, body_errc::export_name_contains_nul);
     emitted_ = true;
     return {used, {.kind = body_item::export_name, .text = s}};
@@ -93,7 +93,7 @@ class basic_info_request_decoder {
       switch (stage_) {
         case stage::name_length: {
           std::uint32_t v = 0;
-          if (!st_.take(in, used, v)) return {used, {}};
+          if (!st_.take(in, used, v)) return detail::need_more(used);
           // "MUST be ≤ option length − 6": 2 count bytes stay after the name.
           if (v > st_.left() - 2) return st_.fail(used, body_errc::info_request_name_length_exceeds_body);
           if (v > MaxString) return st_.fail(used, body_errc::info_request_name_too_long);
@@ -103,14 +103,14 @@ class basic_info_request_decoder {
         }
         case stage::name: {
           bytes_view s;
-          if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+          if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
           if (detail::has_nul(s)) return st_.fail(used, body_errc::info_request_name_contains_nul);
           stage_ = stage::count;
           return {used, {.kind = body_item::export_name, .text = s}};
         }
         case stage::count: {
           std::uint16_t c = 0;
-          if (!st_.take(in, used, c)) return {used, {}};
+          if (!st_.take(in, used, c)) return detail::need_more(used);
           if (st_.left() != 2u * std::uint64_t{c}) return st_.fail(used, body_errc::info_request_count_mismatch);
           left_ = c;
           stage_ = stage::types;
@@ -119,7 +119,7 @@ class basic_info_request_decoder {
         case stage::types: {
           if (left_ == 0) return st_.finish(used);
           std::uint16_t t = 0;
-          if (!st_.take(in, used, t)) return {used, {}};
+          if (!st_.take(in, used, t)) return detail::need_more(used);
           --left_;
           return {used, {.kind = body_item::info_request, .info = t}};
         }
@@ -188,7 +188,7 @@ class basic_meta_context_request_decoder {
       switch (stage_) {
         case stage::name_length: {
           std::uint32_t v = 0;
-          if (!st_.take(in, used, v)) return {used, {}};
+          if (!st_.take(in, used, v)) return detail::need_more(used);
           if (v > st_.left() - 4) return st_.fail(used, body_errc::meta_request_name_length_exceeds_body);
           if (v > MaxString) return st_.fail(used, body_errc::meta_request_name_too_long);
           len_ = v;
@@ -197,14 +197,14 @@ class basic_meta_context_request_decoder {
         }
         case stage::name: {
           bytes_view s;
-          if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+          if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
           if (detail::has_nul(s)) return st_.fail(used, body_errc::meta_request_name_contains_nul);
           stage_ = stage::count;
           return {used, {.kind = body_item::export_name, .text = s}};
         }
         case stage::count: {
           std::uint32_t c = 0;
-          if (!st_.take(in, used, c)) return {used, {}};
+          if (!st_.take(in, used, c)) return detail::need_more(used);
           if (c == 0 && st_.left() != 0) return st_.fail(used, body_errc::meta_request_trailing_data);
           if (c > st_.left() / 4) return st_.fail(used, body_errc::meta_request_count_exceeds_body);
           left_ = c;
@@ -213,7 +213,7 @@ class basic_meta_context_request_decoder {
         }
         case stage::query_length: {
           std::uint32_t v = 0;
-          if (!st_.take(in, used, v)) return {used, {}};
+          if (!st_.take(in, used, v)) return detail::need_more(used);
           // Room for this query and the length fields of the queries after it.
           const std::uint64_t room = st_.left() - 4u * (std::uint64_t{left_} - 1u);
           if (v > room) return st_.fail(used, body_errc::meta_request_query_length_exceeds_body);
@@ -225,7 +225,7 @@ class basic_meta_context_request_decoder {
         }
         case stage::query: {
           bytes_view s;
-          if (!str_.take(in, used, st_, len_, s)) return {used, {}};
+          if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
           if (detail::has_nul(s)) return st_.fail(used, body_errc::meta_request_query_contains_nul);
           stage_ = --left_ ? stage::query_length : stage::end;
           return {used, {.kind = body_item::query, .text = s}};
