@@ -91,15 +91,15 @@ class client : private detail::client_transmission {
   [[nodiscard]] event on_eof() noexcept {
     switch (state_) {
       case client_state::failed: return failed_event();
-      case client_state::closed: return {.kind = event_kind::closed};
+      case client_state::closed: return detail::make_event(event_kind::closed);
       case client_state::negotiating:
         move(client_trigger::peer_closed);
-        return {.kind = event_kind::closed};
+        return detail::make_event(event_kind::closed);
       case client_state::awaiting_option_reply:
         // Servers may close on ABORT without the ACK ("NBD_OPT_ABORT").
         if (opt_ == option::abort && stash_.size() == 0) {
           move(client_trigger::abort_acked);
-          return {.kind = event_kind::disconnected};
+          return detail::make_event(event_kind::disconnected);
         }
         return fail(errc::unexpected_eof);
       case client_state::awaiting_export_name_reply:
@@ -111,7 +111,7 @@ class client : private detail::client_transmission {
         if (in_flight_ != 0) return fail(errc::eof_with_requests_in_flight);
         const bool soft = state_ == client_state::disconnecting;
         move(client_trigger::peer_closed);
-        return {.kind = soft ? event_kind::disconnected : event_kind::closed};
+        return detail::make_event(soft ? event_kind::disconnected : event_kind::closed);
       }
       default: return fail(errc::unexpected_eof);  // inside a message
     }
@@ -262,7 +262,7 @@ class client : private detail::client_transmission {
         return 0;
       case client_state::closed:
         if (terminal_reported_) return in.size();
-        ev = {.kind = event_kind::closed};
+        ev = detail::make_event(event_kind::closed);
         return 0;
       case client_state::negotiating:
         if (!in.empty()) ev = fail(errc::unexpected_data);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>  // std::uint16_t
+#include <new>      // placement new: a decoder built in its union member
 
 #include "nbdwire/codec/chunk.hpp"         // chunk payload decoders
 #include "nbdwire/codec/option_reply.hpp"  // option reply decoders
@@ -27,40 +28,40 @@ class client_body_decoder {
   // length alone decides (error() is then set).
   void start_server(std::uint64_t n) noexcept {
     set(kind::server);
-    u_.server = server_reply_decoder{n};
+    ::new (&u_.server) server_reply_decoder{n};
   }
   void start_info(std::uint64_t n) noexcept {
     set(kind::info);
-    u_.info = info_reply_decoder{n};
+    ::new (&u_.info) info_reply_decoder{n};
   }
   void start_meta_context(std::uint64_t n) noexcept {
     set(kind::meta_context);
-    u_.meta = meta_context_reply_decoder{n};
+    ::new (&u_.meta) meta_context_reply_decoder{n};
   }
   void start_error_reply(std::uint64_t n) noexcept {
     set(kind::error_reply);
-    u_.err_reply = error_reply_decoder{n};
+    ::new (&u_.err_reply) error_reply_decoder{n};
   }
   void start_offset_data(std::uint64_t n) noexcept {
     set(kind::offset_data);
-    u_.data = offset_data_decoder{n};
+    ::new (&u_.data) offset_data_decoder{n};
   }
   void start_offset_hole(std::uint64_t n) noexcept {
     set(kind::offset_hole);
-    u_.hole = offset_hole_decoder{n};
+    ::new (&u_.hole) offset_hole_decoder{n};
   }
   void start_block_status(std::uint64_t n, bool ext) noexcept {
     if (ext) {
       set(kind::block_status_ext);
-      u_.status_ext = block_status_ext_decoder{n};
+      ::new (&u_.status_ext) block_status_ext_decoder{n};
     } else {
       set(kind::block_status);
-      u_.status = block_status_decoder{n};
+      ::new (&u_.status) block_status_decoder{n};
     }
   }
   void start_error_chunk(std::uint16_t type, std::uint64_t n) noexcept {
     set(kind::error_chunk);
-    u_.err_chunk = tolerant_error_chunk_decoder{type, n};
+    ::new (&u_.err_chunk) tolerant_error_chunk_decoder{type, n};
   }
 
   [[nodiscard]] body_step decode(bytes_view in) noexcept {
@@ -96,7 +97,8 @@ class client_body_decoder {
 
  private:
   void set(kind k) noexcept { kind_ = k; }
-  // Trivially copyable decoders: assigning a member starts its lifetime.
+  // Trivially destructible decoders: constructing one in its member starts its lifetime
+  // (in place: no temporary decoder on the stack).
   union storage {
     constexpr storage() noexcept : none{} {}
     char none;

@@ -29,6 +29,12 @@ namespace nbdwire {
 NBDWIRE_BEGIN_NAMESPACE
 namespace detail {
 
+/// An event of kind `k`, every other field at its default. Out of line when built for size,
+/// so each event a machine reports costs one call plus the stores of its own fields.
+[[nodiscard]] NBDWIRE_SIZE_OUTLINE inline event make_event(event_kind k = event_kind::need_more) noexcept {
+  return {.kind = k};
+}
+
 class client_handshake {
  protected:
   explicit client_handshake(const client_config& cfg) noexcept : cfg_(cfg) {}
@@ -50,7 +56,11 @@ class client_handshake {
     }
     return failed_event();
   }
-  [[nodiscard]] event failed_event() const noexcept { return {.kind = event_kind::failed, .error = error_}; }
+  [[nodiscard]] event failed_event() const noexcept {
+    event made = make_event(event_kind::failed);
+    made.error = error_;
+    return made;
+  }
 
   /// Room the outbox keeps for the messages the protocol obliges the client to send (ABORT
   /// after ERR_SHUTDOWN, DISC after NBD_ESHUTDOWN or on disconnect()): every other message
@@ -124,7 +134,7 @@ class client_handshake {
   }
   event next_plan_step() noexcept {
     if (!send_plan_step()) return fail(errc::outbox_full);
-    return {};
+    return make_event();
   }
   /// True while a preliminary of go()'s plan is outstanding (its reply header or data).
   [[nodiscard]] bool in_preliminary() const noexcept {
@@ -157,7 +167,7 @@ class client_handshake {
       neg_.export_size = g.export_size.get();
       neg_.transmission_flags = sanitize_transmission_flags(g.transmission_flags.get(), false, false);
       move(client_trigger::oldstyle_greeting);
-      ev = {.kind = event_kind::ready};
+      ev = make_event(event_kind::ready);
       return n;
     }
     if (second != magic::ihaveopt) return ev = fail(errc::bad_greeting_style), n;
@@ -173,7 +183,8 @@ class client_handshake {
         (fixed_ ? client_flag::fixed_newstyle : 0u) | (no_zeroes_ ? client_flag::no_zeroes : 0u);
     out_.put_record(make_client_flags(cflags));  // the outbox is empty at this point
     move(client_trigger::newstyle_greeting);
-    ev = {.kind = event_kind::greeting, .flags = hflags};
+    ev = make_event(event_kind::greeting);
+    ev.flags = hflags;
     return n;
   }
 
@@ -248,7 +259,13 @@ class client_handshake {
     switch (reply_) {
       case reply_type::server:
         move(client_trigger::reply_item);
-        return {.kind = event_kind::export_listed, .option = o, .data = as_bytes(plan_.name()), .text = item.text};
+        {
+          event made = make_event(event_kind::export_listed);
+          made.option = o;
+          made.data = as_bytes(plan_.name());
+          made.text = item.text;
+          return made;
+        }
       case reply_type::info: {
         const event e = on_info_item(item);
         if (e.kind != event_kind::failed) move(client_trigger::reply_item);
@@ -264,7 +281,11 @@ class client_handshake {
           neg_.meta_contexts[neg_.meta_context_count++] = m;
         }
         move(client_trigger::reply_item);
-        return {.kind = event_kind::meta_context, .option = o, .data = item.text, .context_id = item.context_id};
+        event made = make_event(event_kind::meta_context);
+        made.option = o;
+        made.data = item.text;
+        made.context_id = item.context_id;
+        return made;
       }
     }
   }
@@ -279,7 +300,11 @@ class client_handshake {
       out_.put_record(make_option_header(option::abort, 0));
       opt_ = option::abort;
       move(client_trigger::shutdown_abort);
-      return {.kind = event_kind::option_refused, .option = o, .reply = reply_type::err_shutdown, .data = message};
+      event made = make_event(event_kind::option_refused);
+      made.option = o;
+      made.reply = reply_type::err_shutdown;
+      made.data = message;
+      return made;
     }
     // A refused preliminary is not a failure: the plan goes on without it. SET_META_CONTEXT
     // replaces earlier contexts even when it fails.
@@ -293,10 +318,14 @@ class client_handshake {
       out_.put_record(req);
       opt_ = option::export_name;
       move(client_trigger::go_fell_back);
-      return {};  // need_more: the EXPORT_NAME reply comes next
+      return make_event();  // need_more: the EXPORT_NAME reply comes next
     }
     move(client_trigger::option_final);
-    return {.kind = event_kind::option_refused, .option = o, .reply = reply_, .data = message};
+    event made = make_event(event_kind::option_refused);
+    made.option = o;
+    made.reply = reply_;
+    made.data = message;
+    return made;
   }
 
   event on_ack() noexcept {
@@ -304,7 +333,11 @@ class client_handshake {
     switch (opt_) {
       case option::abort:
         move(client_trigger::abort_acked);
-        return {.kind = event_kind::disconnected, .option = o};
+        {
+          event made = make_event(event_kind::disconnected);
+          made.option = o;
+          return made;
+        }
       case option::extended_headers:
         // [ext] Extended headers take precedence over, and imply, structured replies.
         neg_.extended_headers = neg_.structured_replies = true;
@@ -325,11 +358,17 @@ class client_handshake {
         neg_.block_size_advertised = info_.have_block_size;
         if (info_.have_block_size) neg_.block_size = info_.block_size;
         move(client_trigger::go_acked);
-        return {.kind = event_kind::ready, .option = o};
+        {
+          event made = make_event(event_kind::ready);
+          made.option = o;
+          return made;
+        }
       default: break;
     }
     move(client_trigger::option_final);
-    return {.kind = event_kind::option_done, .option = o};
+    event made = make_event(event_kind::option_done);
+    made.option = o;
+    return made;
   }
 
   // "NBD_REP_INFO": one item; unknown types are ignored (the client MUST ignore them).
@@ -341,16 +380,34 @@ class client_handshake {
         info_.have_export = true;
         info_.size = b.export_size;
         info_.flags = b.transmission_flags;
-        return {.kind = event_kind::info, .option = o, .info = type, .export_size = info_.size,
-                .transmission_flags = info_.flags};
+        {
+          event made = make_event(event_kind::info);
+          made.option = o;
+          made.info = type;
+          made.export_size = info_.size;
+          made.transmission_flags = info_.flags;
+          return made;
+        }
       case body_item::info_block_size:
         if (!valid(b.block_size)) return fail(errc::info_block_size_invalid);
         info_.have_block_size = true;
         info_.block_size = b.block_size;
-        return {.kind = event_kind::info, .option = o, .info = type, .block_size = b.block_size};
+        {
+          event made = make_event(event_kind::info);
+          made.option = o;
+          made.info = type;
+          made.block_size = b.block_size;
+          return made;
+        }
       case body_item::info_name:
-      case body_item::info_description: return {.kind = event_kind::info, .option = o, .info = type, .data = b.text};
-      default: return {};  // unknown info type: ignored
+      case body_item::info_description: {
+        event made = make_event(event_kind::info);
+        made.option = o;
+        made.info = type;
+        made.data = b.text;
+        return made;
+      }
+      default: return make_event();  // unknown info type: ignored
     }
   }
 
@@ -365,7 +422,8 @@ class client_handshake {
     neg_.transmission_flags = sanitize_transmission_flags(r.transmission_flags.get(), neg_.structured_replies, false);
     neg_.meta_context_count = 0;  // contexts are bound to GO, not EXPORT_NAME
     move(client_trigger::export_name_replied);
-    ev = {.kind = event_kind::ready, .option = static_cast<std::uint32_t>(option::export_name)};
+    ev = make_event(event_kind::ready);
+    ev.option = static_cast<std::uint32_t>(option::export_name);
     return n;
   }
 

@@ -195,7 +195,7 @@ class client_transmission : protected client_handshake {
       chunk_ = {*s, reply_flag::done, 0, 0, 0};
       payload_ = {cookie, r.offset, r.length, slot.tag};
       move(client_trigger::read_data_due);
-      return {};
+      return make_event();
     }
     return complete(*s, status);
   }
@@ -263,13 +263,13 @@ class client_transmission : protected client_handshake {
         // (its error value, if present, is used); without it the client MUST disconnect.
         if (!(type & chunk_type_error_bit)) return fail(errc::chunk_type_unknown);
         if (length < 6) record_error(*s, nbd_error::einval);
-        if (length == 0) return (flags & reply_flag::done) ? finish(*s) : event{};
+        if (length == 0) return (flags & reply_flag::done) ? finish(*s) : make_event();
         dec_.start_error_chunk(type, length);
         break;
     }
     if (const body_errc e = dec_.error(); e != body_errc::ok) return fail(machine_errc(e));
     move(client_trigger::chunk_header);
-    return {};
+    return make_event();
   }
 
   /// chunk_payload: the payload through the codec decoder, one event per step. Invariant: a
@@ -303,7 +303,7 @@ class client_transmission : protected client_handshake {
   }
 
   /// One decoded item of a chunk payload.
-  event on_chunk_item(const body_event& b) noexcept {
+  NBDWIRE_SIZE_OUTLINE event on_chunk_item(const body_event& b) noexcept {
     cookie_slot& s = slots_[chunk_.slot];
     const request& r = s.req;
     switch (b.kind) {
@@ -311,11 +311,17 @@ class client_transmission : protected client_handshake {
         if (const errc e = s.coverage.add(r, b.offset, b.length); e != errc::ok) return fail(e);
         payload_ = {r.cookie, b.offset, b.length, s.tag};
         move(client_trigger::read_data_due);  // the data streams through read_data
-        return {};
+        return make_event();
       }
       case body_item::offset_hole:
         if (const errc e = s.coverage.add(r, b.offset, b.length); e != errc::ok) return fail(e);
-        return {.kind = event_kind::read_hole, .req = r, .offset = b.offset, .length = b.length};
+        {
+          event made = make_event(event_kind::read_hole);
+          made.req = r;
+          made.offset = b.offset;
+          made.length = b.length;
+          return made;
+        }
       case body_item::block_status: {
         std::size_t idx = 0;
         while (idx < neg_.meta_context_count && neg_.meta_contexts[idx].id != b.context_id) ++idx;
@@ -324,7 +330,7 @@ class client_transmission : protected client_handshake {
         s.contexts_seen |= 1u << idx;
         chunk_.context_id = b.context_id;
         chunk_.extent_sum = 0;
-        return {};
+        return make_event();
       }
       case body_item::extent: {
         const std::uint64_t len = b.length;
@@ -333,8 +339,13 @@ class client_transmission : protected client_handshake {
         if ((r.flags & command_flag::req_one) && len > r.length) return fail(errc::extent_req_one_violation);
         const std::uint64_t at = r.offset + chunk_.extent_sum;
         chunk_.extent_sum = len > ~std::uint64_t{0} - chunk_.extent_sum ? ~std::uint64_t{0} : chunk_.extent_sum + len;
-        return {.kind = event_kind::extent, .req = r, .offset = at, .length = len, .context_id = chunk_.context_id,
-                .extent_flags = b.status};
+        event made = make_event(event_kind::extent);
+        made.req = r;
+        made.offset = at;
+        made.length = len;
+        made.context_id = chunk_.context_id;
+        made.extent_flags = b.status;
+        return made;
       }
       case body_item::error_message:
       case body_item::error_offset: {
@@ -342,17 +353,22 @@ class client_transmission : protected client_handshake {
         if (type != chunk_type::error && type != chunk_type::error_offset) {
           // Unknown error type: its error value and nothing else.
           record_error(chunk_.slot, b.error_value ? normalize_error(b.error_value) : nbd_error::einval);
-          return {};
+          return make_event();
         }
         const bool has_offset = b.kind == body_item::error_offset;
         if (has_offset && (b.offset < r.offset || b.offset - r.offset >= r.length))
           return fail(errc::chunk_outside_request);
         const nbd_error status = normalize_error(b.error_value);
         record_error(chunk_.slot, status);
-        return {.kind = event_kind::error_chunk, .req = r, .status = status, .offset = has_offset ? b.offset : 0,
-                .data = b.text, .has_offset = has_offset};
+        event made = make_event(event_kind::error_chunk);
+        made.req = r;
+        made.status = status;
+        made.offset = has_offset ? b.offset : 0;
+        made.data = b.text;
+        made.has_offset = has_offset;
+        return made;
       }
-      default: return {};
+      default: return make_event();
     }
   }
 
@@ -390,8 +406,12 @@ class client_transmission : protected client_handshake {
     payload_.offset += take;
     payload_.length -= take;
     const cookie_slot& s = slots_[chunk_.slot];
-    ev = {.kind = event_kind::payload, .req = s.req, .offset = payload_.offset - take, .data = in.first(take),
-          .tag = s.tag, .remaining = payload_.length};
+    ev = make_event(event_kind::payload);
+    ev.req = s.req;
+    ev.offset = payload_.offset - take;
+    ev.data = in.first(take);
+    ev.tag = s.tag;
+    ev.remaining = payload_.length;
     return take;
   }
 
@@ -411,7 +431,11 @@ class client_transmission : protected client_handshake {
     // ("Error values"). New requests are refused from now on; DISC follows the last reply.
     if (status == nbd_error::eshutdown) server_shutting_down_ = true;
     if (server_shutting_down_ && in_flight_ == 0 && state_ == client_state::transmission) queue_disc();
-    return {.kind = event_kind::reply, .req = r, .status = status, .tag = tag};
+    event made = make_event(event_kind::reply);
+    made.req = r;
+    made.status = status;
+    made.tag = tag;
+    return made;
   }
 
   chunk_state chunk_{};
