@@ -257,6 +257,16 @@ namespace detail {
   return compressed ? groups <= 7 : groups == 8;
 }
 
+/// A port: digits only (else bad_port), at most `max` and, when `nonzero`, not 0 (else
+/// port_out_of_range).
+[[nodiscard]] constexpr uri_result<std::uint32_t> uri_port(std::string_view port, std::uint64_t max,
+                                                           bool nonzero) noexcept {
+  if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos) return uri_errc::bad_port;
+  const auto p = uri_number(port, max);
+  if (!p || (nonzero && *p == 0)) return uri_errc::port_out_of_range;
+  return static_cast<std::uint32_t>(*p);
+}
+
 /// A character of RFC 3986 reg-name besides pct-encoded: unreserved or sub-delims.
 [[nodiscard]] constexpr bool uri_reg_name_char(char c) noexcept {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
@@ -512,10 +522,9 @@ struct uri_scheme {
       out.vsock_cid = static_cast<std::uint32_t>(*cid);
     }
     if (has_port) {
-      if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos) return uri_errc::bad_port;
-      const auto p = detail::uri_number(port, 0xffffffffu);
-      if (!p) return uri_errc::port_out_of_range;
-      out.port = static_cast<std::uint32_t>(*p);
+      const auto p = detail::uri_port(port, 0xffffffffu, false);
+      if (!p) return p.error();
+      out.port = p.value();
     }
   } else {
     if (bracketed) {
@@ -552,10 +561,9 @@ struct uri_scheme {
     if (has_port) {
       // "If the port field is not present then it MUST default to ... 10809." An empty port
       // is refused rather than defaulted: it is almost always a typing mistake.
-      if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos) return uri_errc::bad_port;
-      const auto p = detail::uri_number(port, 65535);
-      if (!p || *p == 0) return uri_errc::port_out_of_range;
-      out.port = static_cast<std::uint32_t>(*p);
+      const auto p = detail::uri_port(port, 65535, true);
+      if (!p) return p.error();
+      out.port = p.value();
     }
   }
 
@@ -564,14 +572,19 @@ struct uri_scheme {
   unsigned seen = 0;
   for (const uri_parameter prm : out.parameters()) {
     if (const auto k = detail::uri_decode_into(prm.key, nullptr, prm.key.size(), uri_errc::ok); !k) return k.error();
+    // The known keys, in the order of their p_* bits.
+    constexpr std::string_view keys[] = {"socket", "tls-type", "tls-hostname", "tls-certificates", "tls-psk-file",
+                                         "tls-verify-peer"};
+    std::string_view* const slots[] = {nullptr, &out.tls_type, &out.tls_hostname, &out.tls_certificates,
+                                       &out.tls_psk_file, nullptr};
     unsigned which = 0;
     std::string_view* slot = nullptr;
-    if (prm.key == "socket") which = p_socket;
-    else if (prm.key == "tls-type") which = p_type, slot = &out.tls_type;
-    else if (prm.key == "tls-hostname") which = p_hostname, slot = &out.tls_hostname;
-    else if (prm.key == "tls-certificates") which = p_certificates, slot = &out.tls_certificates;
-    else if (prm.key == "tls-psk-file") which = p_psk, slot = &out.tls_psk_file;
-    else if (prm.key == "tls-verify-peer") which = p_verify;
+    for (unsigned i = 0; i < std::size(keys); ++i)
+      if (prm.key == keys[i]) {
+        which = 1u << i;
+        slot = slots[i];
+        break;
+      }
     if (prm.key.starts_with("tls")) out.has_tls_parameters_ = true;
     if (which == 0) {
       // Unknown (experimental ones start with "x-"): counted and left to the caller.
