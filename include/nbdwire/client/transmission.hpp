@@ -85,16 +85,7 @@ class client_transmission : protected client_handshake {
     slots_[slot].req = request{cookie, r.type, flags, offset, length};
     slots_[slot].tag = tag;
     ++in_flight_;
-    if (legacy) {
-      out_.put_record(make_legacy_1997_request(c, cookie, static_cast<std::uint32_t>(offset),
-                                               static_cast<std::uint32_t>(length)));
-    } else if (extended) {
-      // [ext] A WRITE's length is its payload length, flagged PAYLOAD_LEN.
-      const std::uint16_t f = c == command::write ? static_cast<std::uint16_t>(flags | command_flag::payload_len) : flags;
-      out_.put_record(make_extended_request(c, f, cookie, offset, length));
-    } else {
-      out_.put_record(make_request(c, flags, cookie, offset, static_cast<std::uint32_t>(length)));
-    }
+    put_request(c, flags, cookie, offset, length);
     if (payload) out_.put_mark({cookie, offset, length, tag});
     return cookie;
   }
@@ -102,14 +93,24 @@ class client_transmission : protected client_handshake {
   /// NBD_CMD_DISC: no more requests; the 1997 framing has no disconnect message (closing
   /// the socket is the disconnect). Fits the obligation room.
   void queue_disc() noexcept {
-    if (neg_.style != handshake_style::legacy_1997) {
-      const std::uint64_t cookie = (++sequence_ << 16) | 0xffffu;  // never a slot
-      if (neg_.extended_headers)
-        out_.put_record(make_extended_request(command::disc, 0, cookie, 0, 0));
-      else
-        out_.put_record(make_request(command::disc, 0, cookie, 0, 0));
-    }
+    if (neg_.style != handshake_style::legacy_1997)
+      put_request(command::disc, 0, (++sequence_ << 16) | 0xffffu, 0, 0);  // the cookie is never a slot
     move(client_trigger::disc_sent);
+  }
+
+  /// A request header in the negotiated framing, into the outbox (whose room was checked).
+  NBDWIRE_SIZE_OUTLINE void put_request(command c, std::uint16_t flags, std::uint64_t cookie, std::uint64_t offset,
+                                        std::uint64_t length) noexcept {
+    if (neg_.style == handshake_style::legacy_1997) {
+      out_.put_record(make_legacy_1997_request(c, cookie, static_cast<std::uint32_t>(offset),
+                                               static_cast<std::uint32_t>(length)));
+    } else if (neg_.extended_headers) {
+      // [ext] A WRITE's length is its payload length, flagged PAYLOAD_LEN.
+      const std::uint16_t f = c == command::write ? static_cast<std::uint16_t>(flags | command_flag::payload_len) : flags;
+      out_.put_record(make_extended_request(c, f, cookie, offset, length));
+    } else {
+      out_.put_record(make_request(c, flags, cookie, offset, static_cast<std::uint32_t>(length)));
+    }
   }
 
   [[nodiscard]] std::optional<std::size_t> slot_of(std::uint64_t cookie) const noexcept {
