@@ -278,6 +278,53 @@ class body_writer {
   return body_errc::ok;
 }
 
+
+/// A body that is one string and nothing else: EXPORT_NAME's data, an error reply's message.
+/// Events: `Item` (the string, possibly empty), done. A body longer than MaxString fails with
+/// `TooLong` before a byte is read; `NulError`, unless ok, refuses a NUL (names, not text).
+template <std::size_t MaxString, body_item Item, body_errc TooLong, body_errc NulError>
+class string_body_decoder {
+ public:
+  constexpr string_body_decoder() noexcept { reset(0); }
+  constexpr explicit string_body_decoder(std::uint64_t body_length) noexcept { reset(body_length); }
+
+  constexpr void reset(std::uint64_t body_length) noexcept {
+    st_.reset(body_length);
+    str_.clear();
+    emitted_ = false;
+    len_ = static_cast<std::uint32_t>(body_length < 0xffffffffu ? body_length : 0xffffffffu);
+    if (body_length > MaxString) st_.set_error(TooLong);
+  }
+
+  [[nodiscard]] constexpr body_step decode(bytes_view in) noexcept {
+    if (st_.settled()) return st_.settled_step();
+    if (emitted_) return st_.finish(0);
+    in = st_.clip(in);
+    std::size_t used = 0;
+    bytes_view s;
+    if (!str_.take(in, used, st_, len_, s)) return need_more(used);
+    if (NulError != body_errc::ok && has_nul(s)) return st_.fail(used, NulError);
+    emitted_ = true;
+    return {used, {.kind = Item, .text = s}};
+  }
+
+  [[nodiscard]] constexpr body_errc error() const noexcept { return st_.error(); }
+  [[nodiscard]] constexpr bool finished() const noexcept { return st_.finished(); }
+
+ private:
+  body_state st_;
+  string_stash<MaxString> str_;
+  std::uint32_t len_ = 0;
+  bool emitted_ = false;
+};
+
+/// Writes a one-string body (see string_body_decoder); `name` refuses a NUL.
+constexpr encode_result encode_string_body(mutable_bytes out, std::string_view s, bool name) noexcept {
+  if (const body_errc e = check_string(s, name); e != body_errc::ok) return {0, 0, e};
+  const encode_result r = fit(out, s.size());
+  if (r.ok()) body_writer{out}.put(s);
+  return r;
+}
 }  // namespace detail
 
 static_assert(sizeof(detail::body_state) <= 24);

@@ -340,48 +340,14 @@ constexpr encode_result encode_meta_context_reply(mutable_bytes out, std::uint32
 /// Events: error_message (possibly empty), done. "All error replies MAY have some data set,
 /// in which case that data is an error message string."
 template <std::size_t MaxString = max_string>
-class basic_error_reply_decoder {
- public:
-  constexpr basic_error_reply_decoder() noexcept { reset(0); }
-  constexpr explicit basic_error_reply_decoder(std::uint64_t reply_length) noexcept { reset(reply_length); }
-
-  constexpr void reset(std::uint64_t reply_length) noexcept {
-    st_.reset(reply_length);
-    str_.clear();
-    emitted_ = false;
-    len_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(reply_length, 0xffffffffu));
-    if (reply_length > MaxString) st_.set_error(body_errc::error_reply_message_too_long);
-  }
-
-  [[nodiscard]] constexpr body_step decode(bytes_view in) noexcept {
-    if (st_.settled()) return st_.settled_step();
-    if (emitted_) return st_.finish(0);
-    in = st_.clip(in);
-    std::size_t used = 0;
-    bytes_view s;
-    if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
-    emitted_ = true;
-    return {used, {.kind = body_item::error_message, .text = s}};
-  }
-
-  [[nodiscard]] constexpr body_errc error() const noexcept { return st_.error(); }
-  [[nodiscard]] constexpr bool finished() const noexcept { return st_.finished(); }
-
- private:
-  detail::body_state st_;
-  detail::string_stash<MaxString> str_;
-  std::uint32_t len_ = 0;
-  bool emitted_ = false;
-};
+using basic_error_reply_decoder = detail::string_body_decoder<MaxString, body_item::error_message,
+                                                              body_errc::error_reply_message_too_long, body_errc::ok>;
 using error_reply_decoder = basic_error_reply_decoder<>;
 
 [[nodiscard]] constexpr std::uint64_t error_reply_size(std::string_view message) noexcept { return message.size(); }
 
 constexpr encode_result encode_error_reply(mutable_bytes out, std::string_view message) noexcept {
-  if (const body_errc e = detail::check_string(message, false); e != body_errc::ok) return {0, 0, e};
-  const encode_result r = detail::fit(out, error_reply_size(message));
-  if (r.ok()) detail::body_writer{out}.put(message);
-  return r;
+  return detail::encode_string_body(out, message, false);
 }
 
 static_assert(sizeof(server_reply_decoder) <= max_string + 48);

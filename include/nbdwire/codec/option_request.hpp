@@ -21,49 +21,15 @@ NBDWIRE_BEGIN_NAMESPACE
 
 /// Events: export_name, done. Strings longer than MaxString fail before any byte is read.
 template <std::size_t MaxString = max_string>
-class basic_export_name_decoder {
- public:
-  constexpr basic_export_name_decoder() noexcept { reset(0); }
-  constexpr explicit basic_export_name_decoder(std::uint64_t option_length) noexcept { reset(option_length); }
-
-  constexpr void reset(std::uint64_t option_length) noexcept {
-    st_.reset(option_length);
-    str_.clear();
-    emitted_ = false;
-    len_ = static_cast<std::uint32_t>(option_length);
-    if (option_length > MaxString) st_.set_error(body_errc::export_name_too_long);
-  }
-
-  [[nodiscard]] constexpr body_step decode(bytes_view in) noexcept {
-    if (st_.settled()) return st_.settled_step();
-    if (emitted_) return st_.finish(0);
-    in = st_.clip(in);
-    std::size_t used = 0;
-    bytes_view s;
-    if (!str_.take(in, used, st_, len_, s)) return detail::need_more(used);
-    if (detail::has_nul(s)) return st_.fail(used, body_errc::export_name_contains_nul);
-    emitted_ = true;
-    return {used, {.kind = body_item::export_name, .text = s}};
-  }
-
-  [[nodiscard]] constexpr body_errc error() const noexcept { return st_.error(); }
-  [[nodiscard]] constexpr bool finished() const noexcept { return st_.finished(); }
-
- private:
-  detail::body_state st_;
-  detail::string_stash<MaxString> str_;
-  std::uint32_t len_ = 0;
-  bool emitted_ = false;
-};
+using basic_export_name_decoder = detail::string_body_decoder<MaxString, body_item::export_name,
+                                                              body_errc::export_name_too_long,
+                                                              body_errc::export_name_contains_nul>;
 using export_name_decoder = basic_export_name_decoder<>;
 
 [[nodiscard]] constexpr std::size_t export_name_size(std::string_view name) noexcept { return name.size(); }
 
 constexpr encode_result encode_export_name(mutable_bytes out, std::string_view name) noexcept {
-  if (const body_errc e = detail::check_string(name, true); e != body_errc::ok) return {0, 0, e};
-  const encode_result r = detail::fit(out, export_name_size(name));
-  if (r.ok()) detail::body_writer{out}.put(name);
-  return r;
+  return detail::encode_string_body(out, name, true);
 }
 
 // ---- NBD_OPT_INFO / NBD_OPT_GO -------------------------------------------------------------
