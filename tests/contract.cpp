@@ -326,3 +326,29 @@ TEST_CASE("contract: pending_pieces lists headers and payloads in wire order") {
   CHECK_FALSE(pieces[2].payload.has_value());
   CHECK(c->pending_pieces(std::span(pieces, 1)) == 1);
 }
+
+TEST_CASE("contract: a hand-over with invalid block sizes fails both machines with invalid_config") {
+  nbdwire::negotiated n;
+  n.style = handshake_style::fixed_newstyle;
+  n.export_size = 1u << 20;
+  n.transmission_flags = transmission_flag::has_flags;
+  // The machines check alignment with a mask: a minimum that is not a power of two (and
+  // other block sizes "Size constraints" forbids) must never get that far.
+  for (const block_size_constraints bad : {block_size_constraints{3, 4096, 1u << 20},
+                                           block_size_constraints{512, 1000, 1u << 20},
+                                           block_size_constraints{4096, 4096, 512}}) {
+    CAPTURE(bad.minimum);
+    n.block_size = bad;
+    const client c(n);
+    CHECK(c.state() == client_state::failed);
+    CHECK(c.error() == errc::invalid_config);
+    server_config cfg;
+    cfg.exports = disk_export;
+    const server s(cfg, n);
+    CHECK(s.state() == server_state::failed);
+    CHECK(s.error() == errc::invalid_config);
+  }
+  n.block_size = {512, 4096, 1u << 20};
+  const client good(n);
+  CHECK(good.state() == client_state::transmission);
+}

@@ -90,6 +90,13 @@ static_assert(sizeof(be_u64) == 8 && alignof(be_u64) == 1);
   return v != 0 && (v & (v - 1)) == 0;
 }
 
+/// `v` rounded down to a multiple of `unit`, a power of two (block sizes are: "Size
+/// constraints"; both machines refuse others). A mask, not a division: no 64-bit division
+/// routine in 32-bit firmware.
+[[nodiscard]] constexpr std::uint64_t round_down_pow2(std::uint64_t v, std::uint64_t unit) noexcept {
+  return v & ~(unit - 1);
+}
+
 /// A view of a string as bytes (names and messages travel as raw UTF-8 bytes).
 [[nodiscard]] inline bytes_view as_bytes(std::string_view s) noexcept {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};

@@ -59,8 +59,13 @@ class client : private detail::client_transmission {
   /// A connection whose handshake is already done (by another machine, thread or process):
   /// transmission starts at once with what `n` says was negotiated. Feed any bytes already
   /// received after the handshake to receive(). Requests in flight on the other machine do
-  /// not move with it: hand over a connection between requests.
+  /// not move with it: hand over a connection between requests. Invalid block sizes in `n`
+  /// (valid()) fail the machine with errc::invalid_config.
   explicit client(const nbdwire::negotiated& n, const client_config& cfg = {}) noexcept : client_transmission(n, cfg) {
+    if (!valid(n.block_size)) {
+      (void)fail(errc::invalid_config);
+      return;
+    }
     move(client_trigger::handshake_skipped);
   }
 

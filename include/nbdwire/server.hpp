@@ -59,10 +59,11 @@ class server {
   /// A connection whose handshake is already done (by another machine, thread or process):
   /// transmission starts at once with what `n` says was negotiated (style, export, flags,
   /// structured replies, extended headers, contexts). Feed any bytes already received after
-  /// the handshake to receive(). `n.export_index` names the export in `cfg.exports`.
+  /// the handshake to receive(). `n.export_index` names the export in `cfg.exports`; invalid
+  /// block sizes in `n` (valid()) fail the machine with errc::invalid_config.
   server(const server_config& cfg, const nbdwire::negotiated& n) noexcept : core_(cfg) {
     core_.cfg.style = n.style;
-    if (!detail::config_valid(core_.cfg) || n.export_index >= core_.cfg.exports.size()) {
+    if (!detail::config_valid(core_.cfg) || n.export_index >= core_.cfg.exports.size() || !valid(n.block_size)) {
       (void)core_.fail(errc::invalid_config);
       return;
     }

@@ -63,8 +63,8 @@ NBDWIRE_BEGIN_NAMESPACE
     case command::block_status: cap = u32; break;
     default: return 0;
   }
-  const std::uint64_t min = n.block_size.minimum ? n.block_size.minimum : 1;
-  return cap - cap % min;
+  const std::uint64_t min = is_power_of_two(n.block_size.minimum) ? n.block_size.minimum : 1;
+  return round_down_pow2(cap, min);
 }
 
 // ---- splitting a range into requests ------------------------------------------------------
@@ -111,14 +111,16 @@ class split_range {
     std::uint64_t at_ = 0;
   };
 
-  /// `offset + length` must not overflow (a range inside an export never does).
+  /// `offset + length` must not overflow (a range inside an export never does). `minimum`
+  /// and `preferred` are block sizes, powers of two ("Size constraints"); another value
+  /// counts as 1 (minimum) or as absent (preferred).
   constexpr split_range(std::uint64_t offset, std::uint64_t length, std::uint64_t max_piece,
                         std::uint32_t minimum = 1, std::uint32_t preferred = 0) noexcept
       : begin_(offset),
         end_(offset + length),
         max_(max_piece ? max_piece : 1),
-        min_(minimum ? minimum : 1),
-        pref_(preferred > minimum ? preferred : 0) {}
+        min_(is_power_of_two(minimum) ? minimum : 1),
+        pref_(preferred > min_ && is_power_of_two(preferred) ? preferred : 0) {}
 
   [[nodiscard]] constexpr iterator begin() const noexcept { return {this, begin_}; }
   [[nodiscard]] constexpr iterator end() const noexcept { return {this, end_}; }
@@ -137,10 +139,10 @@ class split_range {
     const std::uint64_t limit = at + max_;
     if (max_ < min_) return limit;
     if (pref_) {
-      const std::uint64_t c = limit - limit % pref_;
+      const std::uint64_t c = round_down_pow2(limit, pref_);
       if (c > at) return c;
     }
-    const std::uint64_t c = limit - limit % min_;
+    const std::uint64_t c = round_down_pow2(limit, min_);
     return c > at ? c : limit;
   }
 
@@ -155,8 +157,8 @@ class split_range {
                                                    std::uint64_t length, std::uint64_t cap = 0,
                                                    std::uint16_t flags = 0) noexcept {
   std::uint64_t max = max_request_length(n, c, flags);
-  const std::uint64_t min = n.block_size.minimum ? n.block_size.minimum : 1;
-  if (cap != 0 && cap < max) max = std::max<std::uint64_t>(cap - cap % min, min);
+  const std::uint64_t min = is_power_of_two(n.block_size.minimum) ? n.block_size.minimum : 1;
+  if (cap != 0 && cap < max) max = std::max<std::uint64_t>(round_down_pow2(cap, min), min);
   return split_range(offset, length, max, n.block_size.minimum, n.block_size.preferred);
 }
 

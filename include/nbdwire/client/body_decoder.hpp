@@ -18,8 +18,7 @@ namespace detail {
 class client_body_decoder {
  public:
   enum class kind : std::uint8_t {
-    none, server, info, meta_context, error_reply, offset_data, offset_hole, block_status, block_status_ext,
-    error_chunk
+    none, server, info, meta_context, error_reply, offset_data, offset_hole, block_status, error_chunk
   };
 
   constexpr client_body_decoder() noexcept : u_{} {}
@@ -51,13 +50,8 @@ class client_body_decoder {
     ::new (&u_.hole) offset_hole_decoder{n};
   }
   void start_block_status(std::uint64_t n, bool ext) noexcept {
-    if (ext) {
-      set(kind::block_status_ext);
-      ::new (&u_.status_ext) block_status_ext_decoder{n};
-    } else {
-      set(kind::block_status);
-      ::new (&u_.status) block_status_decoder{n};
-    }
+    set(kind::block_status);
+    ::new (&u_.status) block_status_chunk_decoder{n, ext};
   }
   void start_error_chunk(std::uint16_t type, std::uint64_t n) noexcept {
     set(kind::error_chunk);
@@ -73,7 +67,6 @@ class client_body_decoder {
       case kind::offset_data: return u_.data.decode(in);
       case kind::offset_hole: return u_.hole.decode(in);
       case kind::block_status: return u_.status.decode(in);
-      case kind::block_status_ext: return u_.status_ext.decode(in);
       case kind::error_chunk: return u_.err_chunk.decode(in);
       case kind::none: break;
     }
@@ -88,7 +81,6 @@ class client_body_decoder {
       case kind::offset_data: return u_.data.error();
       case kind::offset_hole: return u_.hole.error();
       case kind::block_status: return u_.status.error();
-      case kind::block_status_ext: return u_.status_ext.error();
       case kind::error_chunk: return u_.err_chunk.error();
       case kind::none: break;
     }
@@ -108,8 +100,7 @@ class client_body_decoder {
     error_reply_decoder err_reply;
     offset_data_decoder data;
     offset_hole_decoder hole;
-    block_status_decoder status;
-    block_status_ext_decoder status_ext;
+    block_status_chunk_decoder status;
     tolerant_error_chunk_decoder err_chunk;
   } u_;
   kind kind_ = kind::none;

@@ -249,7 +249,7 @@ class client_transmission : protected client_handshake {
         dec_.start_block_status(length, ext_type);
         if (dec_.error() != body_errc::ok) break;
         const std::uint64_t head = ext_type ? 8 : 4, desc = ext_type ? 16 : 8;
-        if ((r.flags & command_flag::req_one) && (length - head) / desc != 1) return fail(errc::extent_req_one_violation);
+        if ((r.flags & command_flag::req_one) && length - head != desc) return fail(errc::extent_req_one_violation);
         break;
       }
       case chunk_type::error:

@@ -357,30 +357,32 @@ constexpr encode_result encode_error_offset_chunk(mutable_bytes out, std::uint32
 
 /// Events: block_status (context id, descriptor count), count × extent, done. The count is
 /// known from the length (compact) or checked against it as soon as it is read ([ext]), and
-/// bounded by MaxExtents (the spec's SHOULD-limit of 2^20 by default) before any descriptor
-/// is awaited. No descriptor is buffered.
-template <bool Extended, std::uint32_t MaxExtents = max_extents_per_chunk>
-class basic_block_status_decoder {
-  using field_t = std::conditional_t<Extended, std::uint64_t, std::uint32_t>;
-  static constexpr std::uint64_t head = Extended ? 8 : 4;
-  static constexpr std::uint64_t desc = 2 * sizeof(field_t);
-
+/// bounded by max_extents_per_chunk (the spec's SHOULD-limit of 2^20 by default) before any
+/// descriptor is awaited. No descriptor is buffered. One decoder reads both widths (32-bit
+/// fields, or [ext] 64-bit fields and a count), chosen when it starts: a client that reads
+/// either carries one body of code.
+class block_status_chunk_decoder {
  public:
-  constexpr basic_block_status_decoder() noexcept { reset(head + desc); }
-  constexpr explicit basic_block_status_decoder(std::uint64_t chunk_length) noexcept { reset(chunk_length); }
+  constexpr block_status_chunk_decoder() noexcept { reset(12, false); }
+  constexpr block_status_chunk_decoder(std::uint64_t chunk_length, bool extended) noexcept {
+    reset(chunk_length, extended);
+  }
 
-  constexpr void reset(std::uint64_t chunk_length) noexcept {
+  constexpr void reset(std::uint64_t chunk_length, bool extended) noexcept {
     st_.reset(chunk_length);
+    ext_ = extended;
     stage_ = stage::context;
     id_ = 0;
     len_ = 0;
     left_ = 0;
-    if (chunk_length < head + desc || (chunk_length - head) % desc != 0)
-      st_.set_error(Extended ? body_errc::block_status_ext_bad_length : body_errc::block_status_bad_length);
-    else if ((chunk_length - head) / desc > MaxExtents)
-      st_.set_error(Extended ? body_errc::block_status_ext_too_many_extents : body_errc::block_status_too_many_extents);
+    const unsigned shift = extended ? 4 : 3;  // a descriptor is 16 or 8 bytes
+    const std::uint64_t head = extended ? 8 : 4, desc = std::uint64_t{1} << shift;
+    if (chunk_length < head + desc || ((chunk_length - head) & (desc - 1)) != 0)
+      st_.set_error(extended ? body_errc::block_status_ext_bad_length : body_errc::block_status_bad_length);
+    else if ((chunk_length - head) >> shift > max_extents_per_chunk)
+      st_.set_error(extended ? body_errc::block_status_ext_too_many_extents : body_errc::block_status_too_many_extents);
     else
-      left_ = static_cast<std::uint32_t>((chunk_length - head) / desc);
+      left_ = static_cast<std::uint32_t>((chunk_length - head) >> shift);
   }
 
   [[nodiscard]] constexpr body_step decode(bytes_view in) noexcept {
@@ -391,13 +393,12 @@ class basic_block_status_decoder {
       switch (stage_) {
         case stage::context:
           if (!st_.take(in, used, id_)) return detail::need_more(used);
-          if constexpr (Extended) {
+          if (ext_) {
             stage_ = stage::count;
             continue;
-          } else {
-            stage_ = stage::length;
-            return {used, {.kind = body_item::block_status, .count = left_, .context_id = id_}};
           }
+          stage_ = stage::length;
+          return {used, {.kind = body_item::block_status, .count = left_, .context_id = id_}};
         case stage::count: {
           std::uint32_t c = 0;
           if (!st_.take(in, used, c)) return detail::need_more(used);
@@ -407,15 +408,15 @@ class basic_block_status_decoder {
         }
         case stage::length:
           if (left_ == 0) return st_.finish(used);
-          if (!st_.take(in, used, len_)) return detail::need_more(used);
+          if (!st_.take_field(in, used, ext_ ? 8 : 4, len_)) return detail::need_more(used);
           if (len_ == 0)
-            return st_.fail(used, Extended ? body_errc::block_status_ext_extent_length_zero
-                                           : body_errc::block_status_extent_length_zero);
+            return st_.fail(used, ext_ ? body_errc::block_status_ext_extent_length_zero
+                                       : body_errc::block_status_extent_length_zero);
           stage_ = stage::status;
           continue;
         case stage::status: {
-          field_t s = 0;
-          if (!st_.take(in, used, s)) return detail::need_more(used);
+          std::uint64_t s = 0;
+          if (!st_.take_field(in, used, ext_ ? 8 : 4, s)) return detail::need_more(used);
           --left_;
           stage_ = stage::length;
           return {used, {.kind = body_item::extent, .length = len_, .status = s}};
@@ -430,13 +431,28 @@ class basic_block_status_decoder {
  private:
   enum class stage : std::uint8_t { context, count, length, status };
   detail::body_state st_;
-  field_t len_ = 0;
+  std::uint64_t len_ = 0;
   std::uint32_t id_ = 0;
   std::uint32_t left_ = 0;  ///< descriptors still due
   stage stage_ = stage::context;
+  bool ext_ = false;
 };
-using block_status_decoder = basic_block_status_decoder<false>;
-using block_status_ext_decoder = basic_block_status_decoder<true>;
+
+/// NBD_REPLY_TYPE_BLOCK_STATUS: 32-bit lengths and flags.
+class block_status_decoder : public block_status_chunk_decoder {
+ public:
+  constexpr block_status_decoder() noexcept : block_status_chunk_decoder(12, false) {}
+  constexpr explicit block_status_decoder(std::uint64_t chunk_length) noexcept
+      : block_status_chunk_decoder(chunk_length, false) {}
+};
+
+/// [ext] NBD_REPLY_TYPE_BLOCK_STATUS_EXT: a count, 64-bit lengths and flags.
+class block_status_ext_decoder : public block_status_chunk_decoder {
+ public:
+  constexpr block_status_ext_decoder() noexcept : block_status_chunk_decoder(24, true) {}
+  constexpr explicit block_status_ext_decoder(std::uint64_t chunk_length) noexcept
+      : block_status_chunk_decoder(chunk_length, true) {}
+};
 
 [[nodiscard]] constexpr std::uint64_t block_status_size(std::size_t extents, bool extended) noexcept {
   return (extended ? 8u : 4u) + std::uint64_t{extents} * (extended ? 16u : 8u);
@@ -520,8 +536,7 @@ constexpr encode_result encode_block_descriptor(mutable_bytes out, const block_e
 
 static_assert(sizeof(offset_data_decoder) <= 48);
 static_assert(sizeof(offset_hole_decoder) <= 40);
-static_assert(sizeof(block_status_decoder) <= 40);
-static_assert(sizeof(block_status_ext_decoder) <= 48);
+static_assert(sizeof(block_status_chunk_decoder) <= 48);
 static_assert(sizeof(error_chunk_decoder) <= max_string + 56);
 static_assert(sizeof(tolerant_error_chunk_decoder) <= max_string + 64);
 

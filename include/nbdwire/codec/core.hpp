@@ -170,6 +170,13 @@ class body_state {
     out = load_be<T>(field_.data());
     return true;
   }
+  /// A big-endian field of `size` bytes (4 or 8, chosen at run time) into `out`.
+  [[nodiscard]] constexpr bool take_field(bytes_view in, std::size_t& used, std::size_t size,
+                                          std::uint64_t& out) noexcept {
+    if (!gather(in, used, size)) return false;
+    out = size == 8 ? load_be<std::uint64_t>(field_.data()) : load_be<std::uint32_t>(field_.data());
+    return true;
+  }
   /// take()'s byte collection, one body for every field width: true once `size` bytes are
   /// in field_ (then the next field starts empty).
   [[nodiscard]] NBDWIRE_SIZE_OUTLINE constexpr bool gather(bytes_view in, std::size_t& used,

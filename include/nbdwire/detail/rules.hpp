@@ -95,7 +95,8 @@ enum class verdict : std::uint8_t {
     if (!range_within(r.offset, r.length, n.export_size))
       return rule.end_is_enospc ? verdict::out_of_range_write : verdict::out_of_range;
     const std::uint64_t min = n.block_size.minimum;
-    if (min > 1 && (r.offset % min || r.length % min)) return verdict::misaligned;
+    if (min > 1 && (round_down_pow2(r.offset, min) != r.offset || round_down_pow2(r.length, min) != r.length))
+      return verdict::misaligned;
   }
   if (rule.carries_payload && n.block_size.maximum != 0xffffffffu && r.length > n.block_size.maximum)
     return verdict::payload_too_large;
