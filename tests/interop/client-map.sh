@@ -34,7 +34,7 @@ has_extent() {
 # structured replies.
 sr_read() {
     client info "$1" --json >"$T/info.json"
-    expect_eq "$(json_get "$T/info.json" structured-replies)" true "structured replies negotiated"
+    expect_eq "$(json_get "$T/info.json" structured)" true "structured replies negotiated"
     client read "$1" >"$T/read.out"
     expect_eq "$(sha256sum <"$T/read.out" | cut -d' ' -f1)" "$(sha256sum <"$2" | cut -d' ' -f1)" \
         "sha256 of the export read through structured replies"

@@ -70,7 +70,7 @@ client read "$uri" --offset 0 --length 65536 >"$T/ro.read"
 head -c 65536 /dev/zero | cmp - "$T/ro.read" || fail "read from the read-only export differs"
 if [ "$style" != legacy1997 ]; then
     client info "$uri" --json >"$T/ro.json"
-    expect_eq "$(json_get "$T/ro.json" read-only)" true "read-only in info --json"
+    expect_eq "$(json_get "$T/ro.json" is_read_only)" true "is_read_only in info --json"
 fi
 head -c 65536 /dev/urandom >"$T/ro.data"
 step_fails "write to the read-only export" "$NBDWIRE_CLIENT" "${CLIENT_GLOBAL[@]}" write "$uri" \

@@ -4,6 +4,7 @@
 
 #include <cstdint>   // fixed-width integers
 #include <optional>  // lengths
+#include <utility>   // std::pair
 #include <string>    // std::string
 #include <vector>    // allocation maps
 
@@ -19,11 +20,21 @@ int cmd_read(const options& o);  // read.cpp
 int cmd_write(const options& o); // write.cpp
 int cmd_copy(const options& o);  // copy.cpp
 
+/// The exports the server lists, name and description, on a connection of their own (info_list.cpp).
+std::vector<std::pair<std::string, std::string>> list_exports(const options& o, const examples::nbd_uri& uri);
+
+/// Export -> export (copy_nbd.cpp): SRC's data and holes onto DST.
+void export_to_export(const options& o, const std::string& src, const std::string& dst);
+
 /// One line of the allocation map: `length` bytes at `offset` with base:allocation `flags`.
 struct map_extent {
   std::uint64_t offset = 0, length = 0, flags = 0;
 };
-/// The whole export's base:allocation map, adjacent extents with equal flags merged (map.cpp).
+/// The whole export's map of the context selected as query index 0, adjacent extents of
+/// equal type merged (map.cpp). Without the context, fails, or with `missing_is_data`
+/// returns the whole export as data.
+std::vector<map_extent> context_map(connection& c, bool missing_is_data, const std::string& name);
+/// The base:allocation map, the whole export as data when the server has none (map.cpp).
 std::vector<map_extent> allocation_map(connection& c);
 
 /// Export -> descriptor (read.cpp): stdout, or with `skip_holes` and `own_file` a regular
@@ -42,6 +53,9 @@ unsigned connections_for(const options& o, const nbdwire::negotiated& neg);
 /// One more connection to the export for a copy, or null when the server refuses it (copy.cpp).
 std::unique_ptr<connection> open_another_connection(const examples::nbd_uri& uri, const options& o,
                                                     std::uint64_t size);
+
+/// Whether n bytes are all zero (write.cpp).
+bool all_zero(const std::byte* p, std::size_t n);
 
 /// The largest request length a transfer uses on `n` (read.cpp).
 std::uint32_t chunk_size(const nbdwire::negotiated& n);

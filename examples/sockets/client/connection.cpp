@@ -13,7 +13,6 @@ namespace client_app {
 
 namespace {
 constexpr std::size_t input_buffer_size = 256 * 1024;
-constexpr std::string_view allocation_context[] = {"base:allocation"};  // what `map` selects
 }  // namespace
 
 std::string errc_text(nbdwire::errc e) { return std::string(nbdwire::to_string(e)); }
@@ -239,9 +238,10 @@ bool connection::send_from_file(const payload_origin& src, const nbdwire::payloa
 
 // ---- the handshake -----------------------------------------------------------------------------
 
-std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o, bool want_allocation) {
+std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o,
+                                            std::span<const std::string_view> contexts) {
   nbdwire::client_config cfg;
-  if (want_allocation) cfg.meta_contexts = allocation_context;
+  cfg.meta_contexts = contexts;
   if (o.legacy) {
     if (*o.legacy_size > 0xffffffffu) fail("the 1997 framing addresses less than 4 GiB; --size is too large");
     cfg.style = nbdwire::handshake_style::legacy_1997;
@@ -314,10 +314,13 @@ export_facts negotiate(connection& c, const std::string& name, bool list_context
       case event_kind::option_done:
         if (!list_answer) fail_event(ev, "during the handshake");
         listing = false;
+        f.contexts_listed = true;
         go();
         break;
       case event_kind::info:
         if (ev.info == nbdwire::info_type::description) f.description = std::string(nbdwire::as_chars(ev.data));
+        if (ev.info == nbdwire::info_type::name) f.canonical_name = std::string(nbdwire::as_chars(ev.data));
+        if (ev.info == nbdwire::info_type::block_size) f.block_size = ev.block_size;
         break;
       case event_kind::ready: return f;
       case event_kind::option_refused:

@@ -38,6 +38,8 @@ class connection {
   ~connection();
 
   nbdwire::client& machine() { return m_; }
+  /// The socket, for a caller that waits on several connections at once (poll).
+  [[nodiscard]] int fd() const { return fd_; }
 
   /// Where a WRITE payload's bytes are: `data` (p.length bytes in memory), or a regular
   /// `file` at `file_offset`, sent with sendfile() so they never pass through user space.
@@ -102,14 +104,21 @@ class connection {
 /// What GO (or the greeting, for oldstyle) taught us beyond negotiated().
 struct export_facts {
   std::string requested_name;
-  std::optional<std::string> description;
+  std::optional<std::string> canonical_name;  ///< NBD_INFO_NAME, when the server sent it
+  std::optional<std::string> description;     ///< NBD_INFO_DESCRIPTION, when sent
+  /// NBD_INFO_BLOCK_SIZE as the server sent it; nothing when it sent none.
+  std::optional<nbdwire::block_size_constraints> block_size;
+  bool contexts_listed = false;       ///< LIST_META_CONTEXT was asked for and answered
   std::vector<std::string> contexts;  ///< LIST_META_CONTEXT's answer, when asked for
 };
 
-/// A connection to `uri`, configured by the options (1997 framing); `want_allocation` asks
-/// GO to select base:allocation as the first metadata context.
+/// The base:allocation context alone, for open_connection().
+inline constexpr std::string_view allocation_context[] = {"base:allocation"};
+
+/// A connection to `uri`, configured by the options (1997 framing); GO selects `contexts`
+/// (caller-owned, they must outlive the connection), the first one as query index 0.
 std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o,
-                                            bool want_allocation = false);
+                                            std::span<const std::string_view> contexts = {});
 
 /// Handshake up to transmission with GO (all info requested); EXPORT_NAME as fallback.
 /// With `list_contexts`, first asks which metadata contexts the export has (fixed newstyle

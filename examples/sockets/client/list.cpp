@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
-// nbdwire-client list URI [--json]: the exports a server offers.
+// nbdwire-client list URI [--json]: the exports a server offers, a name (and description)
+// a line. A name that is empty or would not read back as itself (quotes, backslashes,
+// spaces, control characters, bytes that are not UTF-8) is printed as a JSON string, so ""
+// is the default export and a bare name never starts with a quote.
 #include <cstdio>   // std::printf
 #include <utility>  // std::pair
 
@@ -8,35 +11,22 @@
 
 namespace client_app {
 
+namespace {
+
+std::string shown_name(const std::string& name) {
+  bool plain = !name.empty();
+  for (const char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= ' ' || c == '"' || c == '\\' || c >= 0x7f) plain = false;
+  }
+  return plain ? name : json_string(name);
+}
+
+}  // namespace
+
 int cmd_list(const options& o) {
   need_args(o, 2, "list URI [--json]");
-  if (o.legacy) fail("the 1997 framing has no handshake, so no export list");
-  const auto uri = examples::parse_nbd_uri(o.positional[1]);
-  auto c = open_connection(uri, o);
-  auto& m = c->machine();
-  std::vector<std::pair<std::string, std::string>> exports;
-  bool listed = false;
-  while (!listed) {
-    const auto ev = handshake_event(*c);
-    switch (ev.kind) {
-      case event_kind::greeting:
-        if (const auto r = m.list(); !r) {
-          if (r.error() == nbdwire::errc::option_needs_fixed_newstyle)
-            fail("the server does not use fixed newstyle negotiation, so it cannot list exports");
-          fail("cannot send LIST: " + errc_text(r.error()));
-        }
-        break;
-      case event_kind::ready: fail("the server uses oldstyle negotiation, which has no export list");
-      case event_kind::export_listed:
-        exports.emplace_back(std::string(nbdwire::as_chars(ev.data)), std::string(nbdwire::as_chars(ev.text)));
-        break;
-      case event_kind::option_done: listed = true; break;
-      case event_kind::option_refused: fail("the server refused to list its exports: " + refusal_text(ev));
-      default: fail_event(ev, "while listing exports");
-    }
-  }
-  c->shut_down();  // NBD_OPT_ABORT
-
+  const auto exports = list_exports(o, examples::parse_nbd_uri(o.positional[1]));
   if (o.json) {
     std::string j = "{\n  \"exports\": [";
     for (std::size_t i = 0; i < exports.size(); ++i) {
@@ -47,12 +37,16 @@ int cmd_list(const options& o) {
     j += exports.empty() ? "]\n}\n" : "\n  ]\n}\n";
     std::fputs(j.c_str(), stdout);
   } else {
+    std::string out;
     for (const auto& [name, desc] : exports) {
-      if (desc.empty())
-        std::printf("%s\n", name.c_str());
-      else
-        std::printf("%s\t%s\n", name.c_str(), desc.c_str());
+      out += shown_name(name);
+      if (!desc.empty()) {
+        out += '\t';
+        out += terminal_text(desc);
+      }
+      out += '\n';
     }
+    std::fputs(out.c_str(), stdout);
   }
   return 0;
 }

@@ -1,30 +1,45 @@
 // SPDX-License-Identifier: MIT
-// nbdwire-client map URI [--json]: the allocation map (base:allocation), as nbdinfo --map.
+// nbdwire-client map URI [--json] [--map=CONTEXT] [--totals]: a metadata context's map
+// (base:allocation by default) or its totals by type, as nbdinfo --map [--totals] prints it.
 #include <algorithm>  // std::min
 #include <cstdio>     // std::snprintf
+#include <map>        // totals by type
 
 #include "commands.hpp"
 #include "nbdwire/transfer.hpp"
+#include "output.hpp"
 
 namespace client_app {
 
 namespace {
 
-/// nbdinfo's words for base:allocation flags.
-const char* allocation_description(std::uint64_t flags) {
-  switch (flags) {
-    case 0: return "data";
-    case nbdwire::state_flag::hole: return "hole";
-    case nbdwire::state_flag::zero: return "zero";
-    case nbdwire::state_flag::hole | nbdwire::state_flag::zero: return "hole,zero";
-    default: return nullptr;
+/// nbdinfo's words for a type of the contexts it knows (libnbd info/map.c).
+std::optional<std::string> type_description(const std::string& context, std::uint64_t type) {
+  if (context == "base:allocation") {
+    switch (type) {
+      case 0: return "data";
+      case nbdwire::state_flag::hole: return "hole";
+      case nbdwire::state_flag::zero: return "zero";
+      case nbdwire::state_flag::hole | nbdwire::state_flag::zero: return "hole,zero";
+      default: return std::nullopt;
+    }
   }
+  if (context.rfind("qemu:dirty-bitmap:", 0) == 0) {
+    if (type == 0) return "clean";
+    if (type == 1) return "dirty";
+    return std::nullopt;
+  }
+  if (context == "qemu:allocation-depth") {
+    if (type == 0) return "absent";
+    if (type == 1) return "local";
+    return "backing depth " + std::to_string(type);
+  }
+  return std::nullopt;
 }
 
 }  // namespace
 
-/// A server without the context has no holes to report, so everything is data.
-std::vector<map_extent> allocation_map(connection& c) {
+std::vector<map_extent> context_map(connection& c, bool missing_is_data, const std::string& name) {
   auto& m = c.machine();
   const auto& n = m.negotiated();
   const std::uint64_t size = n.export_size;
@@ -39,6 +54,7 @@ std::vector<map_extent> allocation_map(connection& c) {
   for (std::size_t i = 0; i < n.meta_context_count; ++i)
     if (n.meta_contexts[i].query_index == 0) id = n.meta_contexts[i].id;
   if (!id) {
+    if (!missing_is_data) fail("--map: server does not support metadata context \"" + name + "\"");
     std::fprintf(stderr, "nbdwire-client: the server offers no base:allocation context; the whole export is data\n");
     if (size != 0) add(0, size, 0);
     return map;
@@ -73,32 +89,67 @@ std::vector<map_extent> allocation_map(connection& c) {
   return map;
 }
 
+/// A server without the context has no holes to report, so everything is data.
+std::vector<map_extent> allocation_map(connection& c) { return context_map(c, true, "base:allocation"); }
+
 int cmd_map(const options& o) {
   using namespace std::string_literals;
-  need_args(o, 2, "map URI [--json]");
+  need_args(o, 2, "map URI [--json] [--map=CONTEXT] [--totals]");
   const auto uri = examples::parse_nbd_uri(o.positional[1]);
-  auto c = open_connection(uri, o, true);
+  const std::string context = o.map.value_or("base:allocation");
+  const std::string_view contexts[] = {context};
+  auto c = open_connection(uri, o, contexts);
   negotiate(*c, uri.export_name);
-  const auto map = allocation_map(*c);
+  const auto map = context_map(*c, context == "base:allocation", context);
+  const std::uint64_t size = c->machine().negotiated().export_size;
   c->shut_down();
-  // The layout of nbdinfo --map, so the two can be compared line by line.
-  std::string out = o.json ? "[\n" : "";
+  // The layouts of nbdinfo --map, so the two can be compared line by line.
+  std::string out;
   char line[160];
+  if (o.totals) {
+    std::map<std::uint64_t, std::uint64_t> totals;  // type -> bytes, by type as nbdinfo sorts them
+    for (const auto& e : map) totals[e.flags] += e.length;
+    if (size == 0) out = o.json ? "[]\n" : "";
+    if (size != 0 && o.json) out = "[\n";
+    bool comma = false;
+    for (const auto& [type, bytes] : size ? totals : decltype(totals){}) {
+      const double percent = 100.0 * static_cast<double>(bytes) / static_cast<double>(size);
+      const auto d = type_description(context, type);
+      const auto b = static_cast<unsigned long long>(bytes), t = static_cast<unsigned long long>(type);
+      if (o.json) {
+        std::snprintf(line, sizeof line, "%s{ \"size\": %llu, \"percent\": %g, \"type\": %llu", comma ? ",\n" : "", b,
+                      percent, t);
+        out += line;
+        if (d) out += ", \"description\": " + json_string(*d);
+        out += " }";
+        comma = true;
+      } else {
+        std::snprintf(line, sizeof line, "%10llu %5.1f%% %3llu", b, percent, t);
+        out += line;
+        if (d) out += " " + *d;
+        out += "\n";
+      }
+    }
+    if (size != 0 && o.json) out += "\n]\n";
+    std::fputs(out.c_str(), stdout);
+    return 0;
+  }
+  if (o.json) out = "[\n";
   for (std::size_t i = 0; i < map.size(); ++i) {
     const auto& e = map[i];
-    const char* d = allocation_description(e.flags);
+    const auto d = type_description(context, e.flags);
     const auto off = static_cast<unsigned long long>(e.offset), len = static_cast<unsigned long long>(e.length),
                type = static_cast<unsigned long long>(e.flags);
     if (o.json) {
       std::snprintf(line, sizeof line, "%s{ \"offset\": %llu, \"length\": %llu, \"type\": %llu", i ? ",\n" : "", off,
                     len, type);
       out += line;
-      if (d) out += ", \"description\": \""s + d + "\"";
+      if (d) out += ", \"description\": " + json_string(*d);
       out += "}";
     } else {
       std::snprintf(line, sizeof line, "%10llu  %10llu  %3llu", off, len, type);
       out += line;
-      if (d) out += "  "s + d;
+      if (d) out += "  " + *d;
       out += "\n";
     }
   }

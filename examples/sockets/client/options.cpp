@@ -6,6 +6,8 @@
 #include <cstdlib>  // std::exit
 
 #include "../common.hpp"
+#include "connection.hpp"  // max_window
+#include "nbdwire/version.hpp"
 
 namespace client_app {
 
@@ -17,20 +19,58 @@ void need_args(const options& o, std::size_t n, const char* usage) {
 
 namespace {
 
+#define NBDWIRE_CLIENT_STR2(x) #x
+#define NBDWIRE_CLIENT_STR(x) NBDWIRE_CLIENT_STR2(x)
+constexpr const char* version_text = NBDWIRE_CLIENT_STR(NBDWIRE_VERSION_MAJOR) "." NBDWIRE_CLIENT_STR(
+    NBDWIRE_VERSION_MINOR) "." NBDWIRE_CLIENT_STR(NBDWIRE_VERSION_PATCH);
+
 void print_usage() {
   std::printf(
-      "usage: nbdwire-client [--style legacy1997 --size SIZE] COMMAND URI [OPTIONS]\n"
-      "  info URI [--json]                    export size, flags, block sizes, description\n"
-      "  list URI [--json]                    exports offered by the server\n"
-      "  map URI [--json]                     allocation map (like nbdinfo --map)\n"
+      "usage: nbdwire-client [GLOBAL OPTIONS] COMMAND ARGS [OPTIONS]\n"
+      "       nbdwire-client [--json] [--size | --can F | --is F | --map[=CTX] [--totals] | --list] URI\n"
+      "commands:\n"
+      "  info URI [--json]                    what the server says about an export, as nbdinfo\n"
+      "                                       (takes the nbdinfo options below too)\n"
+      "  list URI [--json]                    names and descriptions of the server's exports\n"
+      "  map URI [--json] [--map=CTX] [--totals]  a metadata context's map (like nbdinfo --map)\n"
       "  read URI [--offset N] [--length N]   export data to stdout\n"
       "  write URI [--offset N] [--no-flush]  stdin to the export (then FLUSH)\n"
-      "  copy SRC DST [--connections N]       URI to file or file to URI ('-' = stdin/stdout);\n"
-      "                                       between a file and an export with multi-conn,\n"
-      "                                       over N connections at once (default: one per\n"
-      "                                       CPU, at most 4)\n"
+      "  copy SRC DST [COPY OPTIONS]          URI to URI, URI to file, file to URI ('-' is\n"
+      "                                       stdin or stdout); holes stay holes\n"
+      "nbdinfo options (info, or no command):\n"
+      "  --json                               JSON output\n"
+      "  --size                               the export size in bytes\n"
+      "  --can F, --is F                      exit 0 if the export has feature F, 2 if not,\n"
+      "                                       1 on error; F: connect read write read-only\n"
+      "                                       rotational tls structured-reply extended-headers\n"
+      "                                       block-status cache df fast-zero flush fua\n"
+      "                                       multi-conn trim zero\n"
+      "  --cannot F, --is-not F               the opposite: exit 0 if not, 2 if it has F\n"
+      "  --map[=CTX]                          the map of CTX (default base:allocation)\n"
+      "  --totals                             with --map: bytes and percent of each type\n"
+      "  -L, --list                           every export, each shown as info shows one\n"
+      "  --content, --no-content              probe the first 8 KiB with file(1) (default:\n"
+      "                                       on for info, off for --list)\n"
+      "copy options:\n"
+      "  -p, --progress                       progress on stderr\n"
+      "  --flush                              flush the target at the end (an NBD target is\n"
+      "                                       flushed anyway unless --no-flush; a file is fsynced)\n"
+      "  --no-flush                           no FLUSH at the end of write and copy to a URI\n"
+      "  --target-is-zero                     the target reads as zeroes: zero ranges are skipped\n"
+      "  --connections N                      connections per side when the exports allow\n"
+      "                                       multi-conn (default: one per CPU, at most 4)\n"
+      "  --requests N                         requests in flight per connection (1-%zu, default %zu)\n"
+      "global options:\n"
+      "  --style legacy1997 --legacy-size SIZE  a server of the 1997 framing (no handshake);\n"
+      "                                       the old spelling --size SIZE is still taken\n"
+      "                                       before the command\n"
+      "  --version                            print the version and exit\n"
+      "  -h, --help                           this help\n"
       "URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH\n"
-      "SIZE and N accept K, M, G, T (binary) suffixes.\n");
+      "SIZE and N accept K, M, G, T (binary) suffixes.\n"
+      "Exit status: 0 success, 1 error, 2 --can/--is false (--cannot/--is-not true),\n"
+      "130 interrupted by SIGINT, 143 by SIGTERM.\n",
+      max_window, max_window);
 }
 
 std::uint64_t size_arg(const std::string& opt, const std::string& v) {
@@ -39,45 +79,103 @@ std::uint64_t size_arg(const std::string& opt, const std::string& v) {
   return *s;
 }
 
+unsigned count_arg(const std::string& opt, const std::string& v, unsigned most) {
+  const std::uint64_t n = size_arg(opt, v);
+  if (n < 1 || n > most) usage_error(opt + " takes 1 to " + std::to_string(most));
+  return static_cast<unsigned>(n);
+}
+
 }  // namespace
 
 options parse_args(int argc, char** argv) {
   options o;
-  for (examples::arguments args(argc, argv); args.next();) {
-    const std::string& a = args.current();
-    const auto value = [&] { return args.value(); };
-    if (args.help()) {
+  int queries = 0;  // --size, --can/--is, --map, --list: at most one, as nbdinfo has it
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error(a + " needs a value");
+      return argv[++i];
+    };
+    // --option=VALUE is taken as --option VALUE.
+    const auto eq = a.find('=');
+    const std::string name = a.rfind("--", 0) == 0 && eq != std::string::npos ? a.substr(0, eq) : a;
+    const std::optional<std::string> inline_value =
+        name.size() != a.size() ? std::optional<std::string>(a.substr(eq + 1)) : std::nullopt;
+    const auto take = [&] { return inline_value ? *inline_value : value(); };
+    if (inline_value && name != "--map" && name != "--can" && name != "--is" && name != "--cannot" &&
+        name != "--is-not" && name != "--style" && name != "--legacy-size" && name != "--offset" &&
+        name != "--length" && name != "--connections" && name != "--requests")
+      usage_error("option " + name + " takes no value");
+    if (a == "--help" || a == "-h") {
       print_usage();
       std::exit(0);
-    } else if (a == "--style") {
+    } else if (a == "--version" || a == "-V") {
+      std::printf("nbdwire-client %s\n", version_text);
+      std::exit(0);
+    } else if (name == "--style") {
       // fixed newstyle, newstyle and oldstyle are told apart by the server's greeting.
-      const std::string s = value();
+      const std::string s = take();
       if (s == "legacy1997")
         o.legacy = true;
       else if (s != "fixed-newstyle" && s != "newstyle" && s != "oldstyle")
         usage_error("unknown --style '" + s + "'");
+    } else if (name == "--legacy-size") {
+      o.legacy_size = size_arg(name, take());
     } else if (a == "--size") {
-      o.legacy_size = size_arg(a, value());
+      // Before the command and followed by a size, it is the old spelling of --legacy-size;
+      // anywhere else it is nbdinfo's --size.
+      if (o.positional.empty() && i + 1 < argc && examples::parse_size(argv[i + 1])) {
+        o.legacy_size = size_arg(a, value());
+      } else {
+        o.size_only = true;
+        ++queries;
+      }
     } else if (a == "--json") {
       o.json = true;
-    } else if (a == "--offset") {
-      o.offset = size_arg(a, value());
-    } else if (a == "--length") {
-      o.length = size_arg(a, value());
-    } else if (a == "--connections") {
-      const std::uint64_t n = size_arg(a, value());
-      if (n < 1 || n > max_connections) usage_error("--connections takes 1 to " + std::to_string(max_connections));
-      o.connections = static_cast<unsigned>(n);
+    } else if (name == "--can" || name == "--is" || name == "--cannot" || name == "--is-not") {
+      o.can = take();
+      o.can_negated = name == "--cannot" || name == "--is-not";
+      ++queries;
+    } else if (name == "--map") {
+      o.map = inline_value ? *inline_value : "base:allocation";
+      if (o.map->empty()) usage_error("--map= needs a context name");
+      ++queries;
+    } else if (a == "--totals" || a == "--total") {
+      o.totals = true;
+    } else if (a == "--list" || a == "-L") {
+      o.list_all = true;
+      ++queries;
+    } else if (a == "--content") {
+      o.content = true;
+    } else if (a == "--no-content") {
+      o.content = false;
+    } else if (name == "--offset") {
+      o.offset = size_arg(name, take());
+    } else if (name == "--length") {
+      o.length = size_arg(name, take());
+    } else if (name == "--connections") {
+      o.connections = count_arg(name, take(), max_connections);
+    } else if (name == "--requests") {
+      o.requests = count_arg(name, take(), static_cast<unsigned>(max_window));
     } else if (a == "--no-flush") {
       o.no_flush = true;
+    } else if (a == "--flush") {
+      o.flush = true;
+    } else if (a == "-p" || a == "--progress") {
+      o.progress = true;
+    } else if (a == "--target-is-zero") {
+      o.target_is_zero = true;
     } else if (a.size() > 1 && a[0] == '-' && a != "-") {
       usage_error("unknown option " + a);
     } else {
       o.positional.push_back(a);
     }
   }
-  if (o.legacy && !o.legacy_size) usage_error("--style legacy1997 needs --size");
-  if (!o.legacy && o.legacy_size) usage_error("--size is only for --style legacy1997");
+  if (o.legacy && !o.legacy_size) usage_error("--style legacy1997 needs --legacy-size");
+  if (!o.legacy && o.legacy_size) usage_error("--legacy-size is only for --style legacy1997");
+  if (queries > 1) usage_error("--size, --can/--is, --map and --list cannot be used together");
+  if (o.totals && !o.map) o.map = "base:allocation";  // --totals implies --map
+  if (o.no_flush && o.flush) usage_error("--flush and --no-flush contradict each other");
   return o;
 }
 

@@ -12,6 +12,7 @@
 #include <thread>              // the background writer, the copy's connections
 
 #include "commands.hpp"
+#include "interrupt.hpp"
 #include "nbdwire/transfer.hpp"
 #include "output.hpp"
 #include "window.hpp"
@@ -115,11 +116,11 @@ class background_writer {
 /// straight from the socket into it instead, at its own offset, and holes are left alone:
 /// `out` is not used, and no writer thread or request buffers are needed.
 void pipelined_read(connection& c, const range_source& next, const read_output& out, progress& prog,
-                    int direct_file = -1, std::uint64_t direct_origin = 0) {
+                    std::size_t requests, int direct_file = -1, std::uint64_t direct_origin = 0) {
   const auto& neg = c.machine().negotiated();
   const std::uint32_t step = chunk_size(neg);
   const bool direct = direct_file >= 0;
-  request_window window(step);
+  request_window window(step, requests);
   std::optional<background_writer> writer;
   if (!direct) writer.emplace(out);
 
@@ -240,7 +241,8 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
                   std::optional<std::uint64_t> length, int fd, const std::string& what, bool show_progress,
                   bool skip_holes, bool own_file) {
   const auto uri = examples::parse_nbd_uri(uri_text);
-  const auto first_connection = open_connection(uri, o, skip_holes);
+  const auto first_connection =
+      open_connection(uri, o, skip_holes ? std::span<const std::string_view>(allocation_context) : std::span<const std::string_view>());
   connection& first = *first_connection;
   negotiate(first, uri.export_name);
   const auto& neg = first.machine().negotiated();
@@ -296,12 +298,13 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
   std::exception_ptr error;
   const range_source next = [&]() -> std::optional<read_range> {
     const std::lock_guard lock(mu);
-    if (error || next_range == ranges.size()) return std::nullopt;
+    // A signal stops the handing out; the requests in flight are still answered.
+    if (error || interrupted() || next_range == ranges.size()) return std::nullopt;
     return ranges[next_range++];
   };
   const auto run = [&](connection& c) {
     try {
-      pipelined_read(c, next, out, prog, own_file ? fd : -1, offset);
+      pipelined_read(c, next, out, prog, o.requests, own_file ? fd : -1, offset);
     } catch (...) {
       const std::lock_guard lock(mu);  // the others stop taking ranges; the first error wins
       if (!error) error = std::current_exception();
@@ -317,6 +320,10 @@ void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t o
     run(first);
   }
   if (error) std::rethrow_exception(error);
+  if (interrupted()) {
+    first.shut_down();
+    check_interrupted();
+  }
   // A hole at the end is not written: the size makes it part of the file.
   if (own_file && ftruncate(fd, static_cast<off_t>(len)) != 0) examples::fail_errno("set the size of " + what);
   prog.finish();

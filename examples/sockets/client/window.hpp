@@ -29,8 +29,10 @@ struct chunk {
 /// at once. Slots are retired from the front once done, which keeps READ data in export order.
 class request_window {
  public:
-  explicit request_window(std::uint32_t step) : step_(step) {}
-  [[nodiscard]] bool full() const { return count_ == max_window; }
+  /// `limit`: requests in flight at most (--requests), 0 or above max_window meaning max_window.
+  explicit request_window(std::uint32_t step, std::size_t limit = max_window)
+      : step_(step), limit_(limit == 0 || limit > max_window ? max_window : limit) {}
+  [[nodiscard]] bool full() const { return count_ >= limit_; }
   [[nodiscard]] bool empty() const { return count_ == 0; }
   /// The tag of the slot next() hands out.
   [[nodiscard]] std::uint64_t next_tag() const { return (head_ + count_) % max_window; }
@@ -70,6 +72,7 @@ class request_window {
   std::array<chunk, max_window> slots_;
   std::size_t head_ = 0, count_ = 0;
   std::uint32_t step_;
+  std::size_t limit_;
 };
 
 /// Detaches a transfer's payload callbacks when it ends, normally or by a failure, so the

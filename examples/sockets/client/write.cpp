@@ -14,6 +14,7 @@
 #include <thread>      // a copy's connections
 
 #include "commands.hpp"
+#include "interrupt.hpp"
 #include "output.hpp"
 #include "window.hpp"
 
@@ -23,14 +24,6 @@ namespace {
 
 constexpr std::uint64_t max_zero_run = 1u << 30;  // the longest WRITE_ZEROES sent
 constexpr std::size_t probe_size = 4096;          // read of a file piece's start: all zeroes?
-
-/// Whether n bytes are all zero: the first 16 are, and every byte equals the one 16 before it.
-bool all_zero(const std::byte* p, std::size_t n) {
-  const std::size_t head = std::min<std::size_t>(n, 16);
-  for (std::size_t i = 0; i < head; ++i)
-    if (p[i] != std::byte{0}) return false;
-  return n <= head || std::memcmp(p, p + head, n - head) == 0;
-}
 
 /// What a write source yields: `length` bytes of data in the caller's buffer; or (`zero`) a
 /// run of zeroes it did not read, such as a hole of a sparse file, which may be longer than
@@ -48,7 +41,7 @@ using write_source = std::function<source_piece(std::byte*, std::size_t)>;
 /// go as WRITE_ZEROES when the export supports it. Fails before sending anything past the
 /// end of the export. Ends with FLUSH unless `no_flush`. Returns the bytes written.
 std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_source& in, progress& prog,
-                              bool no_flush) {
+                              const options& o) {
   const auto& neg = c.machine().negotiated();
   if (neg.read_only()) fail("the export is read-only");
   check_alignment(neg, offset, 0);
@@ -56,7 +49,7 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_s
   const std::uint64_t size = neg.export_size;
   if (offset > size) fail("offset " + std::to_string(offset) + " is past the end of the export");
   const bool can_zero = neg.has(nbdwire::transmission_flag::send_write_zeroes);
-  request_window window(step);
+  request_window window(step, o.requests);
   const callbacks_reset reset{c};
   c.payload_source = [&](const nbdwire::payload_span& p) -> connection::payload_origin {
     const chunk* ch = window.holding(p.offset);
@@ -87,9 +80,17 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_s
       ch->length = static_cast<std::uint32_t>(got);
       ch->file = piece.file;
       ch->file_offset = piece.file_offset;
-      // All zeroes: WRITE_ZEROES sends no payload and lets the server punch a hole.
-      if (piece.zero && (!can_zero || got > max_zero_run)) fail("internal: zero run the export cannot take");
-      const bool zeroes = piece.zero || (can_zero && piece.file < 0 && all_zero(ch->data.get(), ch->length));
+      // All zeroes: WRITE_ZEROES sends no payload and lets the server punch a hole; on a
+      // target that reads as zeroes already (--target-is-zero) nothing is sent at all.
+      if (piece.zero && ((!can_zero && !o.target_is_zero) || got > max_zero_run))
+        fail("internal: zero run the export cannot take");
+      const bool zeroes = piece.zero || ((can_zero || o.target_is_zero) && piece.file < 0 &&
+                                         all_zero(ch->data.get(), ch->length));
+      if (zeroes && o.target_is_zero) {
+        pos += got;
+        prog.add(got);
+        continue;
+      }
       c.submit(zeroes ? nbdwire::command::write_zeroes : nbdwire::command::write, pos, ch->length, tag, "WRITE");
       pos += got;
       window.push();
@@ -107,7 +108,8 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_s
 
   // A refused FLUSH means the data may not be durable, so it always fails the command;
   // --no-flush is for servers that advertise FLUSH and cannot do it (nbdkit --oldstyle).
-  if (neg.has(nbdwire::transmission_flag::send_flush) && !no_flush) {
+  // A copy stopped by a signal flushes what it wrote too.
+  if (neg.has(nbdwire::transmission_flag::send_flush) && !o.no_flush) {
     c.submit(nbdwire::command::flush, 0, 0, 0, "FLUSH");
     const auto ev = c.next();
     if (ev.kind != event_kind::reply) fail_event(ev, "while flushing");
@@ -122,9 +124,10 @@ std::uint64_t pipelined_write(connection& c, std::uint64_t offset, const write_s
 class file_source {
  public:
   file_source(int fd, off_t from, off_t to, const nbdwire::negotiated& neg, const std::string& what,
-              const std::atomic<bool>& stop)
+              const std::atomic<bool>& stop, bool target_is_zero)
       : fd_(fd), pos_(from), end_(to), what_(what), stop_(stop) {
-    can_zero_ = neg.has(nbdwire::transmission_flag::send_write_zeroes);
+    // Zero runs are sent as WRITE_ZEROES, or skipped on a target known to read as zeroes.
+    can_zero_ = neg.has(nbdwire::transmission_flag::send_write_zeroes) || target_is_zero;
     align_ = std::max<std::uint64_t>(neg.block_size.minimum, 1);
     // Zero runs stay within the maximum payload: a server MAY refuse longer payload-less
     // requests with EOVERFLOW (spec "Block size constraints").
@@ -132,7 +135,7 @@ class file_source {
   }
 
   source_piece operator()(std::byte* p, std::size_t n) {
-    if (pos_ >= end_ || stop_) return {};
+    if (pos_ >= end_ || stop_ || interrupted()) return {};
     // The next data run at or after `asked_`, [run_start_, run_end_) within this source,
     // found once with SEEK_DATA / SEEK_HOLE and kept while pos_ is in [asked_, run_end_): on
     // tmpfs each SEEK_HOLE walks the page cache up to the hole, so asking for every request
@@ -184,7 +187,31 @@ class file_source {
   const std::atomic<bool>& stop_;
 };
 
+/// Reads until `len` bytes or the end of a stream; a signal ends the input early (what was
+/// read is still written).
+std::size_t read_stream(int fd, std::byte* p, std::size_t len, const std::string& what) {
+  std::size_t got = 0;
+  while (got < len && !interrupted()) {
+    const ssize_t n = read(fd, p + got, len - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      examples::fail_errno("read from " + what);
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  return got;
+}
+
 }  // namespace
+
+/// The first 16 are zero, and every byte equals the one 16 before it.
+bool all_zero(const std::byte* p, std::size_t n) {
+  const std::size_t head = std::min<std::size_t>(n, 16);
+  for (std::size_t i = 0; i < head; ++i)
+    if (p[i] != std::byte{0}) return false;
+  return n <= head || std::memcmp(p, p + head, n - head) == 0;
+}
 
 /// A regular file is read from its current offset with pread(); with an export that allows
 /// multi-conn it is cut into one part per connection (o.connections, as for copies from an
@@ -203,11 +230,12 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
     // A stream: read in order, on one connection.
     progress prog(0, show_progress);
     const write_source stream = [&](std::byte* p, std::size_t n) {
-      return source_piece{examples::read_full(fd, p, n, what), false};
+      return source_piece{read_stream(fd, p, n, what), false};
     };
-    pipelined_write(first, offset, stream, prog, o.no_flush);
+    pipelined_write(first, offset, stream, prog, o);
     prog.finish();
     first.shut_down();
+    check_interrupted();
     return;
   }
   const auto fsize = static_cast<std::uint64_t>(st.st_size);
@@ -230,8 +258,9 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
   const auto write_part = [&](connection& c, unsigned i) {
     const std::uint64_t from = std::min(total, i * part), to = std::min(total, from + part);
     try {
-      file_source in(fd, static_cast<off_t>(start + from), static_cast<off_t>(start + to), neg, what, stop);
-      pipelined_write(c, offset + from, std::ref(in), prog, o.no_flush);
+      file_source in(fd, static_cast<off_t>(start + from), static_cast<off_t>(start + to), neg, what, stop,
+                     o.target_is_zero);
+      pipelined_write(c, offset + from, std::ref(in), prog, o);
       const std::lock_guard lock(mu);
       written[i] = true;
     } catch (...) {
@@ -253,6 +282,10 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
   for (unsigned i = 1; i < parts && !error; ++i)
     if (!written[i]) write_part(first, i);
   if (error) std::rethrow_exception(error);
+  if (interrupted()) {
+    first.shut_down();
+    check_interrupted();
+  }
   (void)lseek(fd, static_cast<off_t>(fsize), SEEK_SET);  // as if read: the offset ends past the input
   prog.finish();
   first.shut_down();
