@@ -619,10 +619,12 @@ int serve(const char* argv0, const std::string& mountpoint, const std::string& o
 void usage(std::FILE* f) {
   std::fprintf(f,
                "usage: nbdwire-fuse [--read-only] [--foreground] MOUNTPOINT URI\n"
+               "       nbdwire-fuse --help | --version\n"
                "  Mounts the NBD export URI as the file MOUNTPOINT/nbd; unmount with fusermount3 -u MOUNTPOINT.\n"
                "  URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH\n"
                "  --read-only   mount read-only (also implied by a read-only export)\n"
-               "  --foreground  stay in the foreground instead of daemonizing\n");
+               "  --foreground  stay in the foreground instead of daemonizing\n"
+               "  --version     print the program's name and version\n");
 }
 
 }  // namespace
@@ -638,6 +640,9 @@ int main(int argc, char** argv) {
       foreground = true;
     } else if (a == "--help" || a == "-h") {
       usage(stdout);
+      return 0;
+    } else if (a == "--version") {
+      std::printf("nbdwire-fuse %s\n", NBDWIRE_VERSION_STRING);
       return 0;
     } else if (a.starts_with("-") && a.size() > 1) {
       std::fprintf(stderr, "nbdwire-fuse: unknown option %s\n", a.c_str());

@@ -2,11 +2,31 @@
 // nbdwire: version and the ABI-tagged inline namespace.
 #pragma once
 
+// Every nbdwire header includes this one before any code of its own, so a translation unit
+// built below C++20 stops here with one clear message instead of pages of errors about
+// std::span and concepts. MSVC reports the standard in _MSVC_LANG (__cplusplus stays 199711L
+// without /Zc:__cplusplus).
+#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
+#define NBDWIRE_CPLUSPLUS _MSVC_LANG
+#else
+#define NBDWIRE_CPLUSPLUS __cplusplus
+#endif
+#if NBDWIRE_CPLUSPLUS <= 201703L
+#error "nbdwire needs C++20 (-std=c++20, or /std:c++20 with MSVC)"
+#endif
+
 #include <string_view>  // std::string_view: used by every header that includes this one
 
+// The version of the headers; CMakeLists.txt checks that project(VERSION) says the same.
 #define NBDWIRE_VERSION_MAJOR 0
-#define NBDWIRE_VERSION_MINOR 1
+#define NBDWIRE_VERSION_MINOR 2
 #define NBDWIRE_VERSION_PATCH 0
+// "MAJOR.MINOR.PATCH" as a string literal, built from the three numbers above.
+#define NBDWIRE_STRINGIFY_IMPL(x) #x
+#define NBDWIRE_STRINGIFY(x) NBDWIRE_STRINGIFY_IMPL(x)
+#define NBDWIRE_VERSION_STRING                                                               \
+  NBDWIRE_STRINGIFY(NBDWIRE_VERSION_MAJOR) "." NBDWIRE_STRINGIFY(NBDWIRE_VERSION_MINOR) "." \
+      NBDWIRE_STRINGIFY(NBDWIRE_VERSION_PATCH)
 
 // The inline namespace carries the major version. The limits of config.hpp change the layout
 // of the machines, so every translation unit of one program must use the same limits.

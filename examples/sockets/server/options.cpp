@@ -7,6 +7,7 @@
 #include <string_view>  // backend kinds
 
 #include "nbdwire/constants.hpp"
+#include "nbdwire/version.hpp"  // NBDWIRE_VERSION_STRING: --version
 
 namespace nbdwire_server {
 
@@ -21,8 +22,10 @@ void print_usage() {
       "usage: nbdwire-server [--listen HOST:PORT | --unix PATH | --port N]\n"
       "                      [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]\n"
       "                      [--handshake-timeout SECONDS] [--busy-poll USEC] NAME=BACKEND...\n"
+      "       nbdwire-server --help | --version\n"
       "BACKEND: memory:SIZE (K/M/G/T binary suffixes) or file:PATH (file or block device).\n"
-      "The first export is also the default (empty name). Default listen 127.0.0.1:%u.\n",
+      "The first export is also the default (empty name). Default listen 127.0.0.1:%u.\n"
+      "--version prints the program's name and version.\n",
       nbdwire::default_port);
 }
 
@@ -64,6 +67,9 @@ settings parse_args(int argc, char** argv) {
     auto value = [&] { return args.value(); };
     if (args.help()) {
       print_usage();
+      std::exit(0);
+    } else if (a == "--version") {
+      std::printf("nbdwire-server %s\n", NBDWIRE_VERSION_STRING);
       std::exit(0);
     } else if (a == "--listen") {
       const std::string v = value();
