@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Uses an installed nbdwire: encodes a request header and checks the bytes on the wire, and
-// creates a client machine.
+// Uses nbdwire as a downstream program does (installed, or as a subproject): encodes a request
+// header and checks the bytes on the wire, creates a client machine, and prints the version of
+// the headers it was built against.
 #include <nbdwire/nbdwire.hpp>
 
-#include <cstdio>   // std::fprintf: report what went wrong
+#include <cstdio>   // std::fprintf, std::printf: the verdict
 #include <string>   // std::to_string: build the version string
 
 int main() {
@@ -48,6 +49,10 @@ int main() {
     std::fprintf(stderr, "headers say version %s, package says %s\n", version.c_str(), CONSUMER_EXPECTED_VERSION);
     ++failures;
   }
-  if (failures == 0) std::puts("consumer: installed nbdwire works");
+  if (version != NBDWIRE_VERSION_STRING) {
+    std::fprintf(stderr, "NBDWIRE_VERSION_STRING is %s, the numbers say %s\n", NBDWIRE_VERSION_STRING, version.c_str());
+    ++failures;
+  }
+  if (failures == 0) std::printf("consumer: nbdwire %s works\n", NBDWIRE_VERSION_STRING);
   return failures == 0 ? 0 : 1;
 }
