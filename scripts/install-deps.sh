@@ -13,6 +13,7 @@ packages=(
   gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib   # firmware shim: Cortex-M build
   qemu-system-arm fdisk                # firmware shim: mps2-an385 run; sfdisk for the MBR image
   python3 ca-certificates
+  file                                 # file(1): nbdinfo and nbdwire-client info probe content with it
 )
 
 missing=()

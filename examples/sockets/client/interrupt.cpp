@@ -33,7 +33,7 @@ int interrupted() noexcept { return caught.load(std::memory_order_relaxed); }
 
 interruption::interruption(int sig)
     : examples::failure(std::string("interrupted by ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
-                        "; the requests in flight were completed and the target flushed"),
+                        "; the requests in flight were completed first"),
       signal(sig) {}
 
 void check_interrupted() {
