@@ -3,7 +3,8 @@
 # `--is` must give what nbdinfo gives (JSON compared as parsed documents, exit codes of the
 # queries compared one by one). One peer per run:
 #   nbdkit           nbdkit memory with data, a named export with a description (UTF-8 and a
-#                    tab) and advertised block sizes
+#                    tab) and advertised block sizes; info --json in oldstyle, newstyle and
+#                    without structured replies too
 #   qemu-nbd         qemu-nbd on a raw image with data, read-only, with a description
 #   nbdwire-server   two memory exports
 . "$(dirname "$0")/lib.sh"
@@ -107,6 +108,13 @@ case $peer in
         expect_eq "$(json_get "$T/info.client" export-name)" foo "export-name"
         # Without a description the key is left out, as nbdinfo leaves it out.
         grep -q '"description"' "$T/info.client" || fail "no description in info --json"
+        expect_eq "$(status "$NBDWIRE_CLIENT" --can extended-headers "$uri")" 2 "--can extended-headers (nbdkit)"
+        # The other handshakes nbdkit speaks: no contexts, no block sizes, no structured replies.
+        for style in --oldstyle --newstyle --no-sr; do
+            bg "nbdkit$style" nbdkit --foreground --exit-with-parent --unix "$T/k$style.sock" "$style" memory 1M
+            wait_unix_socket "$T/k$style.sock" "$BG_PID"
+            both_json "info$style" "nbd+unix:///?socket=$T/k$style.sock" --json
+        done
         # The default export "" is listed visibly, as "" (nbdinfo: export="").
         start_nbdkit "$T/plain.sock" memory 1M
         client list "nbd+unix:///?socket=$T/plain.sock" >"$T/plain.list"
@@ -130,6 +138,22 @@ case $peer in
         compare "$uri"
         # A server that sends no block sizes gets none printed (text and JSON).
         both_json other "$(unix_uri other)" --json
+        # Beyond nbdinfo 1.14: extended headers, which nbdwire-server offers and nbdkit does not.
+        expect_eq "$(status "$NBDWIRE_CLIENT" --can extended-headers "$uri")" 0 "--can extended-headers"
+        stop_server
+        # Names that are not UTF-8 and hold control characters: valid JSON (each stray byte
+        # U+FFFD, controls escaped) and escaped text, never the raw bytes.
+        start_server_unix $'we\x01ird\xff\xc3\xa9 "q"=memory:1M'
+        client info "$(unix_uri '')" --list --json >"$T/odd.json"
+        python3 -c 'import json, sys
+names = [e["export-name"] for e in json.load(open(sys.argv[1], encoding="utf-8", errors="strict"))["exports"]]
+sys.exit(names != ["we\x01ird\ufffd\u00e9 \"q\""])' "$T/odd.json" || fail "odd export name wrongly encoded in JSON"
+        client list "$(unix_uri '')" >"$T/odd.list"
+        client info "$(unix_uri '')" --list >"$T/odd.txt"
+        sed 's/^/    | /' "$T/odd.list" "$T/odd.txt" >&2
+        LC_ALL=C grep -q $'[\x01\xff]' "$T/odd.list" "$T/odd.txt" && fail "raw control or non-UTF-8 bytes printed"
+        grep -qF '"we\u0001ird' "$T/odd.list" || fail "list does not show the odd name escaped"
+        log "   odd export names: valid JSON, escaped text"
         stop_server
         ;;
     *) fail "unknown peer '$peer'" ;;
