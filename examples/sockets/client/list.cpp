@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // nbdwire-client list URI [--json]: the exports a server offers, a name (and description)
-// a line. A name that is empty or would not read back as itself (quotes, backslashes,
-// spaces, control characters, bytes that are not UTF-8) is printed as a JSON string, so ""
+// a line. A name that is empty or holds anything but printable ASCII (spaces, quotes,
+// backslashes, control characters, any byte above 0x7e) is printed as a JSON string, so ""
 // is the default export and a bare name never starts with a quote.
 #include <cstdio>   // std::printf
 #include <utility>  // std::pair
