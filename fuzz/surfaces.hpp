@@ -333,6 +333,14 @@ inline server_setup parse_server(reader& rd, surface s) {
     default: st.cfg.style = hs::legacy_1997; break;
   }
   if (st.cfg.style == hs::oldstyle || st.cfg.style == hs::legacy_1997) count = 1;
+  // TLS policy (fixed newstyle handshakes only): b0 bit 7 and b3 bit 6; b3 bit 7 marks the
+  // first export TLS-only under SELECTIVETLS.
+  if (s == surface::server_handshake && st.cfg.style == hs::fixed_newstyle) {
+    static constexpr std::array<nbdwire::server_tls, 4> modes{nbdwire::server_tls::off, nbdwire::server_tls::optional,
+                                                              nbdwire::server_tls::required, nbdwire::server_tls::optional};
+    st.cfg.tls = modes[((b0 >> 7) & 1) | ((b3 >> 5) & 2)];
+    st.exports[0].tls_only = st.cfg.tls == nbdwire::server_tls::optional && (b3 & 128);
+  }
   static const std::array<std::string_view, 3> names{"", "disk", long_name()};
   static const std::array<std::string_view, 3> texts{"", "a test export", long_text()};
   for (std::size_t i = 0; i < count; ++i) {
@@ -421,6 +429,14 @@ class server_actor {
         break;
       case event_kind::option_answered:
         NBDWIRE_FUZZ_CHECK(m.state() == nbdwire::server_state::negotiating);
+        // "There is no ERR_TLS_REQD in NOTLS mode or once TLS is up."
+        if (e.reply == nbdwire::reply_type::err_tls_reqd)
+          NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::server_tls::off && !m.tls_active());
+        break;
+      case event_kind::start_tls:
+        // The TLS layer as identity (see the client side).
+        NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::server_tls::off && !m.tls_active());
+        NBDWIRE_FUZZ_CHECK(m.tls_started().has_value());
         break;
       default:
         NBDWIRE_FUZZ_FAIL("a server reports only server events");
@@ -664,6 +680,10 @@ inline client_setup parse_client(reader& rd, surface s) {
     st.cfg.request_extended_headers = st.mode >= 2;
   }
   if (s == surface::client_handshake) {
+    // TLS policy: bits 6-7 (the TLS layer is identity after start_tls).
+    static constexpr std::array<nbdwire::client_tls, 4> modes{nbdwire::client_tls::off, nbdwire::client_tls::opportunistic,
+                                                              nbdwire::client_tls::require, nbdwire::client_tls::off};
+    st.cfg.tls = modes[c >> 6];
     const std::size_t n = rd.u8() % 33;
     for (std::size_t i = 0; i < n; ++i) st.options.push_back(rd.u8());
     return st;
@@ -721,6 +741,12 @@ class client_actor {
 
   void on_event(nbdwire::client& m, const nbdwire::event& e, run_log& log) {
     switch (e.kind) {
+      case event_kind::start_tls:
+        // The TLS layer as identity: the handshake succeeds and the same stream goes on.
+        NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::client_tls::off && !m.tls_active());
+        NBDWIRE_FUZZ_CHECK(m.tls_started().has_value());
+        NBDWIRE_FUZZ_CHECK(m.tls_started().error() == nbdwire::errc::tls_not_starting);
+        break;
       case event_kind::greeting:
       case event_kind::option_done:
       case event_kind::option_refused:

@@ -122,6 +122,18 @@ class client : private detail::client_transmission {
     }
   }
 
+  // ---- TLS ("TLS support") -----------------------------------------------------------------
+
+  /// After a `start_tls` event: the TLS handshake succeeded, and every later byte in both
+  /// directions goes through TLS. The next receive() (with whatever TLS decrypted, even
+  /// nothing) reports `greeting`; options follow as on a plaintext connection. A failed
+  /// handshake needs no call: close the connection. Refused (errc::tls_not_starting, state
+  /// unchanged) without a `start_tls` first.
+  result<void> tls_started() noexcept { return start_tls_done(); }
+  /// TLS is up on this connection (tls_started() was called, or the handed-over
+  /// `negotiated` says so).
+  [[nodiscard]] bool tls_active() const noexcept { return neg_.tls; }
+
   // ---- output ------------------------------------------------------------------------------
 
   [[nodiscard]] bytes_view pending_output() const noexcept { return out_.pending(); }
@@ -273,6 +285,11 @@ class client : private detail::client_transmission {
         if (!in.empty()) ev = fail(errc::unexpected_data);
         return 0;
       case client_state::awaiting_greeting: return on_greeting(in, ev);
+      case client_state::awaiting_starttls_reply: return on_option_reply_header(in, ev);
+      case client_state::starttls_reply_data: return on_option_reply_data(in, ev);
+      // The bytes after the STARTTLS ACK are the TLS layer's; none is ever read as NBD.
+      case client_state::tls_pending: ev = fail(errc::receive_while_tls_starting); return 0;
+      case client_state::greeting_due: ev = report_greeting(); return 0;
       case client_state::awaiting_ext_headers_reply:
       case client_state::awaiting_sr_reply:
       case client_state::awaiting_set_meta_reply:

@@ -21,10 +21,11 @@ enum class error_category : std::uint8_t {
   none,             ///< errc::ok
   peer_violation,   ///< the peer broke the protocol: the connection is over
   peer_closed,      ///< the peer hung up at a point where that loses data
-  caller_misuse,    ///< the call was refused; the machine is unchanged
+  caller_misuse,    ///< the call was refused; the machine is unchanged (unless the code is fatal)
   limit_exceeded,   ///< a configured bound was reached
   buffer_too_small, ///< retry after draining output
   internal,         ///< nbdwire broke its own rules: please report it
+  tls_policy,       ///< the peer cannot meet the TLS policy, or tried to get around it
 };
 
 // X(name, number, category, fatal, description). Numbers are grouped by who broke a rule;
@@ -132,6 +133,15 @@ enum class error_category : std::uint8_t {
   X(structured_replies_off, 628, caller_misuse, false, "a chunk call on a connection without structured replies") \
   X(error_chunk_needs_error, 629, caller_misuse, false, "reply_error_chunk() with nbd_error::ok") \
   X(no_extents, 630, caller_misuse, false, "reply_block_status() with no extents") \
+  /* -- TLS ("TLS support"; STARTTLS) */ \
+  X(tls_oldstyle_server, 800, tls_policy, true, "TLS is required but the server greets oldstyle (no STARTTLS possible)") \
+  X(tls_server_not_fixed_newstyle, 801, tls_policy, true, "TLS is required but the server is not fixed newstyle") \
+  X(starttls_refused, 802, tls_policy, true, "TLS is required but the server refused NBD_OPT_STARTTLS") \
+  X(tls_required_export_name, 803, tls_policy, true, "EXPORT_NAME before STARTTLS on a server that requires TLS") \
+  X(tls_only_export_name, 804, tls_policy, true, "EXPORT_NAME for a TLS-only export before STARTTLS") \
+  X(tls_required_client_not_fixed, 805, tls_policy, true, "the server requires TLS but the client is not fixed newstyle") \
+  X(receive_while_tls_starting, 810, caller_misuse, true, "receive() after start_tls: those bytes are TLS; call tls_started() first") \
+  X(tls_not_starting, 811, caller_misuse, false, "tls_started() without a start_tls event") \
   /* -- the machine itself */ \
   X(illegal_transition, 700, internal, true, "a state change the transition table does not allow (a bug in nbdwire)") \
   /* end */

@@ -62,6 +62,8 @@ struct negotiated {
   std::size_t meta_context_count = 0;
   /// Server only: index of the export chosen from server_config::exports.
   std::size_t export_index = 0;
+  /// The handshake (from the option after STARTTLS on) ran over TLS: transmission must too.
+  bool tls = false;
 
   [[nodiscard]] constexpr bool has(std::uint16_t tflag) const noexcept {
     return (transmission_flags & tflag) != 0;
@@ -139,6 +141,10 @@ enum class event_kind : std::uint8_t {
   disconnected,     ///< both: soft disconnect (NBD_CMD_DISC or NBD_OPT_ABORT) completed
   closed,           ///< both: the peer closed at a clean boundary
   failed,           ///< both: terminal protocol error (`error`)
+  // TLS
+  start_tls,        ///< both: STARTTLS acknowledged (`option`). receive() stopped right after
+                    ///< it: send pending_output() in plaintext, give the rest of the input to
+                    ///< the TLS layer as its first bytes, handshake, then call tls_started()
 };
 
 [[nodiscard]] constexpr std::string_view to_string(event_kind k) noexcept {
@@ -163,6 +169,7 @@ enum class event_kind : std::uint8_t {
     case event_kind::disconnected: return "disconnected";
     case event_kind::closed: return "closed";
     case event_kind::failed: return "failed";
+    case event_kind::start_tls: return "start_tls";
   }
   return "unknown";
 }

@@ -181,6 +181,21 @@ class server {
   /// ABORT is answered with NBD_REP_ERR_SHUTDOWN, and every later request with NBD_ESHUTDOWN,
   /// which tells the client to disconnect softly. Requests already reported still get reply().
   void begin_shutdown() noexcept { core_.shutting_down = true; }
+
+  // ---- TLS ("TLS support") -----------------------------------------------------------------
+
+  /// After a `start_tls` event: the TLS handshake succeeded, and every later byte in both
+  /// directions goes through TLS. Everything negotiated before is forgotten (structured
+  /// replies, extended headers, metadata contexts); options are read again. A failed
+  /// handshake needs no call: close the connection. Refused (errc::tls_not_starting, state
+  /// unchanged) without a `start_tls` first.
+  result<void> tls_started() noexcept {
+    if (core_.state != server_state::tls_pending) return errc::tls_not_starting;
+    hs_.tls_started(core_);
+    return {};
+  }
+  /// TLS is up on this connection (tls_started() was called).
+  [[nodiscard]] bool tls_active() const noexcept { return hs_.tls_active(); }
   [[nodiscard]] bool shutting_down() const noexcept { return core_.shutting_down; }
 
   // ---- inspection --------------------------------------------------------------------------
@@ -225,6 +240,8 @@ class server {
       case server_state::negotiating: return hs_.on_option_header(core_, in, ev);
       case server_state::option_data: return hs_.on_option_data(core_, in, ev);
       case server_state::answering_option: ev = hs_.answer(core_); return 0;
+      // The bytes after STARTTLS are the TLS layer's; none is ever read as NBD.
+      case server_state::tls_pending: ev = core_.fail(errc::receive_while_tls_starting); return 0;
       case server_state::transmission: return tx_.on_request(core_, in, ev);
       case server_state::write_payload:
       case server_state::discard_payload: return tx_.on_payload(core_, in, ev);

@@ -159,6 +159,8 @@ class client_handshake {
     if (load_be<std::uint64_t>(head.data()) != magic::nbdmagic) return ev = fail(errc::bad_greeting_magic), n;
     const std::uint64_t second = load_be<std::uint64_t>(head.data() + 8);
     if (second == magic::oldstyle) {
+      // Oldstyle has no options, so no STARTTLS: a downgrade when TLS is required.
+      if (cfg_.tls == client_tls::require) return ev = fail(errc::tls_oldstyle_server), n;
       n += stash_.fill(in.subspan(n), sizeof(oldstyle_greeting));
       if (stash_.size() < sizeof(oldstyle_greeting)) return n;
       const auto g = decode<oldstyle_greeting>(stash_.view());
@@ -177,15 +179,48 @@ class client_handshake {
     stash_.clear();
     const std::uint16_t hflags = g.handshake_flags.get();  // unknown bits: SHOULD ignore
     fixed_ = (hflags & handshake_flag::fixed_newstyle) != 0;
+    // STARTTLS is an option: fixed newstyle only (libnbd CVE-2019-14842 was this downgrade).
+    if (cfg_.tls == client_tls::require && !fixed_) return ev = fail(errc::tls_server_not_fixed_newstyle), n;
+    greeting_flags_ = hflags;
     no_zeroes_ = cfg_.no_zeroes && (hflags & handshake_flag::no_zeroes) != 0;
     neg_.style = fixed_ ? handshake_style::fixed_newstyle : handshake_style::newstyle;
     const std::uint32_t cflags =
         (fixed_ ? client_flag::fixed_newstyle : 0u) | (no_zeroes_ ? client_flag::no_zeroes : 0u);
     out_.put_record(make_client_flags(cflags));  // the outbox is empty at this point
+    if (cfg_.tls != client_tls::off && fixed_) {
+      // STARTTLS before any other option; `greeting` is reported once TLS is settled.
+      out_.put_record(make_option_header(option::starttls, 0));
+      opt_ = option::starttls;
+      move(client_trigger::starttls_sent);
+      return n;
+    }
     move(client_trigger::newstyle_greeting);
-    ev = make_event(event_kind::greeting);
-    ev.flags = hflags;
+    ev = greeting_event();
     return n;
+  }
+
+  [[nodiscard]] event greeting_event() const noexcept {
+    event made = make_event(event_kind::greeting);
+    made.flags = greeting_flags_;
+    return made;
+  }
+
+  /// greeting_due: TLS is up; the greeting is reported now and options may follow.
+  event report_greeting() noexcept {
+    move(client_trigger::greeting_reported);
+    return greeting_event();
+  }
+
+  /// tls_pending: the caller finished the TLS handshake. Nothing negotiated in plaintext
+  /// holds ("the client MUST renegotiate"); STARTTLS goes first, so nothing was.
+  result<void> start_tls_done() noexcept {
+    if (state_ != client_state::tls_pending) return errc::tls_not_starting;
+    neg_ = {};
+    neg_.style = handshake_style::fixed_newstyle;
+    neg_.tls = true;
+    info_ = {};
+    move(client_trigger::tls_started);
+    return {};
   }
 
   // "Option reply" header, in every awaiting_*_reply state but EXPORT_NAME's. Its data (any
@@ -306,6 +341,16 @@ class client_handshake {
       made.data = message;
       return made;
     }
+    if (opt_ == option::starttls) {
+      if (cfg_.tls == client_tls::require) {
+        // "A client that wants only TLS SHOULD terminate": soft, with ABORT (in the room
+        // every other message leaves free), and the connection fails.
+        out_.put_record(make_option_header(option::abort, 0));
+        return fail(errc::starttls_refused);
+      }
+      move(client_trigger::starttls_refused);  // opportunistic: plaintext from here
+      return greeting_event();
+    }
     // A refused preliminary is not a failure: the plan goes on without it. SET_META_CONTEXT
     // replaces earlier contexts even when it fails.
     if (opt_ == option::set_meta_context) neg_.meta_context_count = 0;
@@ -331,6 +376,13 @@ class client_handshake {
   event on_ack() noexcept {
     const std::uint32_t o = static_cast<std::uint32_t>(opt_);
     switch (opt_) {
+      case option::starttls: {
+        // receive() stops here: what follows the ACK is TLS (or an injection; never NBD).
+        move(client_trigger::starttls_acked);
+        event made = make_event(event_kind::start_tls);
+        made.option = o;
+        return made;
+      }
       case option::abort:
         move(client_trigger::abort_acked);
         {
@@ -438,6 +490,7 @@ class client_handshake {
   client_state state_ = client_state::awaiting_greeting;
   errc error_ = errc::ok;
   bool fixed_ = false, no_zeroes_ = false, terminal_reported_ = false;
+  std::uint16_t greeting_flags_ = 0;        ///< the server's handshake flags, for `greeting`
   option opt_ = option::abort;              ///< the option outstanding
   reply_type reply_ = reply_type::ack;      ///< the type of the option reply being decoded
   nbdwire::negotiated neg_{};

@@ -28,6 +28,16 @@ inline constexpr std::uint32_t block_size = 1u << static_cast<unsigned>(info_typ
 inline constexpr std::uint32_t all = name | description | block_size;
 }  // namespace info_request
 
+/// The client's TLS policy ("TLS support"). The machine never touches TLS itself: it sends
+/// NBD_OPT_STARTTLS before any other option, reports `start_tls` on the ACK, and the caller
+/// runs the TLS handshake and calls client::tls_started().
+enum class client_tls : std::uint8_t {
+  off,            ///< plaintext; NBD_REP_ERR_TLS_REQD is reported as any refusal
+  opportunistic,  ///< STARTTLS first when the server is fixed newstyle; go on in plaintext if refused
+  require,        ///< nbds://: refuse oldstyle and non-fixed servers (libnbd CVE-2019-14842) and
+                  ///< any refusal of STARTTLS; nothing else is sent before TLS
+};
+
 struct client_config {
   /// legacy_1997 means no handshake; any other value means "read the greeting", which tells
   /// oldstyle, newstyle and fixed newstyle apart.
@@ -43,6 +53,7 @@ struct client_config {
   /// Contexts to select with SET_META_CONTEXT before GO (e.g. "base:allocation"); caller-owned,
   /// must outlive the machine. Sent only once structured replies are on.
   std::span<const std::string_view> meta_contexts{};
+  client_tls tls = client_tls::off;
 };
 
 /// Client protocol states. Every transition is in detail::client_transitions. The first
@@ -67,9 +78,13 @@ enum class client_state : std::uint8_t {
   read_data,                   ///< transmission: READ data (simple reply, or OFFSET_DATA after its offset)
   disconnecting_chunk_payload, ///< disconnecting: a chunk's payload
   disconnecting_read_data,     ///< disconnecting: READ data
+  awaiting_starttls_reply,     ///< TLS: NBD_OPT_STARTTLS sent after the client flags, reply header next
+  starttls_reply_data,         ///< TLS: the data of its (error) reply
+  tls_pending,                 ///< TLS: ACK read; the caller runs the TLS handshake, then tls_started()
+  greeting_due,                ///< TLS settled: the next receive() reports `greeting`
 };
 
-inline constexpr std::size_t client_state_count = 19;
+inline constexpr std::size_t client_state_count = 23;
 
 /// The enumerator's name, as docs/design.md shows it.
 [[nodiscard]] constexpr std::string_view to_string(client_state v) noexcept {
@@ -93,6 +108,10 @@ inline constexpr std::size_t client_state_count = 19;
     case client_state::read_data: return "read_data";
     case client_state::disconnecting_chunk_payload: return "disconnecting_chunk_payload";
     case client_state::disconnecting_read_data: return "disconnecting_read_data";
+    case client_state::awaiting_starttls_reply: return "awaiting_starttls_reply";
+    case client_state::starttls_reply_data: return "starttls_reply_data";
+    case client_state::tls_pending: return "tls_pending";
+    case client_state::greeting_due: return "greeting_due";
   }
   return "unknown";
 }
@@ -121,6 +140,11 @@ enum class client_trigger : std::uint8_t {
   disc_sent,              ///< disconnect(), or the DISC owed after NBD_ESHUTDOWN
   peer_closed,            ///< the server closed at a message boundary with nothing owed
   violation,              ///< the server broke a rule (a fatal errc)
+  starttls_sent,          ///< client_config::tls: STARTTLS queued with the client flags
+  starttls_acked,         ///< STARTTLS acknowledged: the next bytes are TLS
+  starttls_refused,       ///< opportunistic: STARTTLS refused; plaintext from here
+  tls_started,            ///< the caller says the TLS handshake is done (client::tls_started())
+  greeting_reported,      ///< `greeting` reported once TLS is settled
 };
 
 /// The enumerator's name, as docs/design.md shows it.
@@ -149,6 +173,11 @@ enum class client_trigger : std::uint8_t {
     case client_trigger::disc_sent: return "disc_sent";
     case client_trigger::peer_closed: return "peer_closed";
     case client_trigger::violation: return "violation";
+    case client_trigger::starttls_sent: return "starttls_sent";
+    case client_trigger::starttls_acked: return "starttls_acked";
+    case client_trigger::starttls_refused: return "starttls_refused";
+    case client_trigger::tls_started: return "tls_started";
+    case client_trigger::greeting_reported: return "greeting_reported";
   }
   return "unknown";
 }
@@ -162,7 +191,19 @@ inline constexpr std::array client_transitions{
     client_transition{cs::awaiting_greeting, ct::handshake_skipped, cs::transmission},
     client_transition{cs::awaiting_greeting, ct::oldstyle_greeting, cs::transmission},
     client_transition{cs::awaiting_greeting, ct::newstyle_greeting, cs::negotiating},
+    client_transition{cs::awaiting_greeting, ct::starttls_sent, cs::awaiting_starttls_reply},
     client_transition{cs::awaiting_greeting, ct::violation, cs::failed},
+    // TLS: STARTTLS first ("TLS support"), then the greeting is reported
+    client_transition{cs::awaiting_starttls_reply, ct::starttls_acked, cs::tls_pending},
+    client_transition{cs::awaiting_starttls_reply, ct::reply_with_data, cs::starttls_reply_data},
+    client_transition{cs::awaiting_starttls_reply, ct::violation, cs::failed},
+    client_transition{cs::starttls_reply_data, ct::starttls_refused, cs::negotiating},
+    client_transition{cs::starttls_reply_data, ct::shutdown_abort, cs::awaiting_option_reply},
+    client_transition{cs::starttls_reply_data, ct::violation, cs::failed},
+    client_transition{cs::tls_pending, ct::tls_started, cs::greeting_due},
+    client_transition{cs::tls_pending, ct::violation, cs::failed},
+    client_transition{cs::greeting_due, ct::greeting_reported, cs::negotiating},
+    client_transition{cs::greeting_due, ct::violation, cs::failed},
     // the caller sends an option (or the first step of go()'s plan)
     client_transition{cs::negotiating, ct::ext_headers_sent, cs::awaiting_ext_headers_reply},
     client_transition{cs::negotiating, ct::sr_sent, cs::awaiting_sr_reply},
@@ -253,10 +294,14 @@ static_assert(table_well_formed(client_transitions, client_state_count, client_s
     case cs::read_data: return cs::transmission;
     case cs::disconnecting_chunk_payload:
     case cs::disconnecting_read_data: return cs::disconnecting;
+    case cs::awaiting_starttls_reply:
+    case cs::starttls_reply_data:
+    case cs::tls_pending:
+    case cs::greeting_due: return cs::awaiting_greeting;
     default: return s;
   }
 }
-static_assert(static_cast<std::size_t>(client_state::disconnecting_read_data) + 1 == client_state_count);
+static_assert(static_cast<std::size_t>(client_state::greeting_due) + 1 == client_state_count);
 }  // namespace detail
 
 NBDWIRE_END_NAMESPACE

@@ -29,6 +29,19 @@ struct export_config {
   /// this release cannot honour (send_df, block_status_payload) are removed.
   std::uint16_t transmission_flags = 0;
   block_size_constraints block_size{};  ///< enforced on requests; advertised by NBD_INFO_BLOCK_SIZE
+  /// server_tls::optional (SELECTIVETLS): reachable only once TLS is up. Before it, INFO and
+  /// GO naming it get NBD_REP_ERR_TLS_REQD, EXPORT_NAME naming it ends the connection, and
+  /// LIST leaves it out ("TLS support").
+  bool tls_only = false;
+};
+
+/// The server's TLS policy ("TLS support"), fixed for the connection. The machine never
+/// touches TLS itself: it answers NBD_OPT_STARTTLS, reports `start_tls`, and the caller
+/// runs the TLS handshake and calls server::tls_started().
+enum class server_tls : std::uint8_t {
+  off,       ///< NOTLS: STARTTLS gets NBD_REP_ERR_POLICY; NBD_REP_ERR_TLS_REQD is never sent
+  optional,  ///< SELECTIVETLS: only exports marked tls_only need TLS
+  required,  ///< FORCEDTLS: every option but STARTTLS and ABORT needs TLS
 };
 
 struct server_config {
@@ -45,22 +58,27 @@ struct server_config {
   /// "qemu:dirty-bitmap:b0"; the context id is the index here. Caller-owned; at most
   /// max_meta_contexts names of at most max_string bytes.
   std::span<const std::string_view> meta_contexts{};
+  server_tls tls = server_tls::off;  ///< TLS needs fixed newstyle; tls_only exports need TLS on
 };
 
 namespace detail {
 
 /// A style that serves one export with another count, a bad default, invalid block sizes,
-/// over-long strings, or names with NUL (which no reply may carry) make a configuration invalid.
+/// over-long strings, names with NUL (which no reply may carry), TLS without fixed newstyle
+/// or a tls_only export without TLS make a configuration invalid.
 [[nodiscard]] constexpr bool config_valid(const server_config& c) noexcept {
   const bool single = c.style == handshake_style::oldstyle || c.style == handshake_style::legacy_1997;
   if (c.exports.empty() || (single && c.exports.size() != 1)) return false;
   if (c.default_export != server_config::no_export && c.default_export >= c.exports.size()) return false;
   if (c.meta_contexts.size() > max_meta_contexts) return false;
+  // TLS is negotiated by an option: fixed newstyle only ("TLS support").
+  if (c.tls != server_tls::off && c.style != handshake_style::fixed_newstyle) return false;
   for (auto m : c.meta_contexts)
     if (m.size() > max_string || has_nul(m)) return false;
   for (const auto& e : c.exports) {
     if (e.name.size() > max_string || e.description.size() > max_string || !valid(e.block_size)) return false;
     if (has_nul(e.name)) return false;
+    if (e.tls_only && c.tls == server_tls::off) return false;  // an export nobody could reach
     if (c.style == handshake_style::legacy_1997 && e.size > 0xffffffffu) return false;
   }
   return true;

@@ -5,7 +5,7 @@
 // transmission. Oldstyle and the 1997 framing choose their one export at once.
 //
 // States it runs (server/states.hpp): start, awaiting_client_flags, negotiating,
-// option_data, answering_option. Memory: one option body decoder at a time (a union of the
+// option_data, answering_option, tls_pending. Memory: one option body decoder at a time (a union of the
 // three; the largest holds one max_string buffer) and a few words of option results.
 #pragma once
 
@@ -62,6 +62,9 @@ class server_handshake {
     c.head.clear();
     if (f & ~client_flag::known) return ev = c.fail(errc::bad_client_flags), n;
     if ((f & client_flag::no_zeroes) && !c.cfg.no_zeroes) return ev = c.fail(errc::client_no_zeroes_not_offered), n;
+    // Without C_FIXED_NEWSTYLE only EXPORT_NAME exists, which FORCEDTLS refuses anyway.
+    if (c.cfg.tls == server_tls::required && !(f & client_flag::fixed_newstyle))
+      return ev = c.fail(errc::tls_required_client_not_fixed), n;
     no_zeroes_ = (f & client_flag::no_zeroes) != 0;
     c.move(server_trigger::client_flags);
     return n;
@@ -117,6 +120,13 @@ class server_handshake {
       if (o == option::export_name) return c.fail(errc::export_name_unknown);
       return simple(c, reply_type::err_shutdown, "server is shutting down");
     }
+    if (o == option::starttls) return answer_starttls(c);
+    // FORCEDTLS: nothing but STARTTLS and ABORT before TLS, the option's data consumed
+    // (EXPORT_NAME cannot carry an error: closing is its refusal).
+    if (c.cfg.tls == server_tls::required && !tls_ && o != option::abort) {
+      if (o == option::export_name) return c.fail(errc::tls_required_export_name);
+      return simple(c, reply_type::err_tls_reqd, "TLS is required: send NBD_OPT_STARTTLS first");
+    }
     switch (o) {
       case option::export_name: {
         if (extended_) return c.fail(errc::export_name_after_extended_headers);
@@ -127,6 +137,7 @@ class server_handshake {
           return c.fail(e == errc::ok ? errc::export_name_unknown : e);
         }
         if (!target_) return c.fail(errc::export_name_unknown);
+        if (needs_tls(c, *target_)) return c.fail(errc::tls_only_export_name);
         if (!c.out.room_for(sizeof(export_name_reply))) return {.kind = event_kind::blocked};
         choose(c, *target_, false);
         c.out.put_record(make_export_name_reply_short(c.neg.export_size, c.neg.transmission_flags));
@@ -141,7 +152,7 @@ class server_handshake {
         return {.kind = event_kind::disconnected, .option = opt_};
       case option::list:
         if (length_ != 0) return simple(c, reply_type::err_invalid, "NBD_OPT_LIST takes no data");
-        if (!put_export_list(c.out, opt_, c.cfg.exports, cursor_)) return {.kind = event_kind::blocked};
+        if (!put_export_list(c.out, opt_, c.cfg.exports, cursor_, !tls_)) return {.kind = event_kind::blocked};
         return simple(c, reply_type::ack, {});
       case option::info:
       case option::go: return answer_info_or_go(c, o == option::go);
@@ -161,12 +172,39 @@ class server_handshake {
       case option::set_meta_context: return answer_meta_context(c, o == option::set_meta_context);
       default: break;
     }
-    // STARTTLS (not in this release), PEEK_EXPORT (withdrawn), options switched off, and
-    // unknown options: consumed, then ERR_UNSUP.
+    // PEEK_EXPORT (withdrawn), options switched off, and unknown options: consumed, then
+    // ERR_UNSUP.
     return simple(c, reply_type::err_unsup, "option not supported by this server");
   }
 
+ /// tls_pending: the caller finished the TLS handshake. Nothing negotiated before it holds
+  /// ("the server MUST NOT preserve any negotiation state"; nbdkit CVE-2021-3716: a
+  /// plaintext STRUCTURED_REPLY must not survive into TLS).
+  void tls_started(server_core& c) noexcept {
+    tls_ = true;
+    structured_ = extended_ = false;
+    meta_selected_ = 0;
+    meta_export_ = server_config::no_export;
+    c.move(server_trigger::tls_started);
+  }
+  [[nodiscard]] bool tls_active() const noexcept { return tls_; }
+
  private:
+  /// "NBD_OPT_STARTTLS": ACK, after which the machine reads nothing until tls_started().
+  event answer_starttls(server_core& c) noexcept {
+    if (c.cfg.tls == server_tls::off) return simple(c, reply_type::err_policy, "TLS is not enabled on this server");
+    if (length_ != 0) return simple(c, reply_type::err_invalid, "NBD_OPT_STARTTLS takes no data");
+    if (tls_) return simple(c, reply_type::err_invalid, "TLS is already active");
+    if (!put_simple_reply(c.out, opt_, reply_type::ack, {})) return {.kind = event_kind::blocked};
+    c.move(server_trigger::starttls_acked);
+    return {.kind = event_kind::start_tls, .option = opt_};
+  }
+
+  /// SELECTIVETLS: a tls_only export before TLS.
+  [[nodiscard]] bool needs_tls(const server_core& c, std::size_t index) const noexcept {
+    return !tls_ && c.cfg.exports[index].tls_only;
+  }
+
   /// Which decoder an option's data goes through; the others' data is dropped.
   enum class body_kind : std::uint8_t { none, export_name, info, meta };
   [[nodiscard]] body_kind body() const noexcept {
@@ -250,6 +288,7 @@ class server_handshake {
     // is answered once all of it was consumed (answered_with_err_invalid).
     if (body_invalid()) return simple(c, reply_type::err_invalid, "malformed NBD_OPT_INFO/GO data");
     if (!target_) return simple(c, reply_type::err_unknown, "unknown export");
+    if (needs_tls(c, *target_)) return simple(c, reply_type::err_tls_reqd, "this export requires TLS");
     const export_config& e = c.cfg.exports[*target_];
     const bool want_name = info_requests_ & (1u << static_cast<unsigned>(info_type::name));
     const bool want_desc = (info_requests_ & (1u << static_cast<unsigned>(info_type::description))) && !e.description.empty();
@@ -318,6 +357,7 @@ class server_handshake {
     n.block_size_advertised = block_size_advertised;
     n.structured_replies = structured_;
     n.extended_headers = extended_;
+    n.tls = tls_;
     // Contexts hold only for the export SET_META_CONTEXT named ("Metadata querying").
     n.meta_context_count = 0;
     if (meta_export_ == index) {
@@ -338,6 +378,7 @@ class server_handshake {
 
   // what was negotiated so far
   bool no_zeroes_ = false, structured_ = false, extended_ = false;
+  bool tls_ = false;  ///< TLS is up (tls_started()); never reset
   std::uint32_t meta_selected_ = 0;                     ///< SET_META_CONTEXT's selection...
   std::size_t meta_export_ = server_config::no_export;  ///< ...and the export it is for
   std::uint32_t options_seen_ = 0;

@@ -52,9 +52,10 @@ struct answer_cursor {
 /// "NBD_OPT_LIST": one NBD_REP_SERVER per export. True once all are queued (ACK is the
 /// caller's), false while the outbox needs draining.
 [[nodiscard]] inline bool put_export_list(outbox& out, std::uint32_t opt, std::span<const export_config> exports,
-                                          answer_cursor& at) noexcept {
+                                          answer_cursor& at, bool hide_tls_only) noexcept {
   for (; at.next < exports.size(); ++at.next) {
     const export_config& e = exports[at.next];
+    if (hide_tls_only && e.tls_only) continue;  // SELECTIVETLS before TLS: "MAY" hide them
     if (!put_option_reply(out, opt, reply_type::server, static_cast<std::size_t>(server_reply_size(e.name, e.description)),
                           [&](mutable_bytes b) { return encode_server_reply(b, e.name, e.description); }))
       return false;

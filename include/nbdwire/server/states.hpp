@@ -30,6 +30,8 @@ enum class server_state : std::uint8_t {
                           ///< META_CONTEXT replies stream out as it drains)
   write_payload,          ///< "NBD_CMD_WRITE": an accepted WRITE's data streams in
   discard_payload,        ///< a refused request's payload streams in and is dropped
+  tls_pending,            ///< STARTTLS acknowledged: the caller runs the TLS handshake and
+                          ///< calls tls_started(); receive() meanwhile is a misuse
 };
 
 /// The enumerator's name, as docs/design.md shows it.
@@ -45,11 +47,12 @@ enum class server_state : std::uint8_t {
     case server_state::answering_option: return "answering_option";
     case server_state::write_payload: return "write_payload";
     case server_state::discard_payload: return "discard_payload";
+    case server_state::tls_pending: return "tls_pending";
   }
   return "unknown";
 }
 
-inline constexpr std::size_t server_state_count = 10;
+inline constexpr std::size_t server_state_count = 11;
 
 enum class server_trigger : std::uint8_t {
   greeting_queued,    ///< newstyle greeting queued
@@ -67,6 +70,8 @@ enum class server_trigger : std::uint8_t {
   write_request,  ///< a WRITE accepted: its payload follows
   refused_with_payload,  ///< a request refused and answered whose payload follows (checklist 3.3)
   payload_end,  ///< the last byte of the payload consumed (received, or dropped)
+  starttls_acked,  ///< NBD_OPT_STARTTLS acknowledged: the next bytes are TLS
+  tls_started,  ///< the caller says the TLS handshake is done (server::tls_started())
 };
 
 /// The enumerator's name, as docs/design.md shows it.
@@ -87,6 +92,8 @@ enum class server_trigger : std::uint8_t {
     case server_trigger::write_request: return "write_request";
     case server_trigger::refused_with_payload: return "refused_with_payload";
     case server_trigger::payload_end: return "payload_end";
+    case server_trigger::starttls_acked: return "starttls_acked";
+    case server_trigger::tls_started: return "tls_started";
   }
   return "unknown";
 }
@@ -115,8 +122,13 @@ inline constexpr auto server_transitions = [] {
     server_transition{answering_option, option_answered, negotiating},
     server_transition{answering_option, export_chosen, transmission},
     server_transition{answering_option, abort, closed},
+    server_transition{answering_option, starttls_acked, tls_pending},
     server_transition{answering_option, peer_closed, closed},
     server_transition{answering_option, violation, failed},
+
+    server_transition{tls_pending, tls_started, negotiating},
+    server_transition{tls_pending, peer_closed, closed},
+    server_transition{tls_pending, violation, failed},
 
     server_transition{transmission, request_header, transmission},
     server_transition{transmission, write_request, write_payload},
@@ -140,7 +152,8 @@ static_assert(table_well_formed(server_transitions, server_state_count, server_s
 [[nodiscard]] constexpr server_state phase_of(server_state s) noexcept {
   switch (s) {
     case server_state::option_data:
-    case server_state::answering_option: return server_state::negotiating;
+    case server_state::answering_option:
+    case server_state::tls_pending: return server_state::negotiating;
     case server_state::write_payload:
     case server_state::discard_payload: return server_state::transmission;
     default: return s;
