@@ -5,7 +5,8 @@
 #   nbdkit           nbdkit memory with data, a named export with a description (UTF-8 and a
 #                    tab) and advertised block sizes; info --json in oldstyle, newstyle and
 #                    without structured replies too
-#   qemu-nbd         qemu-nbd on a raw image with data, read-only, with a description
+#   qemu-nbd         qemu-nbd on a raw image with data, read-only, with a description and
+#                    qemu:allocation-depth (--map of a context other than base:allocation)
 #   nbdwire-server   two memory exports
 . "$(dirname "$0")/lib.sh"
 
@@ -125,9 +126,19 @@ case $peer in
         need_peer qemu-nbd
         truncate -s 4M "$T/q.img"
         dd if="$T/d1" of="$T/q.img" bs=64K seek=16 conv=notrunc status=none
-        bg qemu-nbd qemu-nbd -t -r -f raw -x disk -D "a read-only disk" --socket="$T/q.sock" "$T/q.img"
+        bg qemu-nbd qemu-nbd -t -r -A -f raw -x disk -D "a read-only disk" --socket="$T/q.sock" "$T/q.img"
         wait_unix_socket "$T/q.sock" "$BG_PID"
         compare "nbd+unix:///disk?socket=$T/q.sock"
+        # A map of another context (-A: qemu:allocation-depth), text and JSON, and its totals.
+        both_json depth "nbd+unix:///disk?socket=$T/q.sock" --map=qemu:allocation-depth --json
+        both_json depth-totals "nbd+unix:///disk?socket=$T/q.sock" --map=qemu:allocation-depth --totals --json
+        step "nbdinfo --map=qemu:allocation-depth" nbdinfo --map=qemu:allocation-depth \
+            "nbd+unix:///disk?socket=$T/q.sock" >"$T/depth.txt.nbdinfo"
+        client map "nbd+unix:///disk?socket=$T/q.sock" --map=qemu:allocation-depth >"$T/depth.txt.client"
+        cmp "$T/depth.txt.nbdinfo" "$T/depth.txt.client" >&2 || fail "--map=qemu:allocation-depth differs"
+        grep -q local "$T/depth.txt.client" || fail "the allocation-depth map has no local extent"
+        # A context the server does not have is an error, as in nbdinfo.
+        step_fails "--map of a context the server lacks" "$NBDWIRE_CLIENT" --map=no:such "nbd+unix:///disk?socket=$T/q.sock"
         expect_eq "$(status "$NBDWIRE_CLIENT" --is read-only "nbd+unix:///disk?socket=$T/q.sock")" 0 \
             "--is read-only of a read-only export"
         ;;
