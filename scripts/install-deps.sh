@@ -2,8 +2,15 @@
 # Installs (Debian/Ubuntu, apt-get) what the build and the tests need, skipping packages
 # that are already installed. The interop tests drive real NBD peers, hence the servers and
 # clients below.
+#   scripts/install-deps.sh              what the build and the tests need
+#   scripts/install-deps.sh --packaging  what building the Debian packages needs (debian/)
 set -euo pipefail
 
+if [[ ${1:-} == --packaging ]]; then
+  # dpkg-buildpackage, dh and lintian; cmake, libfuse3-dev and pkgconf are Build-Depends of
+  # debian/control.
+  packages=(debhelper devscripts build-essential lintian cmake libfuse3-dev pkgconf)
+else
 packages=(
   cmake g++ clang make binutils       # toolchains; binutils provides nm for core-freestanding
   libclang-rt-14-dev                   # libFuzzer and the sanitizer runtimes for clang 14 (fuzz/)
@@ -15,6 +22,7 @@ packages=(
   python3 ca-certificates
   file                                 # file(1): nbdinfo and nbdwire-client info probe content with it
 )
+fi
 
 missing=()
 for p in "${packages[@]}"; do
