@@ -7,7 +7,7 @@
 
 #include "../common.hpp"
 #include "connection.hpp"  // max_window
-#include "nbdwire/version.hpp"
+#include "nbdwire/version.hpp"  // NBDWIRE_VERSION_STRING: --version
 
 namespace client_app {
 
@@ -18,11 +18,6 @@ void need_args(const options& o, std::size_t n, const char* usage) {
 }
 
 namespace {
-
-#define NBDWIRE_CLIENT_STR2(x) #x
-#define NBDWIRE_CLIENT_STR(x) NBDWIRE_CLIENT_STR2(x)
-constexpr const char* version_text = NBDWIRE_CLIENT_STR(NBDWIRE_VERSION_MAJOR) "." NBDWIRE_CLIENT_STR(
-    NBDWIRE_VERSION_MINOR) "." NBDWIRE_CLIENT_STR(NBDWIRE_VERSION_PATCH);
 
 void print_usage() {
   std::printf(
@@ -110,7 +105,7 @@ options parse_args(int argc, char** argv) {
       print_usage();
       std::exit(0);
     } else if (a == "--version" || a == "-V") {
-      std::printf("nbdwire-client %s\n", version_text);
+      std::printf("nbdwire-client %s\n", NBDWIRE_VERSION_STRING);
       std::exit(0);
     } else if (name == "--style") {
       // fixed newstyle, newstyle and oldstyle are told apart by the server's greeting.
