@@ -34,8 +34,9 @@ constexpr std::size_t staged_limit = 64u * 1024 * 1024;
 constexpr std::size_t plan_segments = 64;
 
 /// A send error: logged unless the client simply went away. Always false (close).
-bool send_failed(const connection& c) {
+bool send_failed(connection& c) {
   if (errno != EPIPE && errno != ECONNRESET) log(c, std::string("send: ") + std::strerror(errno));
+  else if (c.end_reason.empty()) c.end_reason = "the client closed the connection";
   return false;
 }
 
@@ -119,6 +120,18 @@ bool send_out(connection& c) {
   return true;
 }
 
+/// The -v line for a finished handshake: the export and what was negotiated.
+std::string describe_export(const connection& c) {
+  const nbdwire::negotiated& n = c.m.negotiated();
+  std::string s = "export '" + std::string(c.exports[n.export_index].name) + "' (" + std::string(nbdwire::to_string(n.style));
+  if (n.extended_headers) s += ", extended headers";
+  else if (n.structured_replies) s += ", structured replies";
+  if (n.meta_context_count) s += ", " + std::to_string(n.meta_context_count) + " metadata context" + (n.meta_context_count == 1 ? "" : "s");
+  if (n.read_only()) s += ", read-only";
+  if (n.tls) s += ", TLS";
+  return s + ")";
+}
+
 /// Feeds the buffered input to the machine and carries out its events, until it needs more
 /// input or holds input back. False: close.
 bool feed(connection& c) {
@@ -131,18 +144,27 @@ bool feed(connection& c) {
       case event_kind::need_more: return true;
       case event_kind::blocked: c.held = true; return true;
       case event_kind::request:
+        ++c.requests;
         if (!on_request(c, ev)) return false;
+        break;
+      case event_kind::request_refused: ++c.requests; break;
+      case event_kind::ready:
+        if (c.verbose) log(c, describe_export(c));
         break;
       case event_kind::payload:
         if (!on_payload(c, ev)) return false;
         break;
       case event_kind::disconnected:
-      case event_kind::closed: c.finishing = true; return true;
+      case event_kind::closed:
+        c.end_reason = ev.kind == event_kind::disconnected ? "the client disconnected" : "the client closed";
+        c.finishing = true;
+        return true;
       case event_kind::failed:
+        c.end_reason = "protocol error";
         log(c, "protocol error: " + std::string(nbdwire::to_string(ev.error)));
         (void)send_out(c);  // best effort: an error reply may be queued
         return false;
-      default: break;  // ready, option_answered, request_refused: nothing to do
+      default: break;  // option_answered: nothing to do
     }
     if (c.staged.size() > staged_limit) return c.held = true;  // the client reads its replies first
   }
@@ -209,6 +231,7 @@ bool service(connection& c, bool readable) {
       continue;
     }
     if (n == 0) {
+      if (c.end_reason.empty()) c.end_reason = "the client closed the connection";
       const auto e = c.m.on_eof();
       if (e.kind == event_kind::failed) log(c, "protocol error: " + std::string(nbdwire::to_string(e.error)));
       return false;  // the client is gone: nothing more can be delivered
@@ -216,6 +239,7 @@ bool service(connection& c, bool readable) {
     if (errno == EINTR) continue;
     if (errno == EAGAIN) return true;
     if (errno != ECONNRESET) log(c, std::string("receive: ") + std::strerror(errno));
+    else if (c.end_reason.empty()) c.end_reason = "the client closed the connection";
     return false;
   }
 }

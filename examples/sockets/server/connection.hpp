@@ -36,6 +36,7 @@ struct connection {
       : fd(sock),
         peer(std::move(who)),
         m(cfg),
+        exports(cfg.exports),
         stores(backends),
         in(std::make_unique_for_overwrite<std::byte[]>(input_buffer_size)) {}
 
@@ -43,6 +44,7 @@ struct connection {
   std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
   std::string peer;
   nbdwire::server m;
+  std::span<const nbdwire::export_config> exports;  // names, by export index
   std::span<backend* const> stores;  // by export index
   // Left uninitialised: the pages an idle connection never receives into cost no memory.
   std::unique_ptr<std::byte[]> in;
@@ -61,6 +63,9 @@ struct connection {
   // reports it writable, which would cost a failing system call per request.
   bool send_blocked = false;
   std::uint32_t epoll_mask = 0;
+  bool verbose = false;        // -v: log the handshake result and the end
+  std::uint64_t requests = 0;  // requests read (for the -v line at the end)
+  std::string end_reason;      // how the connection ended, for that line
   // Reused for every request, so the steady state allocates nothing per request.
   std::vector<alloc_run> runs;
   std::vector<nbdwire::block_extent> extents;

@@ -2,11 +2,13 @@
 // nbdwire-server: the event loop.
 #include "loop.hpp"
 
+#include <fcntl.h>         // fcntl: socket-activated descriptors
 #include <sys/signalfd.h>  // signalfd: SIGINT/SIGTERM as a readable descriptor
 #include <sys/socket.h>    // accept4
-#include <unistd.h>        // close, unlink
+#include <unistd.h>        // close, unlink, getpid
 
-#include <algorithm>  // std::min
+#include <algorithm>  // std::min, std::find_if, std::clamp
+#include <cstdlib>    // std::getenv, std::strtol
 #include <cerrno>     // errno
 #include <chrono>     // deadlines, busy polling
 #include <csignal>    // sigset_t
@@ -29,7 +31,8 @@ server_loop::server_loop(settings s) : s_(std::move(s)) {
     c.size = e.store->size();
     std::uint16_t f = send_flush | send_fua | send_trim | send_write_zeroes | send_cache | can_multi_conn;
     if (e.store->can_fast_zero()) f |= send_fast_zero;
-    if (s_.read_only) f |= read_only;
+    if (e.read_only) f |= read_only;
+    c.description = e.description;
     c.transmission_flags = f;
     // Byte-granular requests work; 4 KiB is the page size of memory exports and a usual
     // file system block; 32 MiB is the payload every client may send.
@@ -50,8 +53,43 @@ server_loop::server_loop(settings s) : s_(std::move(s)) {
     fail("invalid export configuration: " + std::string(nbdwire::to_string(probe.error())));
 }
 
+/// The listening sockets: --listen/--unix in order; without either, those systemd passed
+/// (LISTEN_PID/LISTEN_FDS, sd_listen_fds(3)); else 127.0.0.1:10809.
+void server_loop::open_listeners() {
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* fds = std::getenv("LISTEN_FDS");
+  const bool activated = pid && fds && std::strtol(pid, nullptr, 10) == static_cast<long>(getpid());
+  if (activated) {
+    // Consumed: a child process must not take them for its own.
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (!s_.listeners.empty()) fail("socket activation passed listening sockets; --listen/--unix cannot be added");
+    const long n = std::strtol(fds, nullptr, 10);
+    if (n < 1 || n > 64) fail(std::string("socket activation: bad LISTEN_FDS '") + fds + "'");
+    for (int fd = 3; fd < 3 + n; ++fd) {
+      int listening = 0;
+      socklen_t len = sizeof listening;
+      if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening)
+        fail("socket activation: descriptor " + std::to_string(fd) + " is not a listening socket");
+      sockaddr_storage ss{};
+      socklen_t sl = sizeof ss;
+      const bool is_unix = getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl) == 0 && ss.ss_family == AF_UNIX;
+      (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+      (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+      listeners_.push_back({fd, is_unix, "socket-activated descriptor " + std::to_string(fd), false, {}});
+    }
+    return;
+  }
+  if (s_.listeners.empty()) s_.listeners.emplace_back();
+  for (auto& e : s_.listeners) {
+    const int fd = examples::listen_on(e);
+    listeners_.push_back({fd, e.is_unix, e.to_string(), true, e.is_unix ? e.path : std::string{}});
+  }
+}
+
 int server_loop::run() {
-  listen_fd_ = examples::listen_on(s_.where);
+  open_listeners();
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (ep_ < 0) examples::fail_errno("epoll_create1");
   sigset_t sigs;
@@ -61,16 +99,30 @@ int server_loop::run() {
   if (sigprocmask(SIG_BLOCK, &sigs, nullptr) != 0) examples::fail_errno("sigprocmask");
   sig_fd_ = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sig_fd_ < 0) examples::fail_errno("signalfd");
-  add(listen_fd_, EPOLLIN);
   add(sig_fd_, EPOLLIN);
+  set_accepting(true);
 
+  std::string where;
+  for (const auto& l : listeners_) where += (where.empty() ? "" : ", ") + l.name;
   const std::size_t n = s_.exports.size();
-  std::printf("nbdwire-server: listening on %s (%s, %zu export%s)\n", s_.where.to_string().c_str(),
+  std::printf("nbdwire-server: listening on %s (%s, %zu export%s)\n", where.c_str(),
               std::string(nbdwire::to_string(s_.style)).c_str(), n, n == 1 ? "" : "s");
   std::fflush(stdout);
+  write_pidfile();
 
   epoll_event evs[64];
   for (;;) {
+    if (shutting_down_ && (conns_.empty() || clock::now() >= shutdown_deadline_)) {
+      if (!conns_.empty())
+        std::fprintf(stderr, "nbdwire-server: shutdown: closing %zu connection%s still open\n", conns_.size(),
+                     conns_.size() == 1 ? "" : "s");
+      stop();
+      return 0;
+    }
+    // Accept again once a descriptor and a connection slot are free.
+    if (!accepting_ && !shutting_down_ && clock::now() >= retry_accept_ &&
+        (s_.max_connections == 0 || conns_.size() < s_.max_connections))
+      set_accepting(true);
     const int k = wait_for_events(evs, 64);
     if (k < 0) {
       if (errno == EINTR) continue;
@@ -79,11 +131,19 @@ int server_loop::run() {
     for (int i = 0; i < k; ++i) {
       const int fd = evs[i].data.fd;
       if (fd == sig_fd_) {
-        stop();
-        return 0;
+        signalfd_siginfo si{};
+        while (read(sig_fd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        }
+        if (shutting_down_) {  // a second signal: stop at once
+          stop();
+          return 0;
+        }
+        begin_shutdown();
+        break;  // the connections were stepped; this batch's events may be stale
       }
-      if (fd == listen_fd_) {
-        accept_all();
+      if (const auto l = std::find_if(listeners_.begin(), listeners_.end(), [&](const listener& x) { return x.fd == fd; });
+          l != listeners_.end()) {
+        if (accepting_) accept_on(*l);
         continue;
       }
       const auto it = conns_.find(fd);
@@ -99,21 +159,33 @@ int server_loop::run() {
 /// epoll_wait(), after polling for up to --busy-poll microseconds first.
 int server_loop::wait_for_events(epoll_event* evs, int max) {
   if (s_.busy_poll_us > 0) {
-    using clock = std::chrono::steady_clock;
     const auto until = clock::now() + std::chrono::microseconds(s_.busy_poll_us);
     do {
       const int k = epoll_wait(ep_, evs, max, 0);
       if (k != 0) return k;
     } while (clock::now() < until);
   }
-  return epoll_wait(ep_, evs, max, drop_late_handshakes());
+  return epoll_wait(ep_, evs, max, timeout_ms());
+}
+
+/// The epoll timeout: the nearest of the handshake deadlines, the shutdown deadline and the
+/// time accepting resumes; -1 for none.
+int server_loop::timeout_ms() {
+  int ms = drop_late_handshakes();
+  auto until = [&](clock::time_point t) {
+    const auto d = std::chrono::duration_cast<std::chrono::milliseconds>(t - clock::now()).count() + 1;
+    const int v = static_cast<int>(std::clamp<long long>(d, 0, 60000));
+    ms = ms < 0 ? v : std::min(ms, v);
+  };
+  if (shutting_down_) until(shutdown_deadline_);
+  if (!accepting_ && !shutting_down_ && retry_accept_ != clock::time_point{}) until(retry_accept_);
+  return ms;
 }
 
 /// Drops connections still negotiating past the handshake deadline; returns the epoll
 /// timeout (ms) until the next deadline, or -1.
 int server_loop::drop_late_handshakes() {
   if (s_.handshake_timeout <= 0) return -1;
-  using clock = std::chrono::steady_clock;
   const auto limit = std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s_.handshake_timeout));
   const auto now = clock::now();
   auto next = clock::time_point::max();
@@ -142,18 +214,51 @@ void server_loop::add(int fd, std::uint32_t mask) {
   if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) examples::fail_errno("epoll_ctl");
 }
 
-void server_loop::accept_all() {
-  for (;;) {
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+/// Puts the listeners in the epoll set or takes them out. Out, pending clients wait in the
+/// listen backlog: no wakeup, and no CPU, until a slot or a descriptor is free.
+void server_loop::set_accepting(bool on) {
+  if (on == accepting_) return;
+  for (const auto& l : listeners_) {
+    if (on) add(l.fd, EPOLLIN);
+    else epoll_ctl(ep_, EPOLL_CTL_DEL, l.fd, nullptr);
+  }
+  accepting_ = on;
+}
+
+/// accept4() failed for lack of descriptors or memory: stop accepting for a second (or until
+/// a connection closes), and say so at most once per 10 seconds.
+void server_loop::accept_failed(int err) {
+  set_accepting(false);
+  retry_accept_ = clock::now() + std::chrono::seconds(1);
+  ++accept_errors_;
+  const auto now = clock::now();
+  if (last_accept_error_ == clock::time_point{} || now - last_accept_error_ >= std::chrono::seconds(10)) {
+    std::fprintf(stderr, "nbdwire-server: accept: %s; new clients wait until descriptors are free (%u time%s)\n",
+                 std::strerror(err), accept_errors_, accept_errors_ == 1 ? "" : "s");
+    last_accept_error_ = now;
+    accept_errors_ = 0;
+  }
+}
+
+void server_loop::accept_on(const listener& l) {
+  while (accepting_) {
+    if (s_.max_connections != 0 && conns_.size() >= s_.max_connections) {
+      set_accepting(false);  // resumed when a connection closes
+      return;
+    }
+    const int fd = accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) return accept_failed(errno);
       if (errno != EAGAIN) std::fprintf(stderr, "nbdwire-server: accept: %s\n", std::strerror(errno));
       return;
     }
-    if (!s_.where.is_unix) examples::set_nodelay(fd);
-    if (s_.where.is_unix) examples::set_unix_send_buffer(fd);
+    if (!l.is_unix) examples::set_nodelay(fd);
+    if (l.is_unix) examples::set_unix_send_buffer(fd);
     auto c = std::make_unique<connection>(fd, cfg_, stores_,
-                                          s_.where.is_unix ? "unix client " + std::to_string(fd) : examples::peer_name(fd));
+                                          l.is_unix ? "unix client " + std::to_string(fd) : examples::peer_name(fd));
+    c->verbose = s_.verbose;
+    if (c->verbose) log(*c, "connected");
     c->epoll_mask = EPOLLIN | EPOLLOUT;  // the greeting is queued already
     add(fd, c->epoll_mask);
     auto& ref = *c;
@@ -175,18 +280,58 @@ void server_loop::step(connection& c, bool readable) {
 }
 
 void server_loop::drop(int fd) {
+  if (const auto it = conns_.find(fd); it != conns_.end() && it->second->verbose)
+    log(*it->second, "closed after " + std::to_string(it->second->requests) + " request" +
+                         (it->second->requests == 1 ? "" : "s") +
+                         (it->second->end_reason.empty() ? "" : " (" + it->second->end_reason + ")"));
   epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
   close(fd);
   conns_.erase(fd);
+  retry_accept_ = {};  // a descriptor and a slot are free again
+}
+
+/// The first SIGTERM/SIGINT: no new clients; every connection refuses new work
+/// (server::begin_shutdown) and finishes what it has; run() closes the rest at the deadline.
+void server_loop::begin_shutdown() {
+  shutting_down_ = true;
+  shutdown_deadline_ =
+      clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s_.shutdown_timeout));
+  set_accepting(false);
+  std::fprintf(stderr, "nbdwire-server: shutting down: %zu connection%s open, new requests get NBD_ESHUTDOWN\n",
+               conns_.size(), conns_.size() == 1 ? "" : "s");
+  std::vector<int> fds;
+  for (const auto& [fd, c] : conns_) fds.push_back(fd);
+  for (const int fd : fds) {
+    const auto it = conns_.find(fd);
+    if (it == conns_.end()) continue;
+    it->second->m.begin_shutdown();
+    step(*it->second, false);  // an option answer or request held back may go now
+  }
 }
 
 void server_loop::stop() {
   for (auto& [fd, c] : conns_) close(fd);
   conns_.clear();
-  close(listen_fd_);
-  if (s_.where.is_unix) unlink(s_.where.path.c_str());
+  for (const auto& l : listeners_) {
+    close(l.fd);
+    if (!l.path.empty()) unlink(l.path.c_str());
+  }
+  // Whatever was acknowledged reaches stable storage before the process ends.
+  for (std::size_t i = 0; i < stores_.size(); ++i)
+    if (const int err = stores_[i]->flush(); err != 0)
+      std::fprintf(stderr, "nbdwire-server: flushing export '%s': %s\n", s_.exports[i].name.c_str(), std::strerror(err));
+  if (!s_.pidfile.empty()) unlink(s_.pidfile.c_str());
   close(sig_fd_);
   close(ep_);
+}
+
+void server_loop::write_pidfile() {
+  if (s_.pidfile.empty()) return;
+  const std::string tmp = s_.pidfile + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f || std::fprintf(f, "%ld\n", static_cast<long>(getpid())) < 0 || std::fclose(f) != 0 ||
+      std::rename(tmp.c_str(), s_.pidfile.c_str()) != 0)
+    examples::fail_errno("cannot write --pidfile " + s_.pidfile);
 }
 
 }  // namespace nbdwire_server

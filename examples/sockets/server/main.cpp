@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 // nbdwire-server: an NBD server over POSIX sockets, built on nbdwire::server.
 //
-//   nbdwire-server [--listen HOST:PORT | --unix PATH | --port N]
+//   nbdwire-server [--listen HOST:PORT]... [--unix PATH]... [--port N]
 //                  [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]
-//                  [--handshake-timeout SECONDS] [--busy-poll USEC] NAME=BACKEND...
+//                  [--max-connections N] [--pidfile FILE] [-v] [--shutdown-timeout SECONDS]
+//                  [--handshake-timeout SECONDS] [--busy-poll USEC] NAME=BACKEND[,OPTIONS]...
 //   BACKEND: memory:SIZE (sparse, lazily allocated) or file:PATH (file or block device)
 //
 // With structured replies, READs of sparse ranges answer holes with OFFSET_HOLE chunks, and
@@ -19,9 +20,10 @@
 // large WRITE payloads to a memory export are received straight into the export. Buffers are
 // reused, so serving a request allocates nothing.
 //
-//   options.{hpp,cpp}     the command line
+//   options.{hpp,cpp}     the command line and per-export options
 //   backends.{hpp,cpp}    memory and file exports
-//   loop.{hpp,cpp}        listening, epoll, signals, the handshake deadline
+//   loop.{hpp,cpp}        listeners (socket activation), accepting within limits, epoll,
+//                         signals and the graceful shutdown, the handshake deadline
 //   connection.{hpp,cpp}  one connection's bytes: receive, send, sendfile
 //   requests.{hpp,cpp}    carrying out and answering requests
 //   staging.hpp           file READ data read ahead of sending

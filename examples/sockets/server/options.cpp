@@ -4,6 +4,7 @@
 
 #include <cstdio>       // std::printf
 #include <cstdlib>      // std::strtod, std::strtol, std::exit
+#include <optional>     // --port
 #include <string_view>  // backend kinds
 
 #include "nbdwire/constants.hpp"
@@ -19,14 +20,49 @@ namespace {
 
 void print_usage() {
   std::printf(
-      "usage: nbdwire-server [--listen HOST:PORT | --unix PATH | --port N]\n"
+      "usage: nbdwire-server [--listen HOST:PORT]... [--unix PATH]... [--port N]\n"
       "                      [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]\n"
-      "                      [--handshake-timeout SECONDS] [--busy-poll USEC] NAME=BACKEND...\n"
+      "                      [--max-connections N] [--pidfile FILE] [-v|--verbose]\n"
+      "                      [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]\n"
+      "                      [--busy-poll USEC] NAME=BACKEND[,read-only][,description=TEXT]...\n"
       "       nbdwire-server --help | --version\n"
       "BACKEND: memory:SIZE (K/M/G/T binary suffixes) or file:PATH (file or block device).\n"
-      "The first export is also the default (empty name). Default listen 127.0.0.1:%u.\n"
+      "  ,read-only serves that export read-only; ,description=TEXT (the rest of the argument)\n"
+      "  is sent to clients that ask (NBD_INFO_DESCRIPTION, LIST).\n"
+      "The first export is also the default (empty name); names must be unique.\n"
+      "--listen and --unix may be repeated; without either, sockets passed by systemd socket\n"
+      "activation (LISTEN_FDS) are used, else 127.0.0.1:%u (--port changes the port).\n"
+      "--max-connections N serves at most N clients at once; others wait to be accepted.\n"
+      "--pidfile FILE is written once the server listens. -v logs each connection to stderr.\n"
+      "SIGTERM or SIGINT: new requests get NBD_ESHUTDOWN, requests in flight are answered, and\n"
+      "connections still open after --shutdown-timeout seconds (default 5) are closed; file\n"
+      "exports are flushed. A second signal stops at once.\n"
       "--version prints the program's name and version.\n",
       nbdwire::default_port);
+}
+
+/// Splits the per-export options off "BACKEND[,read-only][,description=TEXT]": the backend
+/// ends at the first ',' followed by an option name; description= takes the rest.
+void split_export_options(export_entry& e, const std::string& arg) {
+  for (std::size_t comma = e.spec.find(','); comma != std::string::npos; comma = e.spec.find(',', comma + 1)) {
+    const std::string_view rest = std::string_view(e.spec).substr(comma + 1);
+    if (!rest.starts_with("read-only") && !rest.starts_with("description=")) continue;
+    std::string_view opts = rest;
+    while (!opts.empty()) {
+      if (opts.starts_with("description=")) {
+        e.description = std::string(opts.substr(12));
+        if (e.description.size() > nbdwire::max_string) fail("export description too long in '" + arg + "'");
+        break;
+      }
+      const std::size_t next = opts.find(',');
+      const std::string_view opt = opts.substr(0, next);
+      if (opt == "read-only") e.read_only = true;
+      else usage_error("unknown export option '" + std::string(opt) + "' in '" + arg + "'");
+      opts = next == std::string_view::npos ? std::string_view{} : opts.substr(next + 1);
+    }
+    e.spec.resize(comma);
+    return;
+  }
 }
 
 export_entry parse_export(const std::string& arg, bool read_only) {
@@ -43,6 +79,8 @@ export_entry parse_export(const std::string& arg, bool read_only) {
   export_entry e;
   e.name = arg.substr(0, eq);
   e.spec = arg.substr(eq + 1);
+  split_export_options(e, arg);
+  e.read_only = e.read_only || read_only;
   if (e.name.size() > nbdwire::max_string) fail("export name too long: " + e.name.substr(0, 40) + "...");
   if (e.spec.starts_with("memory:")) {
     const auto size = examples::parse_size(std::string_view(e.spec).substr(7));
@@ -51,7 +89,7 @@ export_entry parse_export(const std::string& arg, bool read_only) {
   } else {
     const std::string path = e.spec.substr(5);
     if (path.empty()) usage_error("missing path in '" + arg + "'");
-    e.store = make_file_backend(path, read_only);
+    e.store = make_file_backend(path, e.read_only);
   }
   return e;
 }
@@ -61,6 +99,7 @@ export_entry parse_export(const std::string& arg, bool read_only) {
 settings parse_args(int argc, char** argv) {
   settings s;
   std::vector<std::string> specs;
+  std::optional<std::uint16_t> port;  // --port: the default listener's port
   examples::arguments args(argc, argv);
   while (args.next()) {
     const std::string& a = args.current();
@@ -73,17 +112,36 @@ settings parse_args(int argc, char** argv) {
       std::exit(0);
     } else if (a == "--listen") {
       const std::string v = value();
-      const auto e = examples::parse_host_port(v, nbdwire::default_port);
+      const auto e = examples::parse_host_port(v, port ? *port : nbdwire::default_port);
       if (!e) usage_error("bad --listen '" + v + "' (HOST:PORT or [IPv6]:PORT)");
-      s.where = *e;
+      s.listeners.push_back(*e);
     } else if (a == "--unix") {
-      s.where.is_unix = true;
-      s.where.path = value();
+      examples::endpoint e;
+      e.is_unix = true;
+      e.path = value();
+      if (e.path.empty()) usage_error("empty --unix path");
+      s.listeners.push_back(e);
     } else if (a == "--port") {
       const std::string v = value();
-      const auto p = examples::parse_port(v);
-      if (!p) usage_error("bad --port '" + v + "'");
-      s.where.port = *p;
+      port = examples::parse_port(v);
+      if (!port) usage_error("bad --port '" + v + "'");
+    } else if (a == "--max-connections" || a == "-e") {
+      const std::string v = value();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 1000000) usage_error("bad --max-connections '" + v + "' (1 or more)");
+      s.max_connections = static_cast<unsigned>(n);
+    } else if (a == "--pidfile") {
+      s.pidfile = value();
+      if (s.pidfile.empty()) usage_error("empty --pidfile");
+    } else if (a == "--verbose" || a == "-v") {
+      s.verbose = true;
+    } else if (a == "--shutdown-timeout") {
+      const std::string v = value();
+      char* end = nullptr;
+      const double t = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(t >= 0) || t > 86400) usage_error("bad --shutdown-timeout '" + v + "'");
+      s.shutdown_timeout = t;
     } else if (a == "--style") {
       const std::string v = value();
       using hs = nbdwire::handshake_style;
@@ -113,7 +171,17 @@ settings parse_args(int argc, char** argv) {
     }
   }
   if (specs.empty()) usage_error("no export given (NAME=memory:SIZE or NAME=file:PATH)");
-  for (const auto& spec : specs) s.exports.push_back(parse_export(spec, s.read_only));
+  // --port alone changes the default listener's port (socket activation is then off).
+  if (port && s.listeners.empty()) {
+    s.listeners.emplace_back();
+    s.listeners.back().port = *port;
+  }
+  for (const auto& spec : specs) {
+    export_entry e = parse_export(spec, s.read_only);
+    for (const auto& other : s.exports)
+      if (other.name == e.name) fail("export name '" + e.name + "' given twice");
+    s.exports.push_back(std::move(e));
+  }
   const bool single = s.style == nbdwire::handshake_style::oldstyle || s.style == nbdwire::handshake_style::legacy_1997;
   if (single && s.exports.size() != 1)
     fail(std::string(nbdwire::to_string(s.style)) + " serves exactly one export; " + std::to_string(s.exports.size()) +

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: MIT
 // nbdwire-server: the command line.
 //
-//   nbdwire-server [--listen HOST:PORT | --unix PATH | --port N]
+//   nbdwire-server [--listen HOST:PORT]... [--unix PATH]... [--port N]
 //                  [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]
-//                  [--handshake-timeout SECONDS] [--busy-poll USEC] NAME=BACKEND...
+//                  [--max-connections N] [--pidfile FILE] [-v|--verbose]
+//                  [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]
+//                  [--busy-poll USEC] NAME=BACKEND[,read-only][,description=TEXT]...
 //   BACKEND: memory:SIZE (sparse, lazily allocated) or file:PATH (file or block device)
+//   With no --listen or --unix, systemd socket activation (LISTEN_FDS) supplies the
+//   listening sockets when present; else 127.0.0.1:10809.
 #pragma once
 
 #include <memory>  // std::unique_ptr
@@ -20,11 +24,14 @@ namespace nbdwire_server {
 struct export_entry {
   std::string name;
   std::string spec;  // BACKEND as given, for messages
+  std::string description;  // ,description=TEXT: sent with NBD_INFO_DESCRIPTION and LIST
+  bool read_only = false;   // ,read-only (or --read-only for every export)
   std::unique_ptr<backend> store;
 };
 
 struct settings {
-  examples::endpoint where;
+  /// --listen and --unix, in the order given; empty: socket activation, else the default.
+  std::vector<examples::endpoint> listeners;
   nbdwire::handshake_style style = nbdwire::handshake_style::fixed_newstyle;
   bool read_only = false;
   /// Clients that have not finished the handshake this long after connecting are dropped
@@ -35,6 +42,15 @@ struct settings {
   /// at queue depth 1 without waking a sleeping CPU, at the price of a busy CPU while the
   /// client keeps coming back within that time.
   long busy_poll_us = 0;
+  /// Connections served at once (0: no limit). At the limit the server stops accepting, as
+  /// qemu-nbd --shared does: new clients wait in the listen backlog until one leaves.
+  unsigned max_connections = 0;
+  std::string pidfile;  ///< written once listening, removed at exit
+  bool verbose = false;  ///< one line per connection, handshake result and disconnect
+  /// SIGTERM/SIGINT: stop accepting, refuse new requests with NBD_ESHUTDOWN (options with
+  /// NBD_REP_ERR_SHUTDOWN), answer what is in flight, and close connections still open after
+  /// this many seconds; a second signal stops at once.
+  double shutdown_timeout = 5;
   std::vector<export_entry> exports;
 };
 
