@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Copy benchmark: nbdwire-client copy against nbdcopy, reading from and writing to the same
-# nbdkit export (file plugin on tmpfs), with a dense and a sparse image; and, when FUSE works
+# nbdkit export (file plugin on tmpfs), with a dense and a sparse image, file to NBD, NBD to
+# file and NBD to NBD (one nbdkit export to another); and, when FUSE works
 # here, nbdwire-fuse against nbdfuse read and written with dd. read-null reads the dense
 # image and drops the data, which leaves out the cost of the destination's new tmpfs pages
 # (on a VM that cost can vary several-fold from one run to the next).
@@ -102,7 +103,7 @@ run_case() {  # run_case CASE TOOL
     # Every write starts from the same dense destination: zeroing ranges that hold data
     # (pages to free) costs the server far more than zeroing holes, so otherwise whichever
     # tool ran second after a dense write would get the cheap case.
-    case $c in write-*|fuse-write) cp "$work/dense.img" "$work/dst.img" ;; esac
+    case $c in write-*|nbd-*|fuse-write) cp "$work/dense.img" "$work/dst.img" ;; esac
     case $c/$t in
         read-dense/nbdwire) timed "$c" "$t" "$client" copy "$(u dense)" "$work/out.bin" ;;
         read-dense/nbdcopy) timed "$c" "$t" nbdcopy "$(u dense)" "$work/out.bin" ;;
@@ -117,6 +118,11 @@ run_case() {  # run_case CASE TOOL
         write-dense/nbdcopy) timed "$c" "$t" nbdcopy "$work/dense.img" "$(u dst)" ;;
         write-sparse/nbdwire) timed "$c" "$t" "$client" copy "$work/sparse.img" "$(u dst)" ;;
         write-sparse/nbdcopy) timed "$c" "$t" nbdcopy "$work/sparse.img" "$(u dst)" ;;
+        # NBD to NBD: from one nbdkit export to another.
+        nbd-dense/nbdwire) timed "$c" "$t" "$client" copy "$(u dense)" "$(u dst)" ;;
+        nbd-dense/nbdcopy) timed "$c" "$t" nbdcopy "$(u dense)" "$(u dst)" ;;
+        nbd-sparse/nbdwire) timed "$c" "$t" "$client" copy "$(u sparse)" "$(u dst)" ;;
+        nbd-sparse/nbdcopy) timed "$c" "$t" nbdcopy "$(u sparse)" "$(u dst)" ;;
         fuse-read/*|fuse-write/*)
             local m=$work/mnt-a
             local fp=
@@ -131,7 +137,7 @@ run_case() {  # run_case CASE TOOL
     esac
 }
 
-cases="read-dense read-null read-sparse write-dense write-sparse"
+cases="read-dense read-null read-sparse write-dense write-sparse nbd-dense nbd-sparse"
 [ "$fuse_ok" = 1 ] && cases="$cases fuse-read fuse-write"
 for r in $(seq "$rounds"); do
     for c in $cases; do
