@@ -21,6 +21,7 @@ packages=(
   qemu-system-arm fdisk                # firmware shim: mps2-an385 run; sfdisk for the MBR image
   python3 ca-certificates
   file                                 # file(1): nbdinfo and nbdwire-client info probe content with it
+  libgnutls28-dev gnutls-bin           # TLS in the tools (GnuTLS); certtool and psktool for the TLS tests
 )
 fi
 
