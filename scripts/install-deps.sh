@@ -7,9 +7,9 @@
 set -euo pipefail
 
 if [[ ${1:-} == --packaging ]]; then
-  # dpkg-buildpackage, dh and lintian; cmake, libfuse3-dev and pkgconf are Build-Depends of
-  # debian/control.
-  packages=(debhelper devscripts build-essential lintian cmake libfuse3-dev pkgconf)
+  # dpkg-buildpackage, dh and lintian; cmake, libfuse3-dev, libgnutls28-dev and pkgconf are
+  # Build-Depends of debian/control.
+  packages=(debhelper devscripts build-essential lintian cmake libfuse3-dev libgnutls28-dev pkgconf)
 else
 packages=(
   cmake g++ clang make binutils       # toolchains; binutils provides nm for core-freestanding
