@@ -95,14 +95,26 @@ inline std::string human_size(std::uint64_t v) {
 class arguments {
  public:
   arguments(int argc, char** argv) : argc_(argc), argv_(argv) {}
+  /// The next argument. "--name=VALUE" is taken as "--name" with VALUE (value() returns it);
+  /// an option given a value it does not take is an error.
   bool next() {
+    if (inline_) fail(current_ + " takes no value (try --help)");
     if (++i_ >= argc_) return false;
     current_ = argv_[i_];
+    if (const auto eq = current_.find('='); current_.starts_with("--") && eq != std::string::npos) {
+      inline_ = current_.substr(eq + 1);
+      current_.resize(eq);
+    }
     return true;
   }
   [[nodiscard]] const std::string& current() const { return current_; }
   [[nodiscard]] bool help() const { return current_ == "--help" || current_ == "-h"; }
   std::string value() {
+    if (inline_) {
+      std::string v = std::move(*inline_);
+      inline_.reset();
+      return v;
+    }
     if (i_ + 1 >= argc_) fail(current_ + " needs a value (try --help)");
     return argv_[++i_];
   }
@@ -112,6 +124,7 @@ class arguments {
   char** argv_;
   int i_ = 0;
   std::string current_;
+  std::optional<std::string> inline_;  // VALUE of "--name=VALUE", until value() takes it
 };
 
 /// Where to listen or connect: a TCP host and port, or a Unix socket path.

@@ -35,7 +35,8 @@ constexpr std::size_t plan_segments = 64;
 
 /// A send error: logged unless the client simply went away. Always false (close).
 bool send_failed(connection& c) {
-  if (errno != EPIPE && errno != ECONNRESET) log(c, std::string("send: ") + std::strerror(errno));
+  if (c.tls && errno == EIO) log(c, c.tls->error());
+  else if (errno != EPIPE && errno != ECONNRESET) log(c, std::string("send: ") + std::strerror(errno));
   else if (c.end_reason.empty()) c.end_reason = "the client closed the connection";
   return false;
 }
@@ -67,6 +68,49 @@ bool send_file_data(connection& c) {
   return true;
 }
 
+/// Under TLS: one plan's bytes through the session, in records of up to 16 KiB. Pieces of
+/// data 4 KiB and larger are encrypted where they lie; smaller pieces (reply headers, small
+/// READ data) are gathered first, so a burst of replies does not cost a record and a system
+/// call per header. Returns the bytes taken, or -1 with errno (EAGAIN: try again later with
+/// the same bytes first, as GnuTLS requires; it does, since nothing taken is re-offered).
+long send_tls(connection& c, std::span<const iovec> iov) {
+  constexpr std::size_t record = 16384, direct_min = 4096;
+  std::array<std::byte, record> gather;
+  long total = 0;
+  std::size_t i = 0, off = 0;  // the first byte not taken: iov[i], at `off`
+  while (i < iov.size()) {
+    const auto* base = static_cast<const std::byte*>(iov[i].iov_base) + off;
+    const std::size_t left = iov[i].iov_len - off;
+    const std::byte* p = base;
+    std::size_t n = 0;
+    if (left >= direct_min) {
+      n = std::min(left, record);
+    } else {
+      // Gather from here while it fits, cutting the last piece to fill the record.
+      std::size_t j = i, o = off;
+      while (j < iov.size() && n < record) {
+        const std::size_t take = std::min(iov[j].iov_len - o, record - n);
+        std::memcpy(gather.data() + n, static_cast<const std::byte*>(iov[j].iov_base) + o, take);
+        n += take;
+        o += take;
+        if (o == iov[j].iov_len) ++j, o = 0;
+      }
+      p = gather.data();
+    }
+    const long w = c.tls->send(p, n);
+    if (w < 0) return total > 0 ? total : -1;
+    total += w;
+    // Step over the bytes taken.
+    for (auto k = static_cast<std::size_t>(w); k > 0;) {
+      const std::size_t step = std::min(k, iov[i].iov_len - off);
+      off += step;
+      k -= step;
+      if (off == iov[i].iov_len) ++i, off = 0;
+    }
+  }
+  return total;
+}
+
 /// Sends queued output until all is sent or the socket is full: headers and READ data in one
 /// sendmsg() per plan (memory exports in place, file data read earlier from `staged`), the
 /// data of large file READs with sendfile(). False on a socket error.
@@ -96,7 +140,8 @@ bool send_out(connection& c) {
     std::array<iovec, plan_segments> iov;
     const msghdr mh = examples::plan_message(plan, iov);
     // MSG_MORE when file data follows: TCP joins the header to it.
-    const ssize_t w = sendmsg(c.fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT | (plan.stopped_at() ? MSG_MORE : 0));
+    const ssize_t w = c.tls ? send_tls(c, {mh.msg_iov, mh.msg_iovlen})
+                            : sendmsg(c.fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT | (plan.stopped_at() ? MSG_MORE : 0));
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) return c.send_blocked = true;
@@ -151,6 +196,10 @@ bool feed(connection& c) {
       case event_kind::ready:
         if (c.verbose) log(c, describe_export(c));
         break;
+      case event_kind::start_tls:
+        // The ACK is queued; nothing more is read until TLS is up (start_tls()).
+        c.tls_starting = true;
+        return true;
       case event_kind::payload:
         if (!on_payload(c, ev)) return false;
         break;
@@ -170,6 +219,44 @@ bool feed(connection& c) {
   }
 }
 
+/// After start_tls: the ACK out in plaintext, then the TLS handshake on the socket, with the
+/// input already buffered after STARTTLS as its first bytes. 1: TLS is up; 0: waiting for
+/// the socket (wanted_events() says which way); -1: close.
+int start_tls(connection& c) {
+  if (c.tls_starting) {
+    if (!send_out(c)) return -1;
+    if (c.output_pending()) return 0;
+    try {
+      c.tls = examples::make_tls_session(c.tls_creds, c.fd, {c.in.get() + c.start, c.end - c.start});
+    } catch (const examples::failure& f) {
+      log(c, f.what());
+      return -1;
+    }
+    c.start = c.end = 0;
+    c.tls_starting = false;
+    c.tls_handshaking = true;
+  }
+  switch (c.tls->handshake()) {
+    case examples::tls_session::status::again: return 0;
+    case examples::tls_session::status::failed:
+      log(c, c.tls->error());
+      c.end_reason = "TLS handshake failed";
+      return -1;
+    case examples::tls_session::status::done: break;
+  }
+  c.tls_handshaking = false;
+  c.send_blocked = false;
+  (void)c.m.tls_started();
+  if (c.verbose) log(c, "TLS: " + c.tls->description());
+  return 1;
+}
+
+/// recv() on the socket, or through TLS once it is up: bytes, 0 at the end, -1 with errno.
+ssize_t receive_some(connection& c, std::byte* dst, std::size_t len) {
+  if (c.tls) return c.tls->recv(dst, len);
+  return recv(c.fd, dst, len, 0);
+}
+
 }  // namespace
 
 void log(const connection& c, const std::string& what) {
@@ -180,8 +267,14 @@ bool service(connection& c, bool readable) {
   int recvs = recvs_per_wakeup;
   bool drained = false;  // the last recv() was short: the socket is most likely empty
   for (;;) {
+    if (c.tls_starting || c.tls_handshaking) {
+      const int r = start_tls(c);
+      if (r <= 0) return r == 0;
+      readable = true;  // the handshake may have brought the first option along
+    }
     c.held = false;
     if (!c.finishing && !feed(c)) return false;
+    if (c.tls_starting) continue;
     // Held input waits for output to drain; the machine holds none back otherwise, since
     // every request is answered at once (a WRITE once its payload is in).
     if (c.held && !c.output_pending()) {
@@ -196,7 +289,9 @@ bool service(connection& c, bool readable) {
     }
     // Level-triggered epoll comes back if more is waiting, so a short read ends the turn
     // without a recv() that would only say EAGAIN.
-    if (!readable || drained || recvs-- == 0) return true;
+    // Bytes TLS already decrypted wake no epoll: read them before waiting.
+    const bool buffered = c.tls && c.tls->pending() > 0;
+    if (!buffered && (!readable || drained || recvs-- == 0)) return true;
     std::byte* direct = nullptr;
     std::size_t want = 0;
     if (c.start == c.end && c.writing.active) {
@@ -217,7 +312,7 @@ bool service(connection& c, bool readable) {
       c.start = 0;
     }
     if (!direct) want = input_buffer_size - c.end;
-    const ssize_t n = recv(c.fd, direct ? direct : c.in.get() + c.end, want, 0);
+    const ssize_t n = receive_some(c, direct ? direct : c.in.get() + c.end, want);
     if (n > 0) {
       // Mid-WRITE the rest of the payload is usually on its way (clients often send header
       // and data separately): only a short read at a request boundary ends the turn.
@@ -238,13 +333,15 @@ bool service(connection& c, bool readable) {
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) return true;
-    if (errno != ECONNRESET) log(c, std::string("receive: ") + std::strerror(errno));
+    if (c.tls && errno == EIO) log(c, c.tls->error());
+    else if (errno != ECONNRESET) log(c, std::string("receive: ") + std::strerror(errno));
     else if (c.end_reason.empty()) c.end_reason = "the client closed the connection";
     return false;
   }
 }
 
 std::uint32_t wanted_events(const connection& c) {
+  if (c.tls_handshaking) return c.tls->wants_write() ? EPOLLOUT : EPOLLIN;
   std::uint32_t mask = 0;
   if (!c.held && !c.finishing) mask |= EPOLLIN;
   if (c.output_pending()) mask |= EPOLLOUT;

@@ -12,6 +12,7 @@
 #include <string>   // peer names
 #include <vector>   // reused per-request storage
 
+#include "../tls.hpp"
 #include "backends.hpp"
 #include "nbdwire/server.hpp"
 #include "staging.hpp"
@@ -64,6 +65,13 @@ struct connection {
   bool send_blocked = false;
   std::uint32_t epoll_mask = 0;
   bool verbose = false;        // -v: log the handshake result and the end
+  // TLS (--tls): after the machine's start_tls the ACK goes out in plaintext, then the TLS
+  // handshake runs on the socket (`tls` exists, `tls_handshaking`), then every byte goes
+  // through `tls`.
+  std::shared_ptr<const examples::tls_credentials> tls_creds;
+  std::unique_ptr<examples::tls_session> tls;
+  bool tls_starting = false;     // start_tls seen: the ACK is being sent
+  bool tls_handshaking = false;
   std::uint64_t requests = 0;  // requests read (for the -v line at the end)
   std::string end_reason;      // how the connection ended, for that line
   // Reused for every request, so the steady state allocates nothing per request.
@@ -75,6 +83,7 @@ struct connection {
   [[nodiscard]] data_path path_of(std::uint64_t length) const {
     backend& b = store();
     if (b.in_place(0)) return data_path::in_place;
+    if (tls) return data_path::staged;  // encrypted from user space: no sendfile()
     return b.sendfile_source() >= 0 && length >= sendfile_min ? data_path::sendfile : data_path::staged;
   }
 };

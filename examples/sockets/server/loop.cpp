@@ -33,6 +33,7 @@ server_loop::server_loop(settings s) : s_(std::move(s)) {
     if (e.store->can_fast_zero()) f |= send_fast_zero;
     if (e.read_only) f |= read_only;
     c.description = e.description;
+    c.tls_only = e.tls_only;
     c.transmission_flags = f;
     // Byte-granular requests work; 4 KiB is the page size of memory exports and a usual
     // file system block; 32 MiB is the payload every client may send.
@@ -41,6 +42,9 @@ server_loop::server_loop(settings s) : s_(std::move(s)) {
     stores_.push_back(e.store.get());
   }
   cfg_.style = s_.style;
+  cfg_.tls = s_.tls;
+  // Certificates and keys are loaded once, before listening: a bad path fails at start-up.
+  if (s_.tls != nbdwire::server_tls::off) tls_creds_ = examples::load_tls_credentials(s_.tls_settings);
   cfg_.meta_contexts = contexts_;
   cfg_.exports = configs_;
   cfg_.default_export = 0;
@@ -105,8 +109,11 @@ int server_loop::run() {
   std::string where;
   for (const auto& l : listeners_) where += (where.empty() ? "" : ", ") + l.name;
   const std::size_t n = s_.exports.size();
-  std::printf("nbdwire-server: listening on %s (%s, %zu export%s)\n", where.c_str(),
-              std::string(nbdwire::to_string(s_.style)).c_str(), n, n == 1 ? "" : "s");
+  const char* tls = s_.tls == nbdwire::server_tls::required ? ", TLS required"
+                    : s_.tls == nbdwire::server_tls::optional ? ", TLS offered"
+                                                              : "";
+  std::printf("nbdwire-server: listening on %s (%s, %zu export%s%s)\n", where.c_str(),
+              std::string(nbdwire::to_string(s_.style)).c_str(), n, n == 1 ? "" : "s", tls);
   std::fflush(stdout);
   write_pidfile();
 
@@ -258,6 +265,7 @@ void server_loop::accept_on(const listener& l) {
     auto c = std::make_unique<connection>(fd, cfg_, stores_,
                                           l.is_unix ? "unix client " + std::to_string(fd) : examples::peer_name(fd));
     c->verbose = s_.verbose;
+    c->tls_creds = tls_creds_;
     if (c->verbose) log(*c, "connected");
     c->epoll_mask = EPOLLIN | EPOLLOUT;  // the greeting is queued already
     add(fd, c->epoll_mask);
@@ -284,6 +292,8 @@ void server_loop::drop(int fd) {
     log(*it->second, "closed after " + std::to_string(it->second->requests) + " request" +
                          (it->second->requests == 1 ? "" : "s") +
                          (it->second->end_reason.empty() ? "" : " (" + it->second->end_reason + ")"));
+  if (const auto it = conns_.find(fd); it != conns_.end() && it->second->tls && !it->second->tls_handshaking)
+    it->second->tls->bye();  // close_notify, best effort
   epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
   close(fd);
   conns_.erase(fd);

@@ -67,6 +67,7 @@ class server_loop {
   // Context id 0: the only one offered.
   static constexpr std::string_view contexts_[] = {"base:allocation"};
   nbdwire::server_config cfg_;
+  std::shared_ptr<const examples::tls_credentials> tls_creds_;  // --tls: shared by the connections
   int ep_ = -1, sig_fd_ = -1;
   std::unordered_map<int, std::unique_ptr<connection>> conns_;
 };

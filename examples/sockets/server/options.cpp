@@ -24,11 +24,17 @@ void print_usage() {
       "                      [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]\n"
       "                      [--max-connections N] [--pidfile FILE] [-v|--verbose]\n"
       "                      [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]\n"
-      "                      [--busy-poll USEC] NAME=BACKEND[,read-only][,description=TEXT]...\n"
+      "                      [--tls=off|on|require] [--tls-certificates=DIR | --tls-psk=FILE]\n"
+      "                      [--tls-verify-peer] [--busy-poll USEC]\n"
+      "                      NAME=BACKEND[,read-only][,tls-only][,description=TEXT]...\n"
       "       nbdwire-server --help | --version\n"
       "BACKEND: memory:SIZE (K/M/G/T binary suffixes) or file:PATH (file or block device).\n"
-      "  ,read-only serves that export read-only; ,description=TEXT (the rest of the argument)\n"
-      "  is sent to clients that ask (NBD_INFO_DESCRIPTION, LIST).\n"
+      "  ,read-only serves that export read-only; ,tls-only (with --tls=on) only once TLS is up;\n"
+      "  ,description=TEXT (the rest of the argument) is sent to clients that ask.\n"
+      "--tls=on offers TLS (STARTTLS), --tls=require insists on it; the credentials are\n"
+      "--tls-certificates=DIR (ca-cert.pem, server-cert.pem, server-key.pem) or --tls-psk=FILE\n"
+      "(username:hexkey lines, as psktool writes); --tls-verify-peer requires a client\n"
+      "certificate signed by DIR/ca-cert.pem. TLS 1.2 and 1.3 only.\n"
       "The first export is also the default (empty name); names must be unique.\n"
       "--listen and --unix may be repeated; without either, sockets passed by systemd socket\n"
       "activation (LISTEN_FDS) are used, else 127.0.0.1:%u (--port changes the port).\n"
@@ -46,7 +52,7 @@ void print_usage() {
 void split_export_options(export_entry& e, const std::string& arg) {
   for (std::size_t comma = e.spec.find(','); comma != std::string::npos; comma = e.spec.find(',', comma + 1)) {
     const std::string_view rest = std::string_view(e.spec).substr(comma + 1);
-    if (!rest.starts_with("read-only") && !rest.starts_with("description=")) continue;
+    if (!rest.starts_with("read-only") && !rest.starts_with("tls-only") && !rest.starts_with("description=")) continue;
     std::string_view opts = rest;
     while (!opts.empty()) {
       if (opts.starts_with("description=")) {
@@ -57,6 +63,7 @@ void split_export_options(export_entry& e, const std::string& arg) {
       const std::size_t next = opts.find(',');
       const std::string_view opt = opts.substr(0, next);
       if (opt == "read-only") e.read_only = true;
+      else if (opt == "tls-only") e.tls_only = true;
       else usage_error("unknown export option '" + std::string(opt) + "' in '" + arg + "'");
       opts = next == std::string_view::npos ? std::string_view{} : opts.substr(next + 1);
     }
@@ -100,6 +107,8 @@ settings parse_args(int argc, char** argv) {
   settings s;
   std::vector<std::string> specs;
   std::optional<std::uint16_t> port;  // --port: the default listener's port
+  bool tls_verify = false;            // --tls-verify-peer given
+  s.tls_settings.server = true;
   examples::arguments args(argc, argv);
   while (args.next()) {
     const std::string& a = args.current();
@@ -136,6 +145,19 @@ settings parse_args(int argc, char** argv) {
       if (s.pidfile.empty()) usage_error("empty --pidfile");
     } else if (a == "--verbose" || a == "-v") {
       s.verbose = true;
+    } else if (a == "--tls") {
+      const std::string v = value();
+      if (v == "off") s.tls = nbdwire::server_tls::off;
+      else if (v == "on") s.tls = nbdwire::server_tls::optional;
+      else if (v == "require") s.tls = nbdwire::server_tls::required;
+      else usage_error("bad --tls '" + v + "' (off, on or require)");
+    } else if (a == "--tls-certificates") {
+      s.tls_settings.certificates = value();
+    } else if (a == "--tls-psk") {
+      s.tls_settings.psk_file = value();
+    } else if (a == "--tls-verify-peer") {
+      s.tls_settings.verify_peer = true;
+      tls_verify = true;
     } else if (a == "--shutdown-timeout") {
       const std::string v = value();
       char* end = nullptr;
@@ -176,8 +198,19 @@ settings parse_args(int argc, char** argv) {
     s.listeners.emplace_back();
     s.listeners.back().port = *port;
   }
+  s.tls_settings.verify_peer = tls_verify;
+  if (s.tls != nbdwire::server_tls::off) {
+    if (s.tls_settings.certificates.empty() == s.tls_settings.psk_file.empty())
+      usage_error("--tls=on and --tls=require need one of --tls-certificates=DIR and --tls-psk=FILE");
+    if (tls_verify && s.tls_settings.psk()) usage_error("--tls-verify-peer is for certificates, not --tls-psk");
+    if (s.style != nbdwire::handshake_style::fixed_newstyle) usage_error("TLS needs --style fixed-newstyle");
+  } else if (!s.tls_settings.certificates.empty() || !s.tls_settings.psk_file.empty() || tls_verify) {
+    usage_error("TLS credentials given without --tls=on or --tls=require");
+  }
   for (const auto& spec : specs) {
     export_entry e = parse_export(spec, s.read_only);
+    if (e.tls_only && s.tls != nbdwire::server_tls::optional)
+      usage_error("export '" + e.name + "' is tls-only, which needs --tls=on");
     for (const auto& other : s.exports)
       if (other.name == e.name) fail("export name '" + e.name + "' given twice");
     s.exports.push_back(std::move(e));

@@ -16,8 +16,10 @@
 #include <vector>  // exports
 
 #include "../common.hpp"
+#include "../tls.hpp"
 #include "backends.hpp"
 #include "nbdwire/constants.hpp"
+#include "nbdwire/server/config.hpp"  // nbdwire::server_tls
 
 namespace nbdwire_server {
 
@@ -26,6 +28,7 @@ struct export_entry {
   std::string spec;  // BACKEND as given, for messages
   std::string description;  // ,description=TEXT: sent with NBD_INFO_DESCRIPTION and LIST
   bool read_only = false;   // ,read-only (or --read-only for every export)
+  bool tls_only = false;    // ,tls-only: with --tls=on, reachable only once TLS is up
   std::unique_ptr<backend> store;
 };
 
@@ -51,6 +54,10 @@ struct settings {
   /// NBD_REP_ERR_SHUTDOWN), answer what is in flight, and close connections still open after
   /// this many seconds; a second signal stops at once.
   double shutdown_timeout = 5;
+  /// --tls=off|on|require: NOTLS, SELECTIVETLS (exports marked tls-only need TLS) or
+  /// FORCEDTLS; with --tls-certificates=DIR or --tls-psk=FILE (and --tls-verify-peer).
+  nbdwire::server_tls tls = nbdwire::server_tls::off;
+  examples::tls_settings tls_settings;
   std::vector<export_entry> exports;
 };
 
