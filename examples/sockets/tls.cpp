@@ -150,6 +150,7 @@ class session final : public tls_session {
       if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) return status::again;
       if (!gnutls_error_is_fatal(rc)) continue;  // a warning alert
       error_ = describe_failure(rc);
+      (void)gnutls_alert_send_appropriate(s_, rc);  // tell the peer why (best effort)
       return status::failed;
     }
   }
