@@ -4,7 +4,7 @@
 #
 #   bench/servers.sh [--build DIR] [--rounds N] [--runtime SECONDS] [--size SIZE]
 #                    [--transports "unix tcp"] [--workloads "NAME..."] [--servers "NAME..."]
-#                    [--out DIR] [--alt BINARY] [--busy-poll USEC]
+#                    [--out DIR] [--alt BINARY] [--busy-poll USEC] [--tls]
 #
 # Installs nothing: it uses the peers found on PATH (missing ones are skipped with a note) and
 # nbdwire-server / nbdwire-socket-bound from the build tree DIR (default build/bench; build
@@ -24,6 +24,10 @@
 # same kind of socket with neither protocol nor storage on either end (see docs/benchmarks.md).
 # "bound-storage" is the same with the server's payloads spread over a buffer the size of the
 # exports (--span), so large blocks miss the CPU caches as every server's storage does.
+#
+# --tls runs every server with TLS required, X.509 certificates made for the run by certtool
+# (nbdwire-server --tls=require, nbdkit --tls=require, qemu-nbd with a tls-creds-x509 object),
+# and fio connects with nbds:// URIs; the bound rows and nbd-server are left out by default.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,6 +41,8 @@ servers="nbdwire-mem nbdwire-mem-poll nbdwire-file nbdkit-mem nbdkit-file qemu-n
 busy_poll=100
 out=
 alt=
+tls=0
+servers_given=0
 while [ $# -gt 0 ]; do
     case $1 in
         --build) build=$2; shift 2 ;;
@@ -45,16 +51,18 @@ while [ $# -gt 0 ]; do
         --size) size=$2; shift 2 ;;
         --transports) transports=$2; shift 2 ;;
         --workloads) workloads=$2; shift 2 ;;
-        --servers) servers=$2; shift 2 ;;
+        --servers) servers=$2; servers_given=1; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --alt) alt=$2; shift 2 ;;
         --busy-poll) busy_poll=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --tls) tls=1; shift ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "servers.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
 
 say() { echo "servers.sh: $*" >&2; }
+if [ "$tls" = 1 ] && [ "$servers_given" = 0 ]; then servers="nbdwire-mem nbdwire-file nbdkit-mem nbdkit-file qemu-nbd"; fi
 for tool in fio python3; do
     command -v "$tool" >/dev/null || { say "$tool is required"; exit 1; }
 done
@@ -63,7 +71,9 @@ if [ -n "$alt" ]; then
     [ -x "$alt" ] || { say "--alt $alt is not an executable"; exit 1; }
     servers="$servers nbdwire-mem-alt nbdwire-file-alt"
 fi
-[ -x "$build/bench/nbdwire-socket-bound" ] || { say "no $build/bench/nbdwire-socket-bound"; exit 1; }
+case " $servers " in *" bound "*|*" bound-storage "*)
+    [ -x "$build/bench/nbdwire-socket-bound" ] || { say "no $build/bench/nbdwire-socket-bound"; exit 1; } ;;
+esac
 
 work=$(mktemp -d /dev/shm/nbdwire-bench.XXXXXX)   # tmpfs: file exports measure no disk
 out=${out:-$work/out}
@@ -81,6 +91,27 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ "$tls" = 1 ]; then
+    command -v certtool >/dev/null || { say "--tls needs certtool (gnutls-bin)"; exit 1; }
+    pki=$work/pki
+    mkdir -p "$pki/server" "$pki/client"
+    printf 'cn = bench CA\nca\ncert_signing_key\nexpiration_days = 30\n' >"$pki/ca.info"
+    printf 'cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 30\n' >"$pki/server.info"
+    certtool --generate-privkey --key-type ecdsa --outfile "$pki/ca-key.pem" 2>/dev/null
+    certtool --generate-self-signed --load-privkey "$pki/ca-key.pem" --template "$pki/ca.info" \
+        --outfile "$pki/server/ca-cert.pem" 2>/dev/null
+    certtool --generate-privkey --key-type ecdsa --outfile "$pki/server/server-key.pem" 2>/dev/null
+    certtool --generate-certificate --load-privkey "$pki/server/server-key.pem" --load-ca-certificate "$pki/server/ca-cert.pem" \
+        --load-ca-privkey "$pki/ca-key.pem" --template "$pki/server.info" --outfile "$pki/server/server-cert.pem" 2>/dev/null
+    cp "$pki/server/ca-cert.pem" "$pki/client/"
+    # fio's nbd engine refuses file names in URIs (tls-certificates=); libnbd also looks in
+    # $HOME/.pki/libnbd, so fio runs with a HOME that has the CA there.
+    mkdir -p "$work/home/.pki"
+    cp -r "$pki/client" "$work/home/.pki/libnbd"
+    export HOME=$work/home
+    say "TLS: every server requires it (X.509, certificates in $pki)"
+fi
 
 bytes=$(numfmt --from=iec "$size")
 mkdir -p "$work/img"
@@ -115,24 +146,32 @@ start() {
     if [ "$t" = unix ]; then listen=(--unix "$addr"); else listen=(--listen "127.0.0.1:$addr"); fi
     local bin=$build/examples/nbdwire-server
     case $s in *-alt) bin=$alt ;; esac
+    # TLS arguments of each server (--tls).
+    local wtls=() ktls=() qtls=()
+    if [ "$tls" = 1 ]; then
+        wtls=(--tls=require "--tls-certificates=$pki/server")
+        ktls=(--tls=require "--tls-certificates=$pki/server")
+        qtls=(--object "tls-creds-x509,id=tls0,dir=$pki/server,endpoint=server,verify-peer=off" --tls-creds tls0)
+        case $s in nbd-server|bound*) say "$s: no TLS variant here; skipped"; return 0 ;; esac
+    fi
     case $s in
-        nbdwire-mem|nbdwire-mem-alt) "$bin" "${listen[@]}" e=memory:"$bytes" >"$work/$s-$t.log" 2>&1 &
+        nbdwire-mem|nbdwire-mem-alt) "$bin" "${listen[@]}" "${wtls[@]}" e=memory:"$bytes" >"$work/$s-$t.log" 2>&1 &
             p=$! ;;
-        nbdwire-mem-poll) "$bin" "${listen[@]}" --busy-poll "$busy_poll" e=memory:"$bytes" >"$work/$s-$t.log" 2>&1 &
+        nbdwire-mem-poll) "$bin" "${listen[@]}" "${wtls[@]}" --busy-poll "$busy_poll" e=memory:"$bytes" >"$work/$s-$t.log" 2>&1 &
             p=$! ;;
-        nbdwire-file|nbdwire-file-alt) "$bin" "${listen[@]}" e=file:"$img" >"$work/$s-$t.log" 2>&1 &
+        nbdwire-file|nbdwire-file-alt) "$bin" "${listen[@]}" "${wtls[@]}" e=file:"$img" >"$work/$s-$t.log" 2>&1 &
             p=$! ;;
         nbdkit-*)
             have nbdkit || { say "nbdkit not installed: skipping $s"; return 0; }
             if [ "$t" = unix ]; then listen=(-U "$addr"); else listen=(-i 127.0.0.1 -p "$addr"); fi
-            if [ "$s" = nbdkit-mem ]; then nbdkit -f "${listen[@]}" memory "$bytes" >"$work/$s-$t.log" 2>&1 &
-            else nbdkit -f "${listen[@]}" file "$img" >"$work/$s-$t.log" 2>&1 &
+            if [ "$s" = nbdkit-mem ]; then nbdkit -f "${listen[@]}" "${ktls[@]}" memory "$bytes" >"$work/$s-$t.log" 2>&1 &
+            else nbdkit -f "${listen[@]}" "${ktls[@]}" file "$img" >"$work/$s-$t.log" 2>&1 &
             fi
             p=$! ;;
         qemu-nbd)
             have qemu-nbd || { say "qemu-nbd not installed: skipping"; return 0; }
             if [ "$t" = unix ]; then listen=(-k "$addr"); else listen=(-b 127.0.0.1 -p "$addr"); fi
-            qemu-nbd -f raw -t -x e "${listen[@]}" "$img" >"$work/$s-$t.log" 2>&1 &
+            qemu-nbd -f raw -t -x e "${listen[@]}" "${qtls[@]}" "$img" >"$work/$s-$t.log" 2>&1 &
             p=$! ;;
         nbd-server)
             have nbd-server || { say "nbd-server not installed: skipping"; return 0; }
@@ -157,7 +196,9 @@ start() {
     fi
     pid_of[$key]=$p
     case $s in nbdkit-*) e="" ;; *) e=e ;; esac
-    if [ "$t" = unix ]; then uri[$key]="nbd+unix:///$e?socket=$addr"; else uri[$key]="nbd://127.0.0.1:$addr/$e"; fi
+    if [ "$tls" = 1 ]; then
+        if [ "$t" = unix ]; then uri[$key]="nbds+unix:///$e?socket=$addr"; else uri[$key]="nbds://localhost:$addr/$e"; fi
+    elif [ "$t" = unix ]; then uri[$key]="nbd+unix:///$e?socket=$addr"; else uri[$key]="nbd://127.0.0.1:$addr/$e"; fi
 }
 
 # workload NAME -> fio arguments, and the socket-bound arguments.
