@@ -163,7 +163,10 @@ class session final : public tls_session {
       if (n == GNUTLS_E_AGAIN) return errno = EAGAIN, -1;
       // A peer that closes the socket without close_notify (most NBD peers do after DISC).
       if (n == GNUTLS_E_PREMATURE_TERMINATION) return 0;
-      error_ = std::string("TLS receive: ") + gnutls_strerror(static_cast<int>(n));
+      if (n == GNUTLS_E_FATAL_ALERT_RECEIVED)  // e.g. a client certificate refused after TLS 1.3's handshake
+        error_ = std::string("TLS receive: the peer sent the alert '") + gnutls_alert_get_name(gnutls_alert_get(s_)) + "'";
+      else
+        error_ = std::string("TLS receive: ") + gnutls_strerror(static_cast<int>(n));
       return errno = EIO, -1;
     }
   }
@@ -202,8 +205,10 @@ class session final : public tls_session {
       return why;
     }
     const bool psk = static_cast<const credentials&>(*creds_).settings().psk();
+    // A GnuTLS server that finds no key for the user, or a wrong one, may just close.
     if (psk && (rc == GNUTLS_E_DECRYPTION_FAILED || rc == GNUTLS_E_FATAL_ALERT_RECEIVED ||
-                rc == GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER || rc == GNUTLS_E_KEYFILE_ERROR))
+                rc == GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER || rc == GNUTLS_E_KEYFILE_ERROR ||
+                rc == GNUTLS_E_PREMATURE_TERMINATION))
       return std::string("PSK rejected (wrong key or unknown user): ") + gnutls_strerror(rc);
     if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED)
       return std::string("TLS handshake failed: the peer sent the alert '") +
