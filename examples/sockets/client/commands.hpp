@@ -21,7 +21,7 @@ int cmd_write(const options& o); // write.cpp
 int cmd_copy(const options& o);  // copy.cpp
 
 /// The exports the server lists, name and description, on a connection of their own (info_list.cpp).
-std::vector<std::pair<std::string, std::string>> list_exports(const options& o, const examples::nbd_uri& uri);
+std::vector<std::pair<std::string, std::string>> list_exports(const options& o, const examples::client_uri& uri);
 
 /// Export -> export (copy_nbd.cpp): SRC's data and holes onto DST.
 void export_to_export(const options& o, const std::string& src, const std::string& dst);
@@ -51,7 +51,7 @@ void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t o
 unsigned connections_for(const options& o, const nbdwire::negotiated& neg);
 
 /// One more connection to the export for a copy, or null when the server refuses it (copy.cpp).
-std::unique_ptr<connection> open_another_connection(const examples::nbd_uri& uri, const options& o,
+std::unique_ptr<connection> open_another_connection(const examples::client_uri& uri, const options& o,
                                                     std::uint64_t size);
 
 /// Whether n bytes are all zero (write.cpp).

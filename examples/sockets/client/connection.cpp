@@ -17,7 +17,9 @@ constexpr std::size_t input_buffer_size = 256 * 1024;
 
 std::string errc_text(nbdwire::errc e) { return std::string(nbdwire::to_string(e)); }
 
-connection::connection(int fd, const nbdwire::client_config& cfg) : fd_(fd), m_(cfg), buf_(input_buffer_size) {
+connection::connection(int fd, const nbdwire::client_config& cfg,
+                       std::shared_ptr<const examples::tls_credentials> creds)
+    : fd_(fd), m_(cfg), buf_(input_buffer_size), creds_(std::move(creds)) {
   examples::set_nonblocking(fd_);
 }
 
@@ -51,6 +53,10 @@ nbdwire::event connection::next(int timeout_ms) {
     const auto r = m_.receive(nbdwire::bytes_view{buf_.data() + start_, end_ - start_});
     start_ += r.consumed;
     if (start_ == end_) start_ = end_ = 0;
+    if (r.ev.kind == event_kind::start_tls) {
+      start_tls();
+      continue;
+    }
     if (r.ev.kind == event_kind::error_chunk) {
       if (r.ev.tag < messages_.size() && messages_[r.ev.tag].empty())
         messages_[r.ev.tag] = std::string(nbdwire::as_chars(r.ev.data));
@@ -64,12 +70,15 @@ nbdwire::event connection::next(int timeout_ms) {
     pollfd p{fd_, 0, 0};
     if (output_pending()) p.events |= POLLOUT;
     if (end_ < buf_.size()) p.events |= POLLIN;
-    const int rc = poll(&p, 1, timeout_ms);
+    // Bytes TLS has decrypted already are readable whatever the socket says.
+    const bool buffered = input_buffered() && end_ < buf_.size();
+    const int rc = poll(&p, 1, buffered ? 0 : timeout_ms);
+    if (buffered) p.revents |= POLLIN;
     if (rc < 0) {
       if (errno == EINTR) continue;
       examples::fail_errno("poll");
     }
-    if (rc == 0) return {};  // timed out
+    if (rc == 0 && !buffered) return {};  // timed out
     if (p.revents & POLLOUT) send_some();
     if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
 
@@ -79,9 +88,9 @@ nbdwire::event connection::next(int timeout_ms) {
     if (const file_target t = ip && payload_file ? payload_file(*ip) : file_target{}; t.file >= 0) {
       n = receive_into_file(t, ip->length);
     } else if (std::byte* dst = ip && payload_sink ? payload_sink(*ip) : nullptr) {
-      n = recv(fd_, dst, static_cast<std::size_t>(ip->length), 0);
+      n = receive(dst, static_cast<std::size_t>(ip->length));
     } else {
-      n = recv(fd_, buf_.data() + end_, buf_.size() - end_, 0);
+      n = receive(buf_.data() + end_, buf_.size() - end_);
       if (n > 0) {
         end_ += static_cast<std::size_t>(n);
         continue;
@@ -91,11 +100,37 @@ nbdwire::event connection::next(int timeout_ms) {
       if (!m_.consume_incoming_payload(static_cast<std::uint64_t>(n)))
         fail("internal: payload accounting went wrong");
     } else if (n == 0) {
+      if (tls_ && !aborting_ && m_.state() != nbdwire::client_state::transmission) fail(examples::tls_closed_text);
       return end_of_input();
     } else if (errno != EAGAIN && errno != EINTR) {
-      examples::fail_errno("receive from the server");
+      fail_io("receive from the server", errno);
     }
   }
+}
+
+void connection::fail_io(const std::string& what, int err) {
+  if (tls_) {
+    // During the handshake the server may have said why in an alert before it closed: with
+    // TLS 1.3 it checks the client's certificate after the client's handshake is done.
+    const bool negotiating = m_.state() != nbdwire::client_state::transmission;
+    if (negotiating && err != EIO) {
+      std::byte b[256];
+      if (tls_->recv(b, sizeof b) < 0 && errno == EIO) err = EIO;
+    }
+    if (negotiating && (err != EIO || tls_->error().find("alert") == std::string::npos))
+      fail(examples::tls_closed_text);
+    if (err == EIO) fail(tls_->error());
+  }
+  examples::fail_errno(what, err);
+}
+
+ssize_t connection::receive(void* dst, std::size_t len) { return examples::receive_some(fd_, tls_.get(), dst, len); }
+
+/// The machine saw STARTTLS acknowledged: the rest of the input is the TLS layer's.
+void connection::start_tls() {
+  tls_ = examples::start_client_tls(fd_, m_, nbdwire::bytes_view{buf_.data() + start_, end_ - start_}, creds_);
+  start_ = end_ = 0;
+  no_splice_ = no_sendfile_ = true;  // the bytes on the socket are TLS records
 }
 
 void connection::flush(int timeout_ms) {
@@ -115,7 +150,9 @@ void connection::shut_down() noexcept {
     const auto st = m_.state();
     if (!eof_ && st == client_state::transmission) {
       if (m_.disconnect()) flush(2000);
+      if (tls_) tls_->bye();
     } else if (!eof_ && st == client_state::negotiating) {
+      aborting_ = true;
       if (m_.abort()) {
         flush(2000);
         // The server may ACK or simply close; either ends it (bounded wait).
@@ -147,11 +184,14 @@ bool connection::send_some() {
     if (!src.data) return {};  // from the file, after the header
     return {src.data, static_cast<std::size_t>(p.length)};
   };
+  const auto none = [](const nbdwire::payload_span&) {};
   for (;;) {
-    switch (examples::send_queued(fd_, m_, in_memory, [](const nbdwire::payload_span&) {})) {
+    const auto st = tls_ ? examples::send_queued_tls(*tls_, m_, in_memory, none)
+                         : examples::send_queued(fd_, m_, in_memory, none);
+    switch (st) {
       case examples::send_status::done: return true;
       case examples::send_status::would_block: return false;
-      case examples::send_status::failed: examples::fail_errno("send to the server");
+      case examples::send_status::failed: fail_io("send to the server", errno);
       case examples::send_status::stopped: break;
     }
     const auto pay = m_.pending_payload();
@@ -203,7 +243,7 @@ ssize_t connection::receive_into_file(const file_target& t, std::uint64_t length
     no_splice_ = true;  // this socket cannot splice
   }
   std::byte bounce[64 * 1024];
-  const ssize_t n = recv(fd_, bounce, std::min<std::uint64_t>(length, sizeof bounce), 0);
+  const ssize_t n = receive(bounce, std::min<std::uint64_t>(length, sizeof bounce));
   if (n > 0) examples::pwrite_all(t.file, bounce, static_cast<std::size_t>(n), t.offset, "the output file");
   return n;
 }
@@ -220,15 +260,18 @@ bool connection::send_from_file(const payload_origin& src, const nbdwire::payloa
   }
   if (no_sendfile_) {
     std::byte bounce[64 * 1024];
-    want = std::min(want, sizeof bounce);
+    want = std::min(want, tls_ ? std::size_t{16 * 1024} : sizeof bounce);  // TLS: one record
     const ssize_t got = pread(src.file, bounce, want, off);
     if (got < 0) examples::fail_errno("read the input file");
-    w = got == 0 ? 0 : send(fd_, bounce, static_cast<std::size_t>(got), MSG_NOSIGNAL);
+    // Over TLS a retry after EAGAIN offers the same bytes again (the same file range).
+    if (got == 0) w = 0;
+    else if (tls_) w = tls_->send(bounce, static_cast<std::size_t>(got));
+    else w = send(fd_, bounce, static_cast<std::size_t>(got), MSG_NOSIGNAL);
   }
   if (w < 0) {
     if (errno == EINTR) return true;
     if (errno == EAGAIN) return false;
-    examples::fail_errno("send to the server");
+    fail_io("send to the server", errno);
   }
   // The request's length is on the wire already: a file that shrank cannot make it up.
   if (w == 0) fail("the input file ended before the data of a WRITE (did it shrink during the copy?)");
@@ -238,17 +281,21 @@ bool connection::send_from_file(const payload_origin& src, const nbdwire::payloa
 
 // ---- the handshake -----------------------------------------------------------------------------
 
-std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o,
+std::unique_ptr<connection> open_connection(const examples::client_uri& uri, const options& o,
                                             std::span<const std::string_view> contexts) {
   nbdwire::client_config cfg;
   cfg.meta_contexts = contexts;
+  cfg.tls = examples::tls_policy(uri);
+  if (uri.tls && o.legacy) fail("the 1997 framing has no handshake, so it cannot do TLS");
+  // Loaded before connecting, once per process: a certificate problem is reported first.
+  auto creds = uri.tls ? examples::client_credentials(uri.tls_config) : nullptr;
   if (o.legacy) {
     if (*o.legacy_size > 0xffffffffu) fail("the 1997 framing addresses less than 4 GiB; --size is too large");
     cfg.style = nbdwire::handshake_style::legacy_1997;
     cfg.legacy_export_size = *o.legacy_size;
   }
   const int fd = examples::connect_to(uri.where);
-  return std::make_unique<connection>(fd, cfg);
+  return std::make_unique<connection>(fd, cfg, std::move(creds));
 }
 
 std::string refusal_text(const nbdwire::event& ev) {
@@ -260,6 +307,7 @@ std::string refusal_text(const nbdwire::event& ev) {
 void fail_event(const nbdwire::event& ev, const std::string& during) {
   switch (ev.kind) {
     case event_kind::failed:
+      if (const auto tls = examples::tls_failure_text(ev.error)) fail(*tls);
       if (ev.error == nbdwire::errc::export_name_refused)
         fail("the server closed the connection: export refused (" + during + ")");
       if (ev.error == nbdwire::errc::unexpected_eof || ev.error == nbdwire::errc::eof_with_requests_in_flight)
@@ -330,6 +378,7 @@ export_facts negotiate(connection& c, const std::string& name, bool list_context
           go();
           break;
         }
+        if (examples::tls_required_refusal(ev)) fail(examples::tls_required_text);
         fail("the server refused export '" + name + "': " + refusal_text(ev));
       default: fail_event(ev, "during the handshake");
     }

@@ -4,7 +4,9 @@
 // machine and sends what it queues. READ data is received straight into the request's buffer
 // when the machine says it comes next (or, copying into a file, spliced from the socket into
 // the file); WRITE data goes from the request's buffer into sendmsg() beside its header (or,
-// from a regular file, with sendfile() after it).
+// from a regular file, with sendfile() after it). Over TLS (nbds://) the loop runs STARTTLS
+// when the machine asks for it, and from then on every byte goes through the TLS session:
+// no splice() or sendfile() then, the buffer paths instead.
 #pragma once
 
 #include <array>       // error messages by tag
@@ -17,6 +19,7 @@
 #include <vector>      // the input buffer
 
 #include "../common.hpp"
+#include "../tls_uri.hpp"
 #include "nbdwire/client.hpp"
 #include "options.hpp"
 
@@ -32,7 +35,9 @@ std::string errc_text(nbdwire::errc e);
 
 class connection {
  public:
-  connection(int fd, const nbdwire::client_config& cfg);
+  /// `creds`: for a connection whose machine requires TLS (null otherwise).
+  connection(int fd, const nbdwire::client_config& cfg,
+             std::shared_ptr<const examples::tls_credentials> creds = nullptr);
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
   ~connection();
@@ -40,6 +45,9 @@ class connection {
   nbdwire::client& machine() { return m_; }
   /// The socket, for a caller that waits on several connections at once (poll).
   [[nodiscard]] int fd() const { return fd_; }
+  /// Input that is readable without the socket saying so (decrypted TLS bytes): a caller
+  /// polling fd() must not wait while this is true.
+  [[nodiscard]] bool input_buffered() const { return tls_ && tls_->pending() > 0; }
 
   /// Where a WRITE payload's bytes are: `data` (p.length bytes in memory), or a regular
   /// `file` at `file_offset`, sent with sendfile() so they never pass through user space.
@@ -86,17 +94,23 @@ class connection {
   bool send_some();
   ssize_t receive_into_file(const file_target& t, std::uint64_t length);
   bool send_from_file(const payload_origin& src, const nbdwire::payload_span& pay);
+  ssize_t receive(void* dst, std::size_t len);
+  [[noreturn]] void fail_io(const std::string& what, int err);
+  void start_tls();
 
   int fd_;
   nbdwire::client m_;
   std::vector<std::byte> buf_;
   std::size_t start_ = 0, end_ = 0;
   bool eof_ = false;
+  bool aborting_ = false;     // NBD_OPT_ABORT sent: the server may close
   bool no_sendfile_ = false;  // the input file cannot be spliced: payloads go through a buffer
   bool no_splice_ = false;    // READ payload into a file goes through a buffer, not a pipe
   int pipe_[2] = {-1, -1};    // receive_into_file(): socket -> pipe -> file
   int pipe_size_ = 0;
   std::array<std::string, max_window> messages_;  // by tag
+  std::shared_ptr<const examples::tls_credentials> creds_;
+  std::unique_ptr<examples::tls_session> tls_;  // once STARTTLS is done: all I/O goes through it
 };
 
 // ---- the handshake -----------------------------------------------------------------------------
@@ -117,7 +131,7 @@ inline constexpr std::string_view allocation_context[] = {"base:allocation"};
 
 /// A connection to `uri`, configured by the options (1997 framing); GO selects `contexts`
 /// (caller-owned, they must outlive the connection), the first one as query index 0.
-std::unique_ptr<connection> open_connection(const examples::nbd_uri& uri, const options& o,
+std::unique_ptr<connection> open_connection(const examples::client_uri& uri, const options& o,
                                             std::span<const std::string_view> contexts = {});
 
 /// Handshake up to transmission with GO (all info requested); EXPORT_NAME as fallback.

@@ -29,7 +29,7 @@ unsigned connections_for(const options& o, const nbdwire::negotiated& neg) {
 
 /// A server may allow fewer connections than it has multi-conn for, and the copy then goes
 /// on with those that open.
-std::unique_ptr<connection> open_another_connection(const examples::nbd_uri& uri, const options& o,
+std::unique_ptr<connection> open_another_connection(const examples::client_uri& uri, const options& o,
                                                     std::uint64_t size) {
   try {
     auto c = open_connection(uri, o);

@@ -220,6 +220,7 @@ class pair_copy {
 
   /// Waits until either socket can go on; a signal ends the wait too.
   void wait() {
+    if (src_.input_buffered() || dst_.input_buffered()) return;  // decrypted TLS bytes wait
     pollfd p[2] = {{src_.fd(), POLLIN, 0}, {dst_.fd(), POLLIN, 0}};
     if (src_.output_pending()) p[0].events |= POLLOUT;
     if (dst_.output_pending()) p[1].events |= POLLOUT;
@@ -253,7 +254,7 @@ class pair_copy {
 }  // namespace
 
 void export_to_export(const options& o, const std::string& src_text, const std::string& dst_text) {
-  const auto src_uri = examples::parse_nbd_uri(src_text), dst_uri = examples::parse_nbd_uri(dst_text);
+  const auto src_uri = examples::parse_client_uri(src_text), dst_uri = examples::parse_client_uri(dst_text);
   const auto src = open_connection(src_uri, o, allocation_context);
   negotiate(*src, src_uri.export_name);
   const auto dst = open_connection(dst_uri, o);

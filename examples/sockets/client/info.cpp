@@ -91,7 +91,7 @@ std::string nbdinfo_size(std::uint64_t size, bool* unit) {
   return std::to_string(size) + units[u];
 }
 
-std::string export_uri(const examples::nbd_uri& uri, const std::string& name) {
+std::string export_uri(const examples::client_uri& uri, const std::string& name) {
   // The path is escaped as libxml2's xmlSaveUri() escapes it; the socket path is not.
   std::string path = "/";
   for (const char ch : name) {
@@ -105,13 +105,20 @@ std::string export_uri(const examples::nbd_uri& uri, const std::string& name) {
       path += buf;
     }
   }
-  if (uri.where.is_unix) return "nbd+unix://" + path + "?socket=" + uri.where.path;
+  // Over TLS: nbds, the user name and the TLS parameters as they were given.
+  std::string out = uri.tls ? "nbds" : "nbd";
+  out += uri.where.is_unix ? "+unix://" : "://";
+  if (uri.tls && !uri.user_raw.empty()) out.append(uri.user_raw).append("@");
+  if (uri.where.is_unix) return out.append(path).append("?socket=").append(uri.where.path).append(uri.query_raw);
   const std::string& h = uri.where.host;
-  const std::string host = h.find(':') != std::string::npos ? "[" + h + "]" : h;
-  return "nbd://" + host + ":" + std::to_string(uri.where.port) + path;
+  if (h.find(':') != std::string::npos) out.append("[").append(h).append("]");
+  else out.append(h);
+  out.append(":").append(std::to_string(uri.where.port)).append(path);
+  if (!uri.query_raw.empty()) out.append("?").append(uri.query_raw, 1);
+  return out;
 }
 
-export_report probe_export(const options& o, const examples::nbd_uri& uri, const std::string& name,
+export_report probe_export(const options& o, const examples::client_uri& uri, const std::string& name,
                            bool probe_content) {
   auto c = open_connection(uri, o);
   const auto facts = negotiate(*c, name, true);
@@ -135,7 +142,7 @@ int cmd_info(const options& o) {
   if (o.list_all) return info_list(o);
   if (o.size_only || o.can) return info_query(o);
   if (o.map) return cmd_map(o);
-  const auto uri = examples::parse_nbd_uri(o.positional[1]);
+  const auto uri = examples::parse_client_uri(o.positional[1]);
   const export_report r = probe_export(o, uri, uri.export_name, o.content.value_or(true));
   // Printed at once, only when everything is known: a failure prints nothing on stdout.
   std::string out = connection_header(r.neg, o.json) + export_text(r, o.json, true, true);

@@ -9,7 +9,7 @@
 
 namespace client_app {
 
-std::vector<std::pair<std::string, std::string>> list_exports(const options& o, const examples::nbd_uri& uri) {
+std::vector<std::pair<std::string, std::string>> list_exports(const options& o, const examples::client_uri& uri) {
   if (o.legacy) fail("the 1997 framing has no handshake, so no export list");
   auto c = open_connection(uri, o);
   auto& m = c->machine();
@@ -31,14 +31,16 @@ std::vector<std::pair<std::string, std::string>> list_exports(const options& o, 
       case event_kind::option_done:
         c->shut_down();  // NBD_OPT_ABORT
         return exports;
-      case event_kind::option_refused: fail("the server refused to list its exports: " + refusal_text(ev));
+      case event_kind::option_refused:
+        if (examples::tls_required_refusal(ev)) fail(examples::tls_required_text);
+        fail("the server refused to list its exports: " + refusal_text(ev));
       default: fail_event(ev, "while listing exports");
     }
   }
 }
 
 int info_list(const options& o) {
-  const auto uri = examples::parse_nbd_uri(o.positional[1]);
+  const auto uri = examples::parse_client_uri(o.positional[1]);
   const auto exports = list_exports(o, uri);
   // Each export on a connection of its own; one the server will not serve is reported and
   // skipped, and the command then fails, as nbdinfo does.
@@ -63,6 +65,7 @@ int info_list(const options& o) {
     header.emplace();
     header->style = nbdwire::handshake_style::fixed_newstyle;
     header->structured_replies = false;
+    header->tls = uri.tls;
   }
   out = connection_header(*header, o.json);
   if (o.json && reports.empty()) out += "\"exports\": []\n";

@@ -26,7 +26,7 @@ std::string shown_name(const std::string& name) {
 
 int cmd_list(const options& o) {
   need_args(o, 2, "list URI [--json]");
-  const auto exports = list_exports(o, examples::parse_nbd_uri(o.positional[1]));
+  const auto exports = list_exports(o, examples::parse_client_uri(o.positional[1]));
   if (o.json) {
     std::string j = "{\n  \"exports\": [";
     for (std::size_t i = 0; i < exports.size(); ++i) {

@@ -95,7 +95,7 @@ std::vector<map_extent> allocation_map(connection& c) { return context_map(c, tr
 int cmd_map(const options& o) {
   using namespace std::string_literals;
   need_args(o, 2, "map URI [--json] [--map=CONTEXT] [--totals]");
-  const auto uri = examples::parse_nbd_uri(o.positional[1]);
+  const auto uri = examples::parse_client_uri(o.positional[1]);
   const std::string context = o.map.value_or("base:allocation");
   const std::string_view contexts[] = {context};
   auto c = open_connection(uri, o, contexts);

@@ -25,11 +25,11 @@ struct export_report {
 /// Connects to export `name` at `uri`, asks for everything (GO with all INFO requests,
 /// LIST_META_CONTEXT), reads the first 8 KiB for file(1) when `probe_content`, and
 /// disconnects.
-export_report probe_export(const options& o, const examples::nbd_uri& uri, const std::string& name,
+export_report probe_export(const options& o, const examples::client_uri& uri, const std::string& name,
                            bool probe_content);
 
 /// The URI of export `name` on the server `uri` names, as libnbd's nbd_get_uri() makes it.
-std::string export_uri(const examples::nbd_uri& uri, const std::string& name);
+std::string export_uri(const examples::client_uri& uri, const std::string& name);
 
 /// nbdinfo's first lines: the handshake of the connection (text), or the top-level keys
 /// before "exports" (JSON, including the opening brace).

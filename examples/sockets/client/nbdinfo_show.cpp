@@ -47,9 +47,10 @@ std::vector<flag_line> flag_lines(const nbdwire::negotiated& n) {
 std::string connection_header(const nbdwire::negotiated& n, bool json) {
   const bool sr = n.structured_replies || n.extended_headers;
   if (json)
-    return std::string("{\n\"protocol\": ") + json_string(protocol_name(n.style)) + ",\n\"TLS\": false,\n" +
+    return std::string("{\n\"protocol\": ") + json_string(protocol_name(n.style)) + ",\n\"TLS\": " + boolean(n.tls) +
+           ",\n" +
            "\"structured\": " + boolean(sr) + ",\n";
-  return std::string("protocol: ") + protocol_name(n.style) + " without TLS, using " +
+  return std::string("protocol: ") + protocol_name(n.style) + (n.tls ? " with TLS" : " without TLS") + ", using " +
          (n.extended_headers ? "extended" : sr ? "structured" : "simple") + " packets\n";
 }
 

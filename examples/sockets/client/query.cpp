@@ -23,7 +23,7 @@ std::optional<bool> feature(std::string f, const nbdwire::negotiated& n, bool al
   using namespace nbdwire::transmission_flag;
   const bool sr = n.structured_replies || n.extended_headers;
   if (f == "connect" || f == "read") return true;
-  if (f == "tls") return false;  // this client has no TLS
+  if (f == "tls") return n.tls;  // TLS is up on the connection (nbds://)
   if (f == "sr" || f == "structured" || f == "structuredreply" || f == "structuredreplies") return sr;
   if (f == "extended" || f == "extendedheaders" || f == "extendedheader") return n.extended_headers;
   if (f == "blockstatus" || f == "metacontext" || f == "map") return allocation;
@@ -44,7 +44,7 @@ std::optional<bool> feature(std::string f, const nbdwire::negotiated& n, bool al
 }  // namespace
 
 int info_query(const options& o) {
-  const auto uri = examples::parse_nbd_uri(o.positional[1]);
+  const auto uri = examples::parse_client_uri(o.positional[1]);
   // An unknown feature is an error before any connection is made.
   if (o.can && !feature(*o.can, {}, false)) fail("unknown --can or --is option: " + *o.can);
   // base:allocation is asked for so that --can block-status can be answered.

@@ -240,7 +240,7 @@ void check_alignment(const nbdwire::negotiated& n, std::uint64_t offset, std::ui
 void export_to_fd(const options& o, const std::string& uri_text, std::uint64_t offset,
                   std::optional<std::uint64_t> length, int fd, const std::string& what, bool show_progress,
                   bool skip_holes, bool own_file) {
-  const auto uri = examples::parse_nbd_uri(uri_text);
+  const auto uri = examples::parse_client_uri(uri_text);
   const auto first_connection =
       open_connection(uri, o, skip_holes ? std::span<const std::string_view>(allocation_context) : std::span<const std::string_view>());
   connection& first = *first_connection;

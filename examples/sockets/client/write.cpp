@@ -218,7 +218,7 @@ bool all_zero(const std::byte* p, std::size_t n) {
 /// export), each written on its own.
 void fd_to_export(const options& o, const std::string& uri_text, std::uint64_t offset, int fd, const std::string& what,
                   bool show_progress) {
-  const auto uri = examples::parse_nbd_uri(uri_text);
+  const auto uri = examples::parse_client_uri(uri_text);
   const auto first_connection = open_connection(uri, o);
   connection& first = *first_connection;
   negotiate(first, uri.export_name);
