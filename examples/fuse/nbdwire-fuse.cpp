@@ -10,6 +10,9 @@
 // Many requests are in flight on the one connection at once; each carries the index of its
 // slot in the in-flight table as its tag, which comes back on every event about it.
 // A server that goes away fails every pending and later request with EIO.
+//
+// nbds:// and nbds+unix:// URIs: the handshake runs STARTTLS first (../sockets/tls_uri.hpp)
+// and every later byte goes through the TLS session, in the handshake and in the I/O thread.
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION 31  // the build passes 312 where libfuse has the 3.12 loop API
 #endif
@@ -43,6 +46,7 @@
 #include <vector>              // buffers
 
 #include "../sockets/common.hpp"
+#include "../sockets/tls_uri.hpp"
 #include "nbdwire/nbdwire.hpp"
 #include "nbdwire/posix.hpp"
 #include "nbdwire/transfer.hpp"
@@ -173,8 +177,10 @@ class connection {
  public:
   /// Takes over a connection whose handshake is done: a machine of its own starts in
   /// transmission with what was negotiated; `leftover` is input received after `ready`.
-  connection(int fd, const nbdwire::negotiated& n, std::vector<std::byte> leftover)
-      : fd_(fd), neg_(n), m_(n), leftover_(std::move(leftover)) {
+  /// `tls`: the TLS session the handshake started (nbds), through which all I/O goes.
+  connection(int fd, const nbdwire::negotiated& n, std::vector<std::byte> leftover,
+             std::unique_ptr<examples::tls_session> tls)
+      : fd_(fd), neg_(n), m_(n), leftover_(std::move(leftover)), tls_(std::move(tls)) {
     efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd_ < 0) examples::fail_errno("eventfd");
   }
@@ -265,19 +271,28 @@ class connection {
         deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
       }
       const int fl = flush_output();
-      if (fl < 0) return go_dead("send failed");
-      if (disc_sent && fl == 0) shutdown(fd_, SHUT_WR);
+      if (fl < 0) return go_dead(tls_ && errno == EIO ? tls_->error() : "send failed");
+      if (disc_sent && fl == 0 && !write_shut_) {
+        write_shut_ = true;
+        if (tls_) tls_->bye();
+        shutdown(fd_, SHUT_WR);
+      }
 
       pollfd p[2] = {{fd_, static_cast<short>(POLLIN | (fl > 0 ? POLLOUT : 0)), 0}, {efd_, POLLIN, 0}};
       int timeout = -1;
-      if (disc_sent) {
+      // Bytes TLS has decrypted already are readable whatever the socket says.
+      const bool buffered = tls_ && tls_->pending() > 0;
+      if (buffered) {
+        timeout = 0;
+      } else if (disc_sent) {
         const auto left = deadline - std::chrono::steady_clock::now();
         timeout = static_cast<int>(std::max<std::int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(left).count()));
       }
       const int r = poll(p, 2, timeout);
       if (r < 0 && errno != EINTR) return go_dead("poll failed");
-      if (r == 0 && disc_sent) return;  // the server kept the connection open after DISC
+      if (r == 0 && disc_sent && !buffered) return;  // the server kept the connection open after DISC
+      if (buffered) p[0].revents |= POLLIN;
       if (p[1].revents & POLLIN) {
         std::uint64_t v = 0;
         (void)!read(efd_, &v, sizeof v);
@@ -324,7 +339,8 @@ class connection {
       wp->sent = true;
       if (wp->replied) complete(*wp);
     };
-    switch (examples::send_queued(fd_, m_, data, sent)) {
+    const auto st = tls_ ? examples::send_queued_tls(*tls_, m_, data, sent) : examples::send_queued(fd_, m_, data, sent);
+    switch (st) {
       case examples::send_status::done: return 0;
       case examples::send_status::would_block: return 1;
       default: return -1;
@@ -338,14 +354,14 @@ class connection {
       if (const auto inc = m_.incoming_payload()) {
         const piece* p = in_flight_.of_payload(*inc);
         if (!p) return go_dead("internal: READ data for an unknown request"), false;
-        const ssize_t got = recv(fd_, p->buf + (inc->offset - p->offset), static_cast<std::size_t>(inc->length), 0);
+        const ssize_t got = receive(p->buf + (inc->offset - p->offset), static_cast<std::size_t>(inc->length));
         if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
         if (got <= 0) return end_of_input(got);
         (void)m_.consume_incoming_payload(static_cast<std::uint64_t>(got));
         if (!feed({})) return false;  // collects the reply once the data is complete
         continue;
       }
-      const ssize_t got = recv(fd_, rbuf.data(), rbuf.size(), 0);
+      const ssize_t got = receive(rbuf.data(), rbuf.size());
       if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
       if (got <= 0) return end_of_input(got);
       if (!feed(std::span<const std::byte>(rbuf.data(), static_cast<std::size_t>(got)))) return false;
@@ -353,9 +369,11 @@ class connection {
     return true;
   }
 
+  ssize_t receive(void* buf, std::size_t len) { return examples::receive_some(fd_, tls_.get(), buf, len); }
+
   bool end_of_input(ssize_t got) {
     if (got < 0) {
-      go_dead(std::string("receive failed: ") + std::strerror(errno));
+      go_dead(tls_ && errno == EIO ? tls_->error() : std::string("receive failed: ") + std::strerror(errno));
       return false;
     }
     const auto ev = m_.on_eof();
@@ -429,6 +447,8 @@ class connection {
   const nbdwire::negotiated neg_;  ///< what FUSE threads read; the machine is the I/O thread's
   nbdwire::client m_;  ///< touched by the I/O thread only, once started
   std::vector<std::byte> leftover_;
+  std::unique_ptr<examples::tls_session> tls_;  ///< nbds: all I/O goes through it
+  bool write_shut_ = false;
   std::thread io_;
   bool started_ = false;
 
@@ -441,18 +461,59 @@ class connection {
 
 // ---- the handshake, before mounting, so that errors reach the terminal ----------------------
 
-/// Runs the handshake on a blocking socket (with timeouts) up to `ready`. Returns what was
-/// negotiated; `leftover` gets the bytes received after `ready` (none from a sane server).
-nbdwire::negotiated handshake(int fd, const std::string& export_name, std::vector<std::byte>& leftover) {
-  nbdwire::client c;
+/// Runs the handshake on a blocking socket (with timeouts) up to `ready`, STARTTLS first for
+/// an nbds URI (`tls` then holds the session). Returns what was negotiated; `leftover` gets
+/// the bytes received after `ready` (none from a sane server).
+nbdwire::negotiated handshake(int fd, const examples::client_uri& u, std::vector<std::byte>& leftover,
+                              std::unique_ptr<examples::tls_session>& tls) {
+  const std::string& export_name = u.export_name;
+  nbdwire::client_config cfg;
+  cfg.tls = examples::tls_policy(u);
+  // Loaded before anything is sent: a certificate problem is reported first.
+  const auto creds = u.tls ? examples::client_credentials(u.tls_config) : nullptr;
+  nbdwire::client c(cfg);
   std::vector<std::byte> buf(64 * 1024);
+  // The events of `in`: GO on the greeting, failures worded for the user. Stops at `ready`
+  // and at `start_tls`.
+  const auto handle = [&](std::span<const std::byte> in) {
+    return examples::feed(c, in, [&](const nbdwire::event& ev) {
+      switch (ev.kind) {
+        case event_kind::greeting:
+          if (!c.go(export_name)) examples::fail("cannot send NBD_OPT_GO");
+          return true;
+        case event_kind::option_refused:
+          if (examples::tls_required_refusal(ev)) examples::fail(examples::tls_required_text);
+          examples::fail("the server refused export '" + export_name + "' (" +
+                         std::string(nbdwire::to_string(ev.reply)) + ")" +
+                         (ev.data.empty() ? std::string() : ": " + std::string(nbdwire::as_chars(ev.data))));
+        case event_kind::ready: return false;  // the I/O thread's machine takes it from here
+        case event_kind::start_tls: return false;  // TLS takes over the socket
+        case event_kind::failed:
+          if (const auto t = examples::tls_failure_text(ev.error)) examples::fail(*t);
+          examples::fail("handshake: " + std::string(nbdwire::to_string(ev.error)));
+        case event_kind::closed:
+        case event_kind::disconnected: examples::fail("the server ended the handshake");
+        default: return true;
+      }
+    });
+  };
   for (bool ready = false;;) {
-    if (examples::send_queued(fd, c) != examples::send_status::done) examples::fail_errno("handshake: send");
+    const auto sent = tls ? examples::send_queued_tls(*tls, c) : examples::send_queued(fd, c);
+    if (sent != examples::send_status::done) {
+      if (tls && errno == EIO) examples::fail(tls->error());
+      if (tls && (errno == EPIPE || errno == ECONNRESET)) examples::fail(examples::tls_closed_text);
+      examples::fail_errno("handshake: send");
+    }
     if (ready) return c.negotiated();
-    const ssize_t got = recv(fd, buf.data(), buf.size(), 0);
+    const ssize_t got = examples::receive_some(fd, tls.get(), buf.data(), buf.size());
     if (got < 0 && errno == EINTR) continue;
     if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) examples::fail("handshake: the server did not answer within 30 s");
+    if (got < 0 && tls && errno == EIO) {
+      if (tls->error().find("alert") != std::string::npos) examples::fail(tls->error());
+      examples::fail(examples::tls_closed_text);
+    }
     if (got < 0) examples::fail_errno("handshake: receive");
+    if (got == 0 && tls) examples::fail(examples::tls_closed_text);
     if (got == 0) {
       const auto ev = c.on_eof();
       if (ev.kind == event_kind::failed && ev.error == nbdwire::errc::export_name_refused)
@@ -460,22 +521,14 @@ nbdwire::negotiated handshake(int fd, const std::string& export_name, std::vecto
       examples::fail("the server closed the connection during the handshake");
     }
     const std::span<const std::byte> in(buf.data(), static_cast<std::size_t>(got));
-    const auto r = examples::feed(c, in, [&](const nbdwire::event& ev) {
-      switch (ev.kind) {
-        case event_kind::greeting:
-          if (!c.go(export_name)) examples::fail("cannot send NBD_OPT_GO");
-          return true;
-        case event_kind::option_refused:
-          examples::fail("the server refused export '" + export_name + "' (" +
-                         std::string(nbdwire::to_string(ev.reply)) + ")" +
-                         (ev.data.empty() ? std::string() : ": " + std::string(nbdwire::as_chars(ev.data))));
-        case event_kind::ready: return false;  // the I/O thread's machine takes it from here
-        case event_kind::failed: examples::fail("handshake: " + std::string(nbdwire::to_string(ev.error)));
-        case event_kind::closed:
-        case event_kind::disconnected: examples::fail("the server ended the handshake");
-        default: return true;
-      }
-    });
+    auto r = handle(in);
+    if (r.ev.kind == event_kind::start_tls) {
+      // The rest of this read is the TLS layer's; the machine then greets again, over TLS.
+      tls = examples::start_client_tls(fd, c, in.subspan(r.consumed), creds);
+      r = handle({});
+      if (r.ev.kind == event_kind::ready) examples::fail("internal: ready without options");
+      continue;
+    }
     if (r.ev.kind == event_kind::ready) {
       ready = true;
       leftover.assign(in.begin() + static_cast<std::ptrdiff_t>(r.consumed), in.end());
@@ -621,7 +674,9 @@ void usage(std::FILE* f) {
                "usage: nbdwire-fuse [--read-only] [--foreground] MOUNTPOINT URI\n"
                "       nbdwire-fuse --help | --version\n"
                "  Mounts the NBD export URI as the file MOUNTPOINT/nbd; unmount with fusermount3 -u MOUNTPOINT.\n"
-               "  URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH\n"
+               "  URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH; nbds:// and nbds+unix://\n"
+               "       for TLS, with tls-certificates=DIR or [USER@ and] tls-psk-file=FILE, tls-hostname=NAME,\n"
+               "       tls-verify-peer=0\n"
                "  --read-only   mount read-only (also implied by a read-only export)\n"
                "  --foreground  stay in the foreground instead of daemonizing\n"
                "  --version     print the program's name and version\n");
@@ -661,22 +716,24 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<connection> c;
   try {
-    const auto u = examples::parse_nbd_uri(uri);
+    const auto u = examples::parse_client_uri(uri);
     const int fd = examples::connect_to(u.where);
     nbdwire::negotiated neg;
     std::vector<std::byte> leftover;
+    std::unique_ptr<examples::tls_session> tls;
     try {
       // A server that accepts and then says nothing must not hang the command.
       const timeval limit{30, 0};
       (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
       (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-      neg = handshake(fd, u.export_name, leftover);
+      neg = handshake(fd, u, leftover, tls);
     } catch (...) {
+      tls.reset();
       close(fd);
       throw;
     }
     examples::set_nonblocking(fd);
-    c = std::make_unique<connection>(fd, neg, std::move(leftover));
+    c = std::make_unique<connection>(fd, neg, std::move(leftover), std::move(tls));
   } catch (const examples::failure& e) {
     std::fprintf(stderr, "nbdwire-fuse: %s\n", e.what());
     return 1;
