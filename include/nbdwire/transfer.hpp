@@ -249,7 +249,7 @@ class send_plan {
       }
       if (const auto r = m.consume_payload(take); !r) return r;
       if (take < s.len) break;
-      if (s.completes) on_sent(s.span);
+      if (s.completes) on_sent(payload_span{s.cookie, s.offset, s.length, s.tag});
     }
     nsteps_ = nsegments_ = bytes_ = 0;  // spent: build the next plan
     stopped_at_.reset();
@@ -258,12 +258,18 @@ class send_plan {
   }
 
  private:
+  // Trivial, so the step array is not written when a plan is built (it is a few KiB for a
+  // large plan, and a server builds a plan per send): only steps_[0, nsteps_) are ever read.
   struct step {
-    bool payload = false;
-    bool completes = false;  ///< consuming all of it finishes the payload
-    std::size_t len = 0;
-    payload_span span{};
+    bool payload;
+    bool completes;  ///< consuming all of it finishes the payload
+    std::size_t len;
+    std::uint64_t cookie, offset, length, tag;  ///< the payload_span as it was
   };
+  static constexpr step bytes_step(std::size_t len) noexcept { return {false, false, len, 0, 0, 0, 0}; }
+  static constexpr step payload_step(bool completes, std::size_t len, const payload_span& p) noexcept {
+    return {true, completes, len, p.cookie, p.offset, p.length, p.tag};
+  }
 
   template <class Machine, class Map>
   void build(const Machine& m, Map& map) {
@@ -273,19 +279,19 @@ class send_plan {
     for (std::size_t i = 0; i < n; ++i) {
       const output_piece& pc = pieces[i];
       if (!pc.bytes.empty()) {
-        if (!add({false, false, pc.bytes.size(), {}}, pc.bytes.data())) return;
+        if (!add(bytes_step(pc.bytes.size()), pc.bytes.data())) return;
       }
       if (!pc.payload) continue;
       const payload_span p = *pc.payload;
       if (p.length == 0) {
-        if (!add({true, true, 0, p}, nullptr)) return;
+        if (!add(payload_step(true, 0, p), nullptr)) return;
         continue;
       }
       const bytes_view data = map(p);
       const std::size_t most = static_cast<std::size_t>(
           std::min<std::uint64_t>(p.length, std::numeric_limits<std::size_t>::max() - bytes_));
       const std::size_t len = std::min(data.size(), most);
-      if (len == 0 || !add({true, len == p.length, len, p}, data.data())) {
+      if (len == 0 || !add(payload_step(len == p.length, len, p), data.data())) {
         stopped_at_ = p;
         return;
       }
@@ -308,8 +314,8 @@ class send_plan {
     return true;
   }
 
-  std::array<send_segment, MaxSegments> segments_{};
-  std::array<step, 2 * MaxSegments> steps_{};  // each piece: its bytes, then its payload
+  std::array<send_segment, MaxSegments> segments_;
+  std::array<step, 2 * MaxSegments> steps_;  // each piece: its bytes, then its payload (not zeroed)
   std::size_t nsegments_ = 0, nsteps_ = 0, bytes_ = 0;
   std::optional<payload_span> stopped_at_{};
   bool complete_ = false;
