@@ -61,7 +61,9 @@ void print_usage() {
       "                                       before the command\n"
       "  --version                            print the version and exit\n"
       "  -h, --help                           this help\n"
-      "URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH\n"
+      "URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH; nbds:// and nbds+unix://\n"
+      "  require TLS: ?tls-certificates=DIR (ca-cert.pem, client-cert.pem, client-key.pem) or\n"
+      "  nbds://USER@...?tls-psk-file=FILE, and tls-hostname=NAME, tls-verify-peer=0, tls-type=x509|psk\n"
       "SIZE and N accept K, M, G, T (binary) suffixes.\n"
       "Exit status: 0 success, 1 error, 2 --can/--is false (--cannot/--is-not true),\n"
       "130 interrupted by SIGINT, 143 by SIGTERM.\n",
