@@ -13,7 +13,8 @@
 #   refusals        each must fail with a clear message and nothing written: nbd:// against
 #                   --tls=require, a wrong CA, a wrong host name, an expired server certificate,
 #                   a wrong PSK, an unknown PSK user, no client certificate for
-#                   --tls-verify-peer, and nbds:// against a server without TLS
+#                   --tls-verify-peer, nbds:// against a server without TLS and against
+#                   an oldstyle one, and malformed TLS URIs
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/tls-lib.sh"
 
@@ -201,6 +202,9 @@ CONF
         start_nbdkit "$T/plain.sock" file "$T/disk.img"
         refused "nbds:// against a server without TLS" "refused STARTTLS" \
             "nbds+unix:///?socket=$T/plain.sock&tls-certificates=$PKI/client"
+        start_nbdkit "$T/old.sock" --oldstyle file "$T/disk.img"
+        refused "nbds:// against an oldstyle server" "oldstyle negotiation, which cannot do TLS" \
+            "nbds+unix:///?socket=$T/old.sock&tls-certificates=$PKI/client"
         # URIs refused before connecting.
         refused "TLS parameters on nbd://" "need an nbds" "nbd+unix:///?socket=$T/plain.sock&tls-certificates=$PKI/client"
         refused "PSK without a user" "user name" "nbds+unix:///?socket=$T/psk.sock&tls-psk-file=$PKI/psk.keys"
