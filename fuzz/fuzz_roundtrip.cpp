@@ -134,6 +134,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   reader rd(input);
   server_setup st = parse_server(rd, surface::server_handshake);
   st.cfg.style = nbdwire::handshake_style::fixed_newstyle;
+  st.cfg.tls = nbdwire::server_tls::off;  // a plaintext pair (STARTTLS: fuzz_*_handshake, tests/tls.cpp)
+  for (auto& e : st.exports) e.tls_only = false;
   st.cfg.max_options = 64;
   st.cfg.max_option_length = 1u << 20;
   const std::uint8_t opt = rd.u8();
