@@ -361,8 +361,9 @@ TEST_CASE("client: export name in a reply containing NUL is fatal") {
 TEST_CASE("client: reply string longer than 4096 bytes is fatal") {
   expect_fatal(fixed_greeting + option_reply(option::go, reply_type::err_unknown, bytes(4097, std::byte{'x'})),
                errc::reply_string_too_long, script({do_go("")}));
+  // An INFO item that long is refused at its header, before its string is awaited.
   expect_fatal(fixed_greeting + info_string(option::go, info_type::description, std::string(4097, 'd')),
-               errc::reply_string_too_long, script({do_go("")}));
+               errc::info_reply_too_long, script({do_go("")}));
   expect_fatal(fixed_greeting + server_record(std::string(4097, 'n'), ""), errc::reply_string_too_long,
                script({do_list()}));
 }
@@ -583,4 +584,12 @@ TEST_CASE("client: legacy 1997 starts in transmission without any handshake") {
   CHECK(c.negotiated().read_only());
   CHECK(c.write(0, 512).error() == errc::read_only_export);
   CHECK(c.go("x").error() == errc::not_negotiating);
+}
+
+TEST_CASE("client 3.2: an NBD_REP_INFO longer than any item can be fails at its header") {
+  // Only the 20-byte header arrives; the client does not wait for 4 GiB.
+  expect_fatal(fixed_greeting + rec(make_option_reply_header(7, reply_type::info, 0xffffffffu)),
+               errc::info_reply_too_long, script({do_go("")}));
+  expect_fatal(fixed_greeting + rec(make_option_reply_header(7, reply_type::info, 2 + max_string + 1)),
+               errc::info_reply_too_long, script({do_go("")}));
 }

@@ -974,3 +974,18 @@ TEST_CASE("client: list_meta_context reports contexts and disregards their ids")
   (void)feed(c, slice(in, greet.size(), in.size()));
   CHECK(c.negotiated().meta_context_count == 0);  // LIST selects nothing
 }
+
+TEST_CASE("client 3.4: impossible chunk lengths fail at the header, before a byte of payload is awaited") {
+  const auto p = prepare(sr(), read_at(0, 512));
+  // Only the header arrives: the client must not wait for 4 GiB that no such chunk can hold.
+  const auto err = static_cast<std::uint16_t>(CT::error), err_off = static_cast<std::uint16_t>(CT::error_offset);
+  expect_fatal(p, chunk_header(done, err, p[0], 0xffffffffu), errc::error_chunk_too_long);
+  expect_fatal(p, chunk_header(done, err_off, p[0], 0xffffffffu), errc::error_chunk_too_long);
+  expect_fatal(p, chunk_header(done, 0x8000 | 77, p[0], 0xffffffffu), errc::error_chunk_too_long);  // unknown, error bit
+  expect_fatal(p, chunk_header(done, err, p[0], 6 + max_string + 9), errc::error_chunk_too_long);
+  // OFFSET_DATA: more data than the READ asked for.
+  expect_fatal(p, chunk_header(done, static_cast<std::uint16_t>(CT::offset_data), p[0], 8 + 513),
+               errc::chunk_outside_request);
+  expect_fatal(p, chunk_header(done, static_cast<std::uint16_t>(CT::offset_data), p[0], 0xffffffffu),
+               errc::chunk_outside_request);
+}

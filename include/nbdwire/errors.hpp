@@ -51,6 +51,7 @@ enum class error_category : std::uint8_t {
   X(server_reply_too_long, 116, limit_exceeded, true, "NBD_REP_SERVER longer than a name plus description") \
   X(unexpected_data, 117, peer_violation, true, "bytes arrived while no reply was outstanding") \
   X(too_many_meta_contexts, 118, limit_exceeded, true, "the server selected more than max_meta_contexts") \
+  X(info_reply_too_long, 119, limit_exceeded, true, "NBD_REP_INFO longer than its type and a max_string payload") \
   /* -- the client broke the handshake rules (server side; checklist 3.1) */ \
   X(bad_client_flags, 200, peer_violation, true, "unknown client flag bits: MUST drop the connection") \
   X(client_no_zeroes_not_offered, 201, peer_violation, true, "C_NO_ZEROES without the server's NO_ZEROES") \
@@ -98,6 +99,7 @@ enum class error_category : std::uint8_t {
   X(error_chunk_too_short, 430, peer_violation, true, "ERROR chunk shorter than its error value and message length") \
   X(error_offset_chunk_too_short, 431, peer_violation, true, "ERROR_OFFSET chunk shorter than its fields and offset") \
   X(hole_size_zero, 432, peer_violation, true, "OFFSET_HOLE chunk with a hole size of 0") \
+  X(error_chunk_too_long, 433, limit_exceeded, true, "error chunk longer than its error, a max_string message and an offset") \
   /* -- the connection ended */ \
   X(unexpected_eof, 500, peer_closed, true, "the peer closed in the middle of a message") \
   X(eof_with_requests_in_flight, 501, peer_closed, true, "the server closed with requests unanswered") \

@@ -261,7 +261,9 @@ class client_handshake {
         return len > 4 + 2 * max_string ? errc::server_reply_too_long : errc::ok;
       case reply_type::info:
         if (opt_ != option::info && opt_ != option::go) return errc::option_reply_type_unexpected;
-        return len < 2 ? errc::info_reply_too_short : errc::ok;
+        // Every item, unknown ones included, is a type and at most a max_string payload.
+        if (len < 2) return errc::info_reply_too_short;
+        return len > 2 + max_string ? errc::info_reply_too_long : errc::ok;
       case reply_type::meta_context:
         if (opt_ != option::list_meta_context && opt_ != option::set_meta_context)
           return errc::option_reply_type_unexpected;

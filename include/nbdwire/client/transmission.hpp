@@ -229,6 +229,12 @@ class client_transmission : protected client_handshake {
     if (extended && offset != r.offset) return fail(errc::reply_offset_mismatch);
     chunk_ = {*s, flags, type, 0, 0};
     const command c = r.cmd();
+    // Lengths a type cannot have are refused before a byte of the payload is awaited: an
+    // error chunk is an error value, a message of at most max_string bytes and perhaps an
+    // offset; a data chunk is an offset and at most the request's length of data.
+    if ((type & chunk_type_error_bit) && length > 6 + max_string + 8) return fail(errc::error_chunk_too_long);
+    if (static_cast<chunk_type>(type) == chunk_type::offset_data && c == command::read && length >= 8 && length - 8 > r.length)
+      return fail(errc::chunk_outside_request);
     switch (static_cast<chunk_type>(type)) {
       case chunk_type::none:
         if (length != 0) return fail(errc::chunk_length_invalid);
