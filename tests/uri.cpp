@@ -296,6 +296,8 @@ TEST_CASE("uri: TLS and other query parameters") {
   CHECK(seen[6] == std::pair{"other"sv, ""sv});
 
   CHECK(parse_ok("nbd://h?tls-verify-peer=0").tls_verify_peer == false);
+  CHECK(parse_ok("nbd://h?tls-verify-peer=false").tls_verify_peer == false);
+  CHECK(parse_ok("nbd://h?tls-verify-peer=true").tls_verify_peer == true);
   CHECK_FALSE(parse_ok("nbd://h").tls_verify_peer.has_value());
   CHECK(parse_ok("nbd://h?tls-username=bob").has_tls_parameters());  // unknown, but TLS
   CHECK(parse_ok("nbd://h?tls-username=bob").wants_tls());

@@ -601,8 +601,9 @@ struct uri_scheme {
       if (!n) return n.error();
       out.socket_len_ = n.value();
     } else if (which == p_verify) {
-      if (prm.value == "0") out.tls_verify_peer = false;
-      else if (prm.value == "1") out.tls_verify_peer = true;
+      // The NBD URI spec's 0/1, and libnbd's false/true.
+      if (prm.value == "0" || prm.value == "false") out.tls_verify_peer = false;
+      else if (prm.value == "1" || prm.value == "true") out.tls_verify_peer = true;
       else return uri_errc::bad_tls_verify_peer;
     } else {
       if (const auto v = detail::uri_decode_into(prm.value, nullptr, prm.value.size(), uri_errc::ok); !v)
