@@ -1,8 +1,9 @@
 # nbdwire-client through the fault proxy, against nbdkit or nbdwire-server serving a file:
 #   bash client.sh SERVER CLIENT PEER SET
 # PEER is nbdkit or nbdwire-server; SET is default (a representative cut per message kind,
-# direction and command) or full (every message of a clean run of each command, cut at its
-# boundary and at 1, half and all but one of its bytes; the list comes from the proxy's trace).
+# direction and command), full (every message of a clean run of each command, cut at its
+# boundary and at 1, half and all but one of its bytes; the list comes from the proxy's trace)
+# or stall (the server stops sending: fails, as nbdwire-client has no timeout).
 #
 # Every case must end with nbdwire-client exiting 1 with one clear message, promptly, without
 # a crash or sanitizer report; success is allowed only when the cut comes after the last reply
@@ -181,6 +182,12 @@ EOF
         fault_case write cut s2c simple.flush:1+4 fail
         fault_case read cut s2c chunk.read:1+19 fail
     fi
+elif [ "$SET" = stall ]; then
+    # The server stops sending (without closing) in the handshake and in a READ reply.
+    # nbdwire-client has no timeout option, so it waits forever: this set fails until it gets
+    # one, and is registered disabled (faults-client-stall).
+    fault_case info stall s2c greeting:1+0 fail
+    fault_case read stall s2c reply.read:1+100 fail
 else
     # Every message of a clean run of each command, from the proxy's trace.
     for cmd in "${COMMANDS[@]}"; do

@@ -245,7 +245,7 @@ stall)
     fault_case qemu-io stall c2s option.go:1+5
     fault_case nbdcopy-up stall s2c optreply:1+0
     fault_case nbdinfo stall c2s cflags:1+2
-    fault_case qemu-io stall s2c optreply.go:2+0
+    fault_case qemu-io stall c2s option:1+0
     # Stalls in transmission: a READ reply the client stops reading, a WRITE payload that stops.
     stall_transmission qemu-io-bigread s2c chunk.read:1+1000
     stall_transmission qemu-io-bigwrite c2s request.write:1+1000
