@@ -191,6 +191,21 @@ elif [ "$SET" = stall ]; then
 else
     # Every message of a clean run of each command, from the proxy's trace.
     for cmd in "${COMMANDS[@]}"; do
+        # A fresh upstream for each command: lib.sh gives peers a hard deadline of 300 s, and
+        # the whole full set may take longer.
+        if [ "$PEER" = nbdkit ]; then
+            kill -TERM "$UP_PID" 2>/dev/null || true
+            wait "$UP_PID" 2>/dev/null || true
+            _forget_pid "$UP_PID"
+            rm -f "$UP_SOCK"
+            start_nbdkit "$UP_SOCK" --threads 1 file "$T/disk.img"
+            UP_PID=$BG_PID
+        else
+            stop_server
+            start_server_unix -v disk=file:"$T/disk.img"
+            UP_SOCK=$SERVER_SOCK
+            UP_PID=$SERVER_PID
+        fi
         rm -f "$T/trace"
         start_proxy "$UP_SOCK" --trace "$T/trace"
         run_command "$cmd" "nbd+unix:///?socket=$PROXY_SOCK"

@@ -252,6 +252,10 @@ stall)
     ;;
 full)
     for peer in qemu-io nbdcopy-up nbdcopy-down nbdinfo nbdinfo-map; do
+        # A fresh server for each peer: lib.sh gives a server a hard deadline of 300 s, and the
+        # whole full set takes longer.
+        stop_server
+        start_server_unix -v --handshake-timeout "$HANDSHAKE_TIMEOUT" disk=file:"$T/disk.img" other=memory:1M
         rm -f "$T/trace"
         start_proxy "$SERVER_SOCK" --trace "$T/trace"
         run_peer "$peer" "nbd+unix:///disk?socket=$PROXY_SOCK"
