@@ -470,7 +470,7 @@ nbdwire::negotiated handshake(int fd, const examples::client_uri& u, std::vector
   nbdwire::client_config cfg;
   cfg.tls = examples::tls_policy(u);
   // Loaded before anything is sent: a certificate problem is reported first.
-  const auto creds = u.tls ? examples::client_credentials(u.tls_config) : nullptr;
+  const auto creds = examples::may_use_tls(u) ? examples::client_credentials(u.tls_config) : nullptr;
   nbdwire::client c(cfg);
   std::vector<std::byte> buf(64 * 1024);
   // The events of `in`: GO on the greeting, failures worded for the user. Stops at `ready`

@@ -67,12 +67,15 @@ client_uri parse_client_uri(std::string_view text) {
     out.where.port = u.tcp_port();
   }
   if (!u.tls) {
-    // nbd:// never uses TLS; TLS parameters there would be silently unused.
-    if (u.has_tls_parameters()) return bad("tls-* parameters need an nbds:// or nbds+unix:// URI");
-    return out;
+    if (!u.has_tls_parameters()) return out;
+    // nbd:// with credentials: TLS if the server offers it. Other TLS parameters alone would
+    // be silently unused.
+    if (u.tls_certificates.empty() && u.tls_psk_file.empty())
+      return bad("tls-* parameters need an nbds:// URI, or tls-certificates= or tls-psk-file= to try TLS");
+    out.opportunistic = true;
+  } else {
+    out.tls = true;
   }
-
-  out.tls = true;
   tls_settings& s = out.tls_config;
   s.verify_peer = u.tls_verify_peer.value_or(true);
   s.certificates = decoded(u.tls_certificates);
@@ -111,7 +114,7 @@ client_uri parse_client_uri(std::string_view text) {
 }
 
 nbdwire::client_tls tls_policy(const client_uri& u) {
-  return u.tls ? nbdwire::client_tls::require : nbdwire::client_tls::off;
+  return u.tls ? nbdwire::client_tls::require : u.opportunistic ? nbdwire::client_tls::opportunistic : nbdwire::client_tls::off;
 }
 
 std::shared_ptr<const tls_credentials> client_credentials(const tls_settings& s) {

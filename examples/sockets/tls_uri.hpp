@@ -30,17 +30,24 @@ namespace examples {
 /// An NBD URI as the connecting tools take it: nbd_uri (where, export) and, for nbds, TLS.
 struct client_uri : nbd_uri {
   bool tls = false;  ///< nbds or nbds+unix: TLS is required
+  /// nbd:// or nbd+unix:// with tls-certificates= or tls-psk-file=: TLS when the server offers
+  /// it, plaintext when it refuses STARTTLS (client_tls::opportunistic, libnbd's "allow").
+  bool opportunistic = false;
   tls_settings tls_config;  ///< for tls: certificates or PSK file, user, host name, verify_peer
   /// The TLS parameters as given (still percent-encoded), for URIs printed back.
   std::string user_raw, query_raw;
 };
 
 /// Parses an NBD URI (nbd, nbds, nbd+unix, nbds+unix); fails with a message for the user.
-/// tls-* parameters need an nbds scheme (they would otherwise be silently unused).
+/// nbds requires TLS; nbd with credentials (tls-certificates= or tls-psk-file=) tries it.
 client_uri parse_client_uri(std::string_view text);
 
-/// The client_config::tls policy for `u`: require for nbds, off otherwise.
+/// The client_config::tls policy for `u`: require for nbds, opportunistic for nbd with
+/// credentials, off otherwise.
 nbdwire::client_tls tls_policy(const client_uri& u);
+
+/// True when `u` may use TLS (credentials are needed).
+inline bool may_use_tls(const client_uri& u) { return u.tls || u.opportunistic; }
 
 /// Credentials for `s`, loaded at the first call and shared afterwards (copies with several
 /// connections load them once). Thread-safe. Fails with the loader's message.

@@ -9,7 +9,8 @@
 #   qemu-nbd-x509   qemu-nbd with x509 credentials (it requires a client certificate)
 #   qemu-nbd-psk    qemu-nbd with PSK credentials
 #   nbd-server      nbd-server with force_tls (it always requires a client certificate)
-#   opportunistic   nbdkit --tls=on: plain nbd+unix:// still works, without TLS
+#   opportunistic   nbdkit --tls=on: plain nbd+unix:// still works, without TLS; nbd+unix://
+#                   with tls-certificates= uses TLS there and plaintext on a server without it
 #   refusals        each must fail with a clear message and nothing written: nbd:// against
 #                   --tls=require, a wrong CA, a wrong host name, an expired server certificate,
 #                   a wrong PSK, an unknown PSK user, no client certificate for
@@ -175,6 +176,12 @@ CONF
         roundtrip_checked "$uri"
         # The same server with nbds: TLS.
         tls_checks "nbds+unix:///?socket=$T/on.sock&tls-certificates=$PKI/client&tls-hostname=localhost"
+        # nbd with credentials: opportunistic (STARTTLS first, plaintext if refused).
+        tls_checks "nbd+unix:///?socket=$T/on.sock&tls-certificates=$PKI/client&tls-hostname=localhost"
+        start_nbdkit "$T/plain.sock" file "$T/disk.img"
+        client_info_check "nbd+unix:///?socket=$T/plain.sock&tls-certificates=$PKI/client" "$size" newstyle-fixed
+        expect_eq "$(json_get "$T/info.json" TLS)" false "opportunistic against a server without TLS"
+        roundtrip_checked "nbd+unix:///?socket=$T/plain.sock&tls-certificates=$PKI/client"
         ;;
     refusals)
         rand_file "$T/junk" 65536
@@ -206,7 +213,7 @@ CONF
         refused "nbds:// against an oldstyle server" "oldstyle negotiation, which cannot do TLS" \
             "nbds+unix:///?socket=$T/old.sock&tls-certificates=$PKI/client"
         # URIs refused before connecting.
-        refused "TLS parameters on nbd://" "need an nbds" "nbd+unix:///?socket=$T/plain.sock&tls-certificates=$PKI/client"
+        refused "TLS parameters without credentials on nbd://" "need an nbds" "nbd+unix:///?socket=$T/plain.sock&tls-hostname=localhost"
         refused "PSK without a user" "user name" "nbds+unix:///?socket=$T/psk.sock&tls-psk-file=$PKI/psk.keys"
         same_file "$T/base" "$T/disk.img" "file behind the servers after every refusal"
         ;;

@@ -286,9 +286,9 @@ std::unique_ptr<connection> open_connection(const examples::client_uri& uri, con
   nbdwire::client_config cfg;
   cfg.meta_contexts = contexts;
   cfg.tls = examples::tls_policy(uri);
-  if (uri.tls && o.legacy) fail("the 1997 framing has no handshake, so it cannot do TLS");
+  if (examples::may_use_tls(uri) && o.legacy) fail("the 1997 framing has no handshake, so it cannot do TLS");
   // Loaded before connecting, once per process: a certificate problem is reported first.
-  auto creds = uri.tls ? examples::client_credentials(uri.tls_config) : nullptr;
+  auto creds = examples::may_use_tls(uri) ? examples::client_credentials(uri.tls_config) : nullptr;
   if (o.legacy) {
     if (*o.legacy_size > 0xffffffffu) fail("the 1997 framing addresses less than 4 GiB; --size is too large");
     cfg.style = nbdwire::handshake_style::legacy_1997;

@@ -108,7 +108,7 @@ std::string export_uri(const examples::client_uri& uri, const std::string& name)
   // Over TLS: nbds, the user name and the TLS parameters as they were given.
   std::string out = uri.tls ? "nbds" : "nbd";
   out += uri.where.is_unix ? "+unix://" : "://";
-  if (uri.tls && !uri.user_raw.empty()) out.append(uri.user_raw).append("@");
+  if (examples::may_use_tls(uri) && !uri.user_raw.empty()) out.append(uri.user_raw).append("@");
   if (uri.where.is_unix) return out.append(path).append("?socket=").append(uri.where.path).append(uri.query_raw);
   const std::string& h = uri.where.host;
   if (h.find(':') != std::string::npos) out.append("[").append(h).append("]");
