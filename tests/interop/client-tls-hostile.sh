@@ -3,6 +3,8 @@
 # error, promptly, and the client must send nothing in plaintext after STARTTLS but an
 # NBD_OPT_ABORT (after a refusal) or TLS records.
 #   modes: policy unsup not-fixed oldstyle ack-data ack-forged ack-close tls11
+# and, without TLS, shutdown: NBD_REP_ERR_SHUTDOWN to the first option, after which the client
+# MUST send NBD_OPT_ABORT ("Option haggling") before it closes.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/tls-lib.sh"
 
@@ -43,9 +45,15 @@ if mode == "not-fixed":
     sys.exit(0)
 hdr = recvn(16)
 _, opt, length = struct.unpack(">QII", hdr)
-assert opt == 5 and length == 0, f"first option {opt} (length {length}), expected STARTTLS"
 after = b""
-if mode in ("policy", "unsup"):
+if mode == "shutdown":
+    recvn(length)
+    c.sendall(reply(opt, 0x80000007, b"going down"))
+else:
+    assert opt == 5 and length == 0, f"first option {opt} (length {length}), expected STARTTLS"
+if mode == "shutdown":
+    pass
+elif mode in ("policy", "unsup"):
     c.sendall(reply(5, ERR_POLICY if mode == "policy" else ERR_UNSUP, b"no TLS here"))
 elif mode == "ack-data":
     c.sendall(reply(5, ACK, b"junk"))
@@ -82,6 +90,7 @@ PIDS+=("$!")
 fake=$!
 wait_unix_socket "$sock"
 uri="nbds+unix:///?socket=$sock&tls-certificates=$T/pki/client&tls-hostname=localhost"
+[ "$mode" = shutdown ] && uri="nbd+unix:///?socket=$sock"
 step_fails "nbdwire-client info ($mode)" "$NBDWIRE_CLIENT" info "$uri"
 wait "$fake" || { sed 's/^/    | fake: /' "$T/fake.log" >&2; fail "the fake server failed"; }
 sed 's/^/    | fake: /' "$T/fake.log" >&2
@@ -92,6 +101,7 @@ oldstyle) grep -q "oldstyle" "$T/step.err" || fail "no clear message for an olds
 ack-data) grep -qi "ack_with_data\|ACK.*data" "$T/step.err" || fail "no clear message for an ACK with data" ;;
 ack-forged|tls11) grep -qi "TLS\|handshake" "$T/step.err" || fail "no TLS handshake failure reported" ;;
 ack-close) grep -qi "closed\|TLS\|handshake" "$T/step.err" || fail "no message for a close after the ACK" ;;
+shutdown) grep -qi "shut" "$T/step.err" || fail "no message for ERR_SHUTDOWN" ;;
 esac
 # What the client sent after STARTTLS: nothing, an NBD_OPT_ABORT, or TLS records (0x16...).
 if [ -s "$T/after.hex" ]; then
@@ -104,4 +114,10 @@ if [ -s "$T/after.hex" ]; then
     esac
 fi
 if [ "$mode" = not-fixed ] && [ -s "$T/after.hex" ]; then fail "the client sent options to a non-fixed server"; fi
+# A refusal the client ends the connection over is followed by NBD_OPT_ABORT (a soft
+# disconnect; after ERR_SHUTDOWN a MUST).
+case $mode in policy|unsup|shutdown)
+    [ "$(cat "$T/after.hex")" = "$(printf '%016x%08x%08x' 0x49484156454F5054 2 0)" ] ||
+        fail "no NBD_OPT_ABORT after the refusal (got '$(cat "$T/after.hex")')" ;;
+esac
 log PASS

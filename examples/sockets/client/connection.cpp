@@ -161,6 +161,10 @@ void connection::shut_down() noexcept {
           if (ev.kind == event_kind::need_more || ev.terminal()) break;
         }
       }
+    } else if (!eof_ && output_pending()) {
+      // What the machine queued as it failed or refused is what the protocol obliges it to
+      // send (NBD_OPT_ABORT after ERR_SHUTDOWN or a refused STARTTLS): it goes out first.
+      flush(1000);
     }
   } catch (...) {
     // Best effort: the connection is being dropped anyway.
