@@ -4,13 +4,16 @@
 # NBD_OPT_ABORT (after a refusal) or TLS records.
 #   modes: policy unsup not-fixed oldstyle ack-data ack-forged ack-close tls11
 # and, without TLS, shutdown: NBD_REP_ERR_SHUTDOWN to the first option, after which the client
-# MUST send NBD_OPT_ABORT ("Option haggling") before it closes.
+# MUST send NBD_OPT_ABORT ("Option haggling") before it closes; list-flood and meta-flood:
+# NBD_REP_SERVER or NBD_REP_META_CONTEXT replies without end, which the client must stop
+# reading with a clear error and bounded memory.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/tls-lib.sh"
 
 mode=${1:?mode}
 need_client
 need_peer python3
+[ -x /usr/bin/time ] || fail "GNU time (/usr/bin/time, Debian package time) is not installed"
 tls_make_pki "$T/pki"
 sock=$T/fake.sock
 
@@ -42,6 +45,23 @@ flags = recvn(4)
 if mode == "not-fixed":
     rest = recvn(16)
     open(record, "w").write(rest.hex())
+    sys.exit(0)
+if mode in ("list-flood", "meta-flood"):
+    sent = 0
+    try:
+        while True:
+            _, opt, length = struct.unpack(">QII", recvn(16))
+            recvn(length)
+            if opt in (3, 9):  # LIST, LIST_META_CONTEXT: replies without end
+                while True:
+                    name = b"export-%09d" % sent if opt == 3 else b"base:context-%09d" % sent
+                    body = struct.pack(">I", len(name)) + name if opt == 3 else struct.pack(">I", sent) + name
+                    c.sendall(reply(opt, 2 if opt == 3 else 4, body))
+                    sent += 1
+            c.sendall(reply(opt, ERR_UNSUP))
+    except (BrokenPipeError, ConnectionResetError, socket.timeout, struct.error):
+        pass
+    print(f"sent {sent} replies before the client stopped reading")
     sys.exit(0)
 hdr = recvn(16)
 _, opt, length = struct.unpack(">QII", hdr)
@@ -90,8 +110,14 @@ PIDS+=("$!")
 fake=$!
 wait_unix_socket "$sock"
 uri="nbds+unix:///?socket=$sock&tls-certificates=$T/pki/client&tls-hostname=localhost"
-[ "$mode" = shutdown ] && uri="nbd+unix:///?socket=$sock"
-step_fails "nbdwire-client info ($mode)" "$NBDWIRE_CLIENT" info "$uri"
+case $mode in shutdown|list-flood|meta-flood) uri="nbd+unix:///?socket=$sock" ;; esac
+cmd=info
+[ "$mode" = list-flood ] && cmd=list
+# Memory stays bounded: the peak resident size is recorded (GNU time's %M, in KiB).
+step_fails "nbdwire-client $cmd ($mode)" /usr/bin/time -f 'maxrss %M' -o "$T/rss" "$NBDWIRE_CLIENT" "$cmd" "$uri"
+rss=$(sed -n 's/^maxrss //p' "$T/rss")
+log "   peak resident memory: ${rss} KiB"
+[ "${rss:-0}" -lt 262144 ] || fail "nbdwire-client grew to ${rss} KiB"
 wait "$fake" || { sed 's/^/    | fake: /' "$T/fake.log" >&2; fail "the fake server failed"; }
 sed 's/^/    | fake: /' "$T/fake.log" >&2
 case $mode in
@@ -102,6 +128,8 @@ ack-data) grep -qi "ack_with_data\|ACK.*data" "$T/step.err" || fail "no clear me
 ack-forged|tls11) grep -qi "TLS\|handshake" "$T/step.err" || fail "no TLS handshake failure reported" ;;
 ack-close) grep -qi "closed\|TLS\|handshake" "$T/step.err" || fail "no message for a close after the ACK" ;;
 shutdown) grep -qi "shut" "$T/step.err" || fail "no message for ERR_SHUTDOWN" ;;
+list-flood) grep -q "listed more than 100000 exports" "$T/step.err" || fail "no clear message for an endless LIST" ;;
+meta-flood) grep -q "listed more than 10000 metadata contexts" "$T/step.err" || fail "no clear message for endless contexts" ;;
 esac
 # What the client sent after STARTTLS: nothing, an NBD_OPT_ABORT, or TLS records (0x16...).
 if [ -s "$T/after.hex" ]; then

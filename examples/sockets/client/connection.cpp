@@ -362,7 +362,11 @@ export_facts negotiate(connection& c, const std::string& name, bool list_context
         }
         go();
         break;
-      case event_kind::meta_context: f.contexts.emplace_back(nbdwire::as_chars(ev.data)); break;
+      case event_kind::meta_context:
+        // LIST_META_CONTEXT replies can stream without end: what is kept is bounded.
+        if (f.contexts.size() == 10000) fail("the server listed more than 10000 metadata contexts; giving up");
+        f.contexts.emplace_back(nbdwire::as_chars(ev.data));
+        break;
       case event_kind::option_done:
         if (!list_answer) fail_event(ev, "during the handshake");
         listing = false;

@@ -10,6 +10,9 @@
 namespace client_app {
 
 std::vector<std::pair<std::string, std::string>> list_exports(const options& o, const examples::client_uri& uri) {
+  // Bounds on what a listing keeps (a hostile server can stream replies forever).
+  constexpr std::size_t max_listed_exports = 100000, max_listed_bytes = std::size_t{64} << 20;
+  std::size_t kept = 0;
   if (o.legacy) fail("the 1997 framing has no handshake, so no export list");
   auto c = open_connection(uri, o);
   auto& m = c->machine();
@@ -26,6 +29,11 @@ std::vector<std::pair<std::string, std::string>> list_exports(const options& o, 
         break;
       case event_kind::ready: fail("the server uses oldstyle negotiation, which has no export list");
       case event_kind::export_listed:
+        // A server may stream NBD_REP_SERVER without end: what is kept is bounded.
+        kept += ev.data.size() + ev.text.size();
+        if (exports.size() == max_listed_exports || kept > max_listed_bytes)
+          fail("the server listed more than " + std::to_string(max_listed_exports) + " exports or " +
+               std::to_string(max_listed_bytes >> 20) + " MiB of names and descriptions; giving up");
         exports.emplace_back(std::string(nbdwire::as_chars(ev.data)), std::string(nbdwire::as_chars(ev.text)));
         break;
       case event_kind::option_done:
