@@ -6,7 +6,8 @@
 # and, without TLS, shutdown: NBD_REP_ERR_SHUTDOWN to the first option, after which the client
 # MUST send NBD_OPT_ABORT ("Option haggling") before it closes; list-flood and meta-flood:
 # NBD_REP_SERVER or NBD_REP_META_CONTEXT replies without end, which the client must stop
-# reading with a clear error and bounded memory.
+# reading with a clear error and bounded memory; escape: an error message with ESC, BEL and
+# bytes that are not UTF-8, which must reach the terminal escaped.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/tls-lib.sh"
 
@@ -69,9 +70,19 @@ after = b""
 if mode == "shutdown":
     recvn(length)
     c.sendall(reply(opt, 0x80000007, b"going down"))
+elif mode == "escape":
+    # Preliminaries (extended headers, structured replies) refused; GO or INFO answered with
+    # ERR_UNKNOWN carrying the hostile message.
+    while True:
+        recvn(length)
+        if opt in (6, 7):
+            c.sendall(reply(opt, 0x80000006, b"\x1b]0;owned\x07\x1b[31mred\xff\xfe"))
+            break
+        c.sendall(reply(opt, ERR_UNSUP))
+        _, opt, length = struct.unpack(">QII", recvn(16))
 else:
     assert opt == 5 and length == 0, f"first option {opt} (length {length}), expected STARTTLS"
-if mode == "shutdown":
+if mode in ("shutdown", "escape"):
     pass
 elif mode in ("policy", "unsup"):
     c.sendall(reply(5, ERR_POLICY if mode == "policy" else ERR_UNSUP, b"no TLS here"))
@@ -110,7 +121,7 @@ PIDS+=("$!")
 fake=$!
 wait_unix_socket "$sock"
 uri="nbds+unix:///?socket=$sock&tls-certificates=$T/pki/client&tls-hostname=localhost"
-case $mode in shutdown|list-flood|meta-flood) uri="nbd+unix:///?socket=$sock" ;; esac
+case $mode in shutdown|list-flood|meta-flood|escape) uri="nbd+unix:///?socket=$sock" ;; esac
 cmd=info
 [ "$mode" = list-flood ] && cmd=list
 # Memory stays bounded: the peak resident size is recorded (GNU time's %M, in KiB).
@@ -128,6 +139,9 @@ ack-data) grep -qi "ack_with_data\|ACK.*data" "$T/step.err" || fail "no clear me
 ack-forged|tls11) grep -qi "TLS\|handshake" "$T/step.err" || fail "no TLS handshake failure reported" ;;
 ack-close) grep -qi "closed\|TLS\|handshake" "$T/step.err" || fail "no message for a close after the ACK" ;;
 shutdown) grep -qi "shut" "$T/step.err" || fail "no message for ERR_SHUTDOWN" ;;
+escape)
+    if LC_ALL=C grep -q "$(printf '[\033\007\377\376]')" "$T/step.err"; then fail "raw control or invalid bytes reached stderr"; fi
+    grep -qF '\x1b[31mred\xff\xfe' "$T/step.err" || fail "the message is not shown escaped: $(cat -v "$T/step.err")" ;;
 list-flood) grep -q "listed more than 100000 exports" "$T/step.err" || fail "no clear message for an endless LIST" ;;
 meta-flood) grep -q "listed more than 10000 metadata contexts" "$T/step.err" || fail "no clear message for endless contexts" ;;
 esac

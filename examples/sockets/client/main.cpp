@@ -20,6 +20,7 @@
 
 #include "commands.hpp"
 #include "interrupt.hpp"
+#include "output.hpp"  // terminal_text: server text in messages
 
 int main(int argc, char** argv) {
   using namespace client_app;
@@ -41,14 +42,16 @@ int main(int argc, char** argv) {
     usage_error("unknown command '" + cmd + "'");
   } catch (const interruption& i) {
     std::fflush(stdout);
-    std::fprintf(stderr, "nbdwire-client: %s\n", i.what());
+    std::fprintf(stderr, "nbdwire-client: %s\n", terminal_text(i.what()).c_str());
     return 128 + i.signal;
   } catch (const examples::failure& f) {
+    // Messages quote text the server sent (error messages, export names): escaped, so a
+    // hostile server cannot send escape sequences to the user's terminal.
     std::fflush(stdout);
-    std::fprintf(stderr, "nbdwire-client: %s\n", f.what());
+    std::fprintf(stderr, "nbdwire-client: %s\n", terminal_text(f.what()).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "nbdwire-client: %s\n", e.what());
+    std::fprintf(stderr, "nbdwire-client: %s\n", terminal_text(e.what()).c_str());
     return 1;
   }
 }
