@@ -58,14 +58,17 @@ ensure_upstream() {
 
 # run_command CMD URI: one command of nbdwire-client; output in $T/case.out, stderr in
 # $T/case.err; sets RC and ELAPSED_MS. Prepares its input and the expected result.
+# Options every command of a set gets (the stall set: --timeout).
+CLIENT_EXTRA=()
+
 run_command() {
     local cmd=$1 uri=$2
     case $cmd in
-        info) run_timed "$T/case.out" "$T/case.err" "$NBDWIRE_CLIENT" info "$uri" ;;
+        info) run_timed "$T/case.out" "$T/case.err" "$NBDWIRE_CLIENT" info "$uri" "${CLIENT_EXTRA[@]}" ;;
         read)
             slice "$T/disk.img" 65536 $((3 * 1024 * 1024)) >"$T/expected"
             run_timed "$T/case.out" "$T/case.err" "$NBDWIRE_CLIENT" read "$uri" --offset 65536 \
-                --length $((3 * 1024 * 1024))
+                --length $((3 * 1024 * 1024)) "${CLIENT_EXTRA[@]}"
             ;;
         write)
             rand_file "$T/pattern" $((3 * 1024 * 1024))
@@ -183,11 +186,14 @@ EOF
         fault_case read cut s2c chunk.read:1+19 fail
     fi
 elif [ "$SET" = stall ]; then
-    # The server stops sending (without closing) in the handshake and in a READ reply.
-    # nbdwire-client has no timeout option, so it waits forever: this set fails until it gets
-    # one, and is registered disabled (faults-client-stall).
+    # The server stops sending (without closing) in the handshake and in a READ reply: the
+    # greeting has its own 10 s deadline, the rest --timeout.
+    CLIENT_EXTRA=(--timeout 2)
     fault_case info stall s2c greeting:1+0 fail
     fault_case read stall s2c reply.read:1+100 fail
+    fault_case info stall s2c optreply:1+10 fail
+    grep -q "sent and took nothing for 2 s (--timeout)" "$T/case.err" ||
+        fail "the last stall did not end with the --timeout message: $(cat "$T/case.err")"
 else
     # Every message of a clean run of each command, from the proxy's trace.
     for cmd in "${COMMANDS[@]}"; do

@@ -8,6 +8,7 @@
 #include <unistd.h>        // close, pread
 
 #include <algorithm>  // std::min
+#include <cstdio>     // std::snprintf: the --timeout message
 
 namespace client_app {
 
@@ -47,6 +48,12 @@ std::string connection::take_error_message(std::uint64_t tag) {
   return tag < messages_.size() ? std::exchange(messages_[tag], {}) : std::string();
 }
 
+void connection::fail_idle() const {
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%g", idle_timeout_ms_ / 1000.0);
+  fail(std::string("the server sent and took nothing for ") + seconds + " s (--timeout)");
+}
+
 nbdwire::event connection::next(int timeout_ms) {
   for (;;) {
     if (eof_) fail("the server closed the connection");
@@ -72,13 +79,17 @@ nbdwire::event connection::next(int timeout_ms) {
     if (end_ < buf_.size()) p.events |= POLLIN;
     // Bytes TLS has decrypted already are readable whatever the socket says.
     const bool buffered = input_buffered() && end_ < buf_.size();
-    const int rc = poll(&p, 1, buffered ? 0 : timeout_ms);
+    const int wait = timeout_ms >= 0 ? timeout_ms : idle_timeout_ms_;
+    const int rc = poll(&p, 1, buffered ? 0 : wait);
     if (buffered) p.revents |= POLLIN;
     if (rc < 0) {
       if (errno == EINTR) continue;
       examples::fail_errno("poll");
     }
-    if (rc == 0 && !buffered) return {};  // timed out
+    if (rc == 0 && !buffered) {
+      if (timeout_ms >= 0) return {};  // the caller's own deadline
+      fail_idle();
+    }
     if (p.revents & POLLOUT) send_some();
     if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
 
@@ -137,9 +148,12 @@ void connection::flush(int timeout_ms) {
   while (output_pending()) {
     if (send_some()) continue;
     pollfd p{fd_, POLLOUT, 0};
-    const int rc = poll(&p, 1, timeout_ms);
+    const int rc = poll(&p, 1, timeout_ms >= 0 ? timeout_ms : idle_timeout_ms_);
     if (rc < 0 && errno != EINTR) examples::fail_errno("poll");
-    if (rc == 0) return;
+    if (rc == 0) {
+      if (timeout_ms >= 0) return;
+      fail_idle();
+    }
   }
 }
 
@@ -299,7 +313,9 @@ std::unique_ptr<connection> open_connection(const examples::client_uri& uri, con
     cfg.legacy_export_size = *o.legacy_size;
   }
   const int fd = examples::connect_to(uri.where);
-  return std::make_unique<connection>(fd, cfg, std::move(creds));
+  auto c = std::make_unique<connection>(fd, cfg, std::move(creds));
+  c->set_idle_timeout(o.timeout_ms);
+  return c;
 }
 
 std::string refusal_text(const nbdwire::event& ev) {

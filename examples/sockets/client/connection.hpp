@@ -82,6 +82,11 @@ class connection {
 
   [[nodiscard]] bool output_pending() const { return !m_.pending_output().empty() || m_.pending_payload(); }
 
+  /// --timeout: a wait with no deadline of its own (next(), flush()) that sees nothing move for
+  /// this long fails with a message naming the option (0: wait for ever).
+  void set_idle_timeout(int ms) { idle_timeout_ms_ = ms > 0 ? ms : -1; }
+  [[noreturn]] void fail_idle() const;
+
   /// Sends everything queued; gives up silently after timeout_ms (>= 0) without progress.
   void flush(int timeout_ms = -1);
 
@@ -99,6 +104,7 @@ class connection {
   void start_tls();
 
   int fd_;
+  int idle_timeout_ms_ = -1;  // --timeout; -1: none
   nbdwire::client m_;
   std::vector<std::byte> buf_;
   std::size_t start_ = 0, end_ = 0;

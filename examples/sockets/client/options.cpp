@@ -55,6 +55,8 @@ void print_usage() {
       "  --connections N                      connections per side when the exports allow\n"
       "                                       multi-conn (default: one per CPU, at most 4)\n"
       "  --requests N                         requests in flight per connection (1-%zu, default %zu)\n"
+      "  --timeout SECONDS                    fail when the server sends or takes nothing for this\n"
+      "                                       long while the client waits for it (default 0: wait)\n"
       "global options:\n"
       "  --style legacy1997 --legacy-size SIZE  a server of the 1997 framing (no handshake);\n"
       "                                       the old spelling --size SIZE is still taken\n"
@@ -101,7 +103,7 @@ options parse_args(int argc, char** argv) {
     const auto take = [&] { return inline_value ? *inline_value : value(); };
     if (inline_value && name != "--map" && name != "--can" && name != "--is" && name != "--cannot" &&
         name != "--is-not" && name != "--style" && name != "--legacy-size" && name != "--offset" &&
-        name != "--length" && name != "--connections" && name != "--requests")
+        name != "--length" && name != "--connections" && name != "--requests" && name != "--timeout")
       usage_error("option " + name + " takes no value");
     if (a == "--help" || a == "-h") {
       print_usage();
@@ -154,6 +156,12 @@ options parse_args(int argc, char** argv) {
       o.connections = count_arg(name, take(), max_connections);
     } else if (name == "--requests") {
       o.requests = count_arg(name, take(), static_cast<unsigned>(max_window));
+    } else if (name == "--timeout") {
+      const std::string v = take();
+      char* end = nullptr;
+      const double t = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(t >= 0) || t > 86400) usage_error("bad --timeout '" + v + "' (seconds)");
+      o.timeout_ms = static_cast<int>(t * 1000);
     } else if (a == "--no-flush") {
       o.no_flush = true;
     } else if (a == "--flush") {

@@ -35,6 +35,7 @@ struct options {
   bool target_is_zero = false; ///< --target-is-zero: zero ranges are not written
   unsigned connections = 0;    ///< copies with a multi-conn export: connections to use (0: one per CPU, at most 4)
   unsigned requests = 0;       ///< requests in flight per connection (0: the most, max_window)
+  int timeout_ms = 0;          ///< --timeout: no progress from the server this long fails (0: none)
   std::vector<std::string> positional;
 };
 

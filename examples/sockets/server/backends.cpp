@@ -249,7 +249,13 @@ class file_backend final : public backend {
       if (d < 0) {
         // ENXIO: no data from here to the end of the file. Anything else (a block device, a
         // file system without SEEK_DATA): report data, which is always correct.
-        add_run(out, end - pos, errno == ENXIO);
+        const bool no_data = errno == ENXIO;
+        // A file that shrank while served ends before the export does: what lies past its
+        // end is not a hole but gone, an I/O error (as a READ of it with pread() reports).
+        struct stat st{};
+        if (no_data && fstat(fd_, &st) == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) < end)
+          return EIO;
+        add_run(out, end - pos, no_data);
         return 0;
       }
       const std::uint64_t data = std::min(end, static_cast<std::uint64_t>(d));
