@@ -187,37 +187,12 @@ inline std::optional<endpoint> parse_host_port(std::string_view s, std::uint16_t
   return e;
 }
 
-/// An NBD URI as these examples use it: TCP or a Unix socket, without TLS. Parsing is
-/// nbdwire::parse_uri (the NBD URI standard, doc/uri.md of the NBD project).
+/// Where an NBD URI points: TCP or a Unix socket, and the export. tls_uri.hpp parses one
+/// (with nbdwire::parse_uri, the NBD URI standard) together with its TLS settings.
 struct nbd_uri {
   endpoint where;
   std::string export_name;
 };
-
-inline nbd_uri parse_nbd_uri(std::string_view text) {
-  auto bad = [&](std::string_view why) -> nbd_uri {
-    fail("invalid NBD URI '" + std::string(text) + "': " + std::string(why));
-  };
-  const auto r = nbdwire::parse_uri(text);
-  if (r.error() == nbdwire::uri_errc::unknown_scheme)
-    return bad("unknown scheme '" + std::string(text.substr(0, text.find(':'))) + "'");
-  if (!r) return bad(nbdwire::to_string(r.error()));
-  const nbdwire::uri& u = r.value();
-  if (u.tls) return bad("TLS is not supported by this client");
-  if (u.has_tls_parameters()) return bad("TLS parameters are not supported by this client");
-  if (u.transport == nbdwire::uri_transport::vsock) return bad("vsock is not supported by this client");
-  // Other query parameters are for other tools; the standard lets a client ignore them.
-  nbd_uri out;
-  out.export_name = std::string(u.export_name());
-  if (u.transport == nbdwire::uri_transport::unix_socket) {
-    out.where.is_unix = true;
-    out.where.path = std::string(u.socket());
-  } else {
-    out.where.host = u.host().empty() ? "localhost" : std::string(u.host());
-    out.where.port = u.tcp_port();
-  }
-  return out;
-}
 
 /// A send_plan's segments as the message of one sendmsg(); `iov` holds them.
 template <std::size_t N>

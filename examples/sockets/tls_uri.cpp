@@ -10,6 +10,8 @@
 #include <utility>  // std::pair
 #include <vector>   // the credentials cache
 
+#include "nbdwire/uri.hpp"  // parse_uri
+
 namespace examples {
 
 namespace {
