@@ -9,29 +9,8 @@ size=$((24 * 1024 * 1024))
 rand_file "$T/base" "$size"
 cp "$T/base" "$T/disk.img"
 
-# nbd-server detaches; its pid file is how it gets stopped. Retry if the port was taken meanwhile.
-for attempt in 1 2 3; do
-    port=$(free_port)
-    cat >"$T/nbd-server.conf" <<CONF
-[generic]
-    listenaddr = 127.0.0.1
-    port = $port
-    allowlist = true
-[disk]
-    exportname = $T/disk.img
-CONF
-    rm -f "$T/nbd-server.pid"
-    PIDFILES+=("$T/nbd-server.pid")
-    step "nbd-server starts" nbd-server -C "$T/nbd-server.conf" -p "$T/nbd-server.pid"
-    for i in $(seq 100); do
-        [ -s "$T/nbd-server.pid" ] && _tcp_listening "$port" && break
-        sleep 0.05
-    done
-    _tcp_listening "$port" && break
-    [ -s "$T/nbd-server.pid" ] && _stop_pid "$(cat "$T/nbd-server.pid")"
-    log "nbd-server did not listen on $port (attempt $attempt)"
-    [ "$attempt" = 3 ] && fail "nbd-server did not start"
-done
+start_nbd_server "$T/disk.img"
+port=$NBD_SERVER_PORT
 uri="nbd://127.0.0.1:$port/disk"
 
 client_info_check "$uri" "$size" newstyle-fixed

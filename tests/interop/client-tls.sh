@@ -112,17 +112,8 @@ case $MODE in
         roundtrip_checked "$uri"
         ;;
     qemu-nbd-x509 | qemu-nbd-psk)
-        need_peer qemu-nbd
-        if [ "$MODE" = qemu-nbd-x509 ]; then
-            creds=tls-creds-x509,id=tls0,dir=$PKI/server,endpoint=server
-            uri="nbds+unix:///disk?socket=$T/qemu.sock&tls-certificates=$PKI/client&tls-hostname=localhost"
-        else
-            mkdir "$T/qpsk" && cp "$PKI/psk.keys" "$T/qpsk/keys.psk"
-            creds=tls-creds-psk,id=tls0,dir=$T/qpsk,endpoint=server
-            uri="nbds+unix://alice@/disk?socket=$T/qemu.sock&tls-psk-file=$PKI/psk.keys"
-        fi
-        bg qemu-nbd qemu-nbd -t -k "$T/qemu.sock" --object "$creds" --tls-creds tls0 -f raw -x disk "$T/disk.img"
-        wait_unix_socket "$T/qemu.sock" "$BG_PID"
+        start_qemu_nbd_tls "${MODE#qemu-nbd-}" "$T/disk.img" "$T/qemu.sock"
+        uri=$TLS_URI
         tls_checks "$uri"
         roundtrip_checked "$uri"
         if [ "$MODE" = qemu-nbd-x509 ]; then
@@ -133,33 +124,9 @@ case $MODE in
         fi
         ;;
     nbd-server)
-        need_peer nbd-server
-        for attempt in 1 2 3; do
-            port=$(free_port)
-            cat >"$T/nbd-server.conf" <<CONF
-[generic]
-    listenaddr = 127.0.0.1
-    port = $port
-    allowlist = true
-    certfile = $PKI/server/server-cert.pem
-    keyfile = $PKI/server/server-key.pem
-    cacertfile = $PKI/server/ca-cert.pem
-    force_tls = true
-[disk]
-    exportname = $T/disk.img
-CONF
-            rm -f "$T/nbd-server.pid"
-            PIDFILES+=("$T/nbd-server.pid")
-            step "nbd-server starts" nbd-server -C "$T/nbd-server.conf" -p "$T/nbd-server.pid"
-            for i in $(seq 100); do
-                [ -s "$T/nbd-server.pid" ] && _tcp_listening "$port" && break
-                sleep 0.05
-            done
-            _tcp_listening "$port" && break
-            [ -s "$T/nbd-server.pid" ] && _stop_pid "$(cat "$T/nbd-server.pid")"
-            log "nbd-server did not listen on $port (attempt $attempt)"
-            [ "$attempt" = 3 ] && fail "nbd-server did not start"
-        done
+        start_nbd_server "$T/disk.img" "certfile = $PKI/server/server-cert.pem" \
+            "keyfile = $PKI/server/server-key.pem" "cacertfile = $PKI/server/ca-cert.pem" "force_tls = true"
+        port=$NBD_SERVER_PORT
         uri="nbds://localhost:$port/disk?tls-certificates=$PKI/client"
         tls_checks "$uri"
         roundtrip_checked "$uri"

@@ -259,6 +259,34 @@ _start_server_once() {
     fail "nbdwire-server printed no ready line within 10 s (stdout so far: '$(cat "$SERVER_OUT")')"
 }
 
+# start_nbd_server IMAGE [GENERIC-LINE...]: nbd-server serving IMAGE as export "disk" on
+# 127.0.0.1 and a free port (sets NBD_SERVER_PORT); the lines go into [generic] (TLS settings).
+# nbd-server detaches; its pid file is how it gets stopped. Retries if the port was taken.
+start_nbd_server() {
+    local img=$1 attempt i line
+    shift
+    need_peer nbd-server
+    for attempt in 1 2 3; do
+        NBD_SERVER_PORT=$(free_port)
+        {
+            printf '[generic]\n    listenaddr = 127.0.0.1\n    port = %s\n    allowlist = true\n' "$NBD_SERVER_PORT"
+            for line in "$@"; do printf '    %s\n' "$line"; done
+            printf '[disk]\n    exportname = %s\n' "$img"
+        } >"$T/nbd-server.conf"
+        rm -f "$T/nbd-server.pid"
+        PIDFILES+=("$T/nbd-server.pid")
+        step "nbd-server starts" nbd-server -C "$T/nbd-server.conf" -p "$T/nbd-server.pid"
+        for i in $(seq 100); do
+            [ -s "$T/nbd-server.pid" ] && _tcp_listening "$NBD_SERVER_PORT" && break
+            sleep 0.05
+        done
+        _tcp_listening "$NBD_SERVER_PORT" && return 0
+        [ -s "$T/nbd-server.pid" ] && _stop_pid "$(cat "$T/nbd-server.pid")"
+        log "nbd-server did not listen on $NBD_SERVER_PORT (attempt $attempt)"
+    done
+    fail "nbd-server did not start"
+}
+
 # start_server_unix SERVER-ARGS...: nbdwire-server on a fresh Unix socket; sets SERVER_URI to
 # "nbd+unix://" and SERVER_SOCK, so an export URI is "$SERVER_URI/NAME?socket=$SERVER_SOCK".
 start_server_unix() {

@@ -44,3 +44,21 @@ tls_make_pki() {
     psktool -u alice -p "$d/wrong.keys" >/dev/null 2>&1 || fail "psktool"
     log "   TLS material in $d (CA, server, client, wrong CA, expired, PSK)"
 }
+
+# start_qemu_nbd_tls x509|psk IMAGE SOCKET: qemu-nbd serving IMAGE as export "disk" on SOCKET
+# with TLS required, credentials from the tls_make_pki directory in $PKI; sets TLS_URI,
+# the nbds+unix URI a client uses (qemu-nbd's X.509 server requires a client certificate).
+start_qemu_nbd_tls() {
+    local kind=$1 img=$2 sock=$3 creds
+    need_peer qemu-nbd
+    if [ "$kind" = x509 ]; then
+        creds=tls-creds-x509,id=tls0,dir=$PKI/server,endpoint=server
+        TLS_URI="nbds+unix:///disk?socket=$sock&tls-certificates=$PKI/client&tls-hostname=localhost"
+    else
+        mkdir -p "$T/qpsk" && cp "$PKI/psk.keys" "$T/qpsk/keys.psk"
+        creds=tls-creds-psk,id=tls0,dir=$T/qpsk,endpoint=server
+        TLS_URI="nbds+unix://alice@/disk?socket=$sock&tls-psk-file=$PKI/psk.keys"
+    fi
+    bg qemu-nbd qemu-nbd -t -k "$sock" --object "$creds" --tls-creds tls0 -f raw -x disk "$img"
+    wait_unix_socket "$sock" "$BG_PID"
+}

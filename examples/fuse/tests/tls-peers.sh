@@ -24,35 +24,12 @@ nbdkit-verify-peer)
     start_nbdkit "$T/s.sock" --tls=require --tls-certificates="$PKI/server" --tls-verify-peer file "$T/disk.img"
     URI="nbds+unix:///?socket=$T/s.sock&tls-certificates=$PKI/client&tls-hostname=localhost" ;;
 qemu-nbd-x509 | qemu-nbd-psk)
-    need_peer qemu-nbd
-    if [ "$MODE" = qemu-nbd-x509 ]; then
-        creds=tls-creds-x509,id=tls0,dir=$PKI/server,endpoint=server
-        URI="nbds+unix:///disk?socket=$T/s.sock&tls-certificates=$PKI/client&tls-hostname=localhost"
-    else
-        mkdir "$T/qpsk" && cp "$PKI/psk.keys" "$T/qpsk/keys.psk"
-        creds=tls-creds-psk,id=tls0,dir=$T/qpsk,endpoint=server
-        URI="nbds+unix://alice@/disk?socket=$T/s.sock&tls-psk-file=$PKI/psk.keys"
-    fi
-    bg qemu-nbd qemu-nbd -t -k "$T/s.sock" --object "$creds" --tls-creds tls0 -f raw -x disk "$T/disk.img"
-    wait_unix_socket "$T/s.sock" "$BG_PID" ;;
+    start_qemu_nbd_tls "${MODE#qemu-nbd-}" "$T/disk.img" "$T/s.sock"
+    URI=$TLS_URI ;;
 nbd-server)
-    need_peer nbd-server
-    for attempt in 1 2 3; do
-        port=$(free_port)
-        printf '[generic]\n    listenaddr = 127.0.0.1\n    port = %s\n    certfile = %s\n    keyfile = %s\n    cacertfile = %s\n    force_tls = true\n[disk]\n    exportname = %s\n' \
-            "$port" "$PKI/server/server-cert.pem" "$PKI/server/server-key.pem" "$PKI/server/ca-cert.pem" \
-            "$T/disk.img" >"$T/nbd-server.conf"
-        rm -f "$T/nbd-server.pid"
-        PIDFILES+=("$T/nbd-server.pid")
-        step "nbd-server starts" nbd-server -C "$T/nbd-server.conf" -p "$T/nbd-server.pid"
-        for i in $(seq 100); do
-            [ -s "$T/nbd-server.pid" ] && _tcp_listening "$port" && break
-            sleep 0.05
-        done
-        _tcp_listening "$port" && break
-        [ -s "$T/nbd-server.pid" ] && _stop_pid "$(cat "$T/nbd-server.pid")"
-        [ "$attempt" = 3 ] && fail "nbd-server did not start"
-    done
+    start_nbd_server "$T/disk.img" "certfile = $PKI/server/server-cert.pem" \
+        "keyfile = $PKI/server/server-key.pem" "cacertfile = $PKI/server/ca-cert.pem" "force_tls = true"
+    port=$NBD_SERVER_PORT
     URI="nbds://localhost:$port/disk?tls-certificates=$PKI/client" ;;
 *) fail "unknown mode $MODE" ;;
 esac
