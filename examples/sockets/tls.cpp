@@ -204,7 +204,14 @@ class session final : public tls_session {
       }
       return why;
     }
-    const bool psk = static_cast<const credentials&>(*creds_).settings().psk();
+    const tls_settings& s = static_cast<const credentials&>(*creds_).settings();
+    const bool psk = s.psk();
+    // A TLS 1.3 server that wants a client certificate it did not get closes the connection;
+    // the client sees that during its handshake or right after, depending on timing.
+    if (!s.server && !psk &&
+        (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR || rc == GNUTLS_E_PREMATURE_TERMINATION))
+      return "TLS handshake failed: the server closed the connection (does it require a client certificate? "
+             "client-cert.pem and client-key.pem belong in the tls-certificates directory)";
     // A GnuTLS server that finds no key for the user, or a wrong one, may just close.
     if (psk && (rc == GNUTLS_E_DECRYPTION_FAILED || rc == GNUTLS_E_FATAL_ALERT_RECEIVED ||
                 rc == GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER || rc == GNUTLS_E_KEYFILE_ERROR ||
