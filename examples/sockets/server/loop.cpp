@@ -289,8 +289,7 @@ void server_loop::step(connection& c, bool readable) {
 
 void server_loop::drop(int fd) {
   if (const auto it = conns_.find(fd); it != conns_.end() && it->second->verbose)
-    log(*it->second, "closed after " + std::to_string(it->second->requests) + " request" +
-                         (it->second->requests == 1 ? "" : "s") +
+    log(*it->second, "closed after " + describe_commands(*it->second) +
                          (it->second->end_reason.empty() ? "" : " (" + it->second->end_reason + ")"));
   if (const auto it = conns_.find(fd); it != conns_.end() && it->second->tls && !it->second->tls_handshaking)
     it->second->tls->bye();  // close_notify, best effort
