@@ -12,6 +12,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+# shellcheck source=SCRIPTDIR/guest-lib.sh
 . /etc/ktest/lib.sh
 
 result() {
@@ -26,7 +27,9 @@ boot_fail() {
   result FAIL
 }
 
+# shellcheck source=/dev/null  # written by vm.sh
 . /etc/ktest/modules
+# shellcheck source=/dev/null  # written by vm.sh
 . /etc/ktest/env
 echo "@@KTEST INIT kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) t=$(ktest_uptime)"
 
@@ -54,7 +57,7 @@ insmod_all nbds_max=4 -- $NBD_MODS || boot_fail "insmod $NBD_MODS"
 insmod_all -- $FS_MODS || boot_fail "insmod $FS_MODS"
 n=0
 while [ ! -b /dev/nbd3 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
-[ -b /dev/nbd0 ] && [ -b /dev/nbd3 ] || boot_fail "no /dev/nbd0../dev/nbd3 after insmod nbd nbds_max=4"
+{ [ -b /dev/nbd0 ] && [ -b /dev/nbd3 ]; } || boot_fail "no /dev/nbd0../dev/nbd3 after insmod nbd nbds_max=4"
 echo "@@KTEST READY t=$(ktest_uptime)"
 
 if sh /etc/ktest/scenario.sh; then

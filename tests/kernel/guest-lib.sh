@@ -1,8 +1,10 @@
+# shellcheck shell=sh
 # Helpers for guest scenarios (busybox sh), at /etc/ktest/lib.sh in the guest:
 #   . /etc/ktest/lib.sh
 # Busybox's sh runs its own applets (nbd-client, mke2fs, blkdiscard...) before anything on
 # $PATH, so the real programs are called by absolute path: Debian's tools as $KTEST_SBIN/NAME,
 # programs given to vm.sh --binary as /usr/local/bin/NAME.
+# shellcheck disable=SC2034  # for the scenarios
 KTEST_SBIN=/usr/local/sbin
 
 ktest_uptime() { cut -d' ' -f1 /proc/uptime; }

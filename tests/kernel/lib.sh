@@ -1,9 +1,11 @@
+# shellcheck shell=bash
 # Host-side helpers for the kernel tests (sourced). A test script is run as
 #   bash TEST.sh PATH-TO-nbdwire-server PATH-TO-nbdwire-client CACHE-DIR [ARGUMENTS...]
 # and finds vm.sh as $KT_VM. Everything a test starts is stopped by PID when it exits.
 set -euo pipefail
 
 NBDWIRE_SERVER=${1-}
+# shellcheck disable=SC2034  # used by the scripts that source this
 NBDWIRE_CLIENT=${2-}
 KT_CACHE=${3-}
 if (($# >= 3)); then shift 3; else shift $#; fi
@@ -12,16 +14,16 @@ KT_VM=$KT_DIR/vm.sh
 KT_NAME=$(basename "$0" .sh)
 T=$(mktemp -d "${TMPDIR:-/tmp}/nbdwire-kernel.XXXXXX")
 KT_PIDFILES=()
+KT_VM_PID=''
 
 log() { printf '[%s] %s\n' "$KT_NAME" "$*" >&2; }
 fail() { printf '[%s] FAIL: %s\n' "$KT_NAME" "$*" >&2; exit 1; }
 
 # stop_pid PID: SIGTERM, up to 5 s, then SIGKILL
 stop_pid() {
-  local i
   kill -0 "$1" 2>/dev/null || return 0
   kill -TERM "$1" 2>/dev/null || true
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     kill -0 "$1" 2>/dev/null || return 0
     sleep 0.1
   done
@@ -30,6 +32,10 @@ stop_pid() {
 _kt_cleanup() {
   local rc=$? f
   set +e
+  if [[ -n $KT_VM_PID ]]; then
+    kill -TERM "$KT_VM_PID" 2>/dev/null
+    wait "$KT_VM_PID" 2>/dev/null
+  fi
   for f in "${KT_PIDFILES[@]}"; do [[ -s $f ]] && stop_pid "$(cat "$f")"; done
   if [[ -n ${KEEP_TEMP:-} ]]; then log "files kept in $T"; else rm -rf "$T"; fi
   exit "$rc"
@@ -45,9 +51,13 @@ need_program() { # NAME PATH
 
 # vm ARGS...: vm.sh with this build's cache (NBDWIRE_KERNEL_CACHE, if set, wins in vm.sh).
 # Its exit status is returned as it is, 77 (skip) included.
+# It runs in the background so that a SIGTERM to the test stops it (and its QEMU) at once.
 vm() {
   local rc=0
-  bash "$KT_VM" ${KT_CACHE:+--cache "$KT_CACHE"} "$@" || rc=$?
+  bash "$KT_VM" ${KT_CACHE:+--cache "$KT_CACHE"} "$@" &
+  KT_VM_PID=$!
+  wait "$KT_VM_PID" || rc=$?
+  KT_VM_PID=''
   return "$rc"
 }
 
@@ -61,9 +71,9 @@ _port_free() { # PORT: nobody listens on it now
 # start_server LOGFILE ARGS...: starts nbdwire-server -v ARGS... in its own session on
 # 127.0.0.1 and a free port; sets SERVER_PORT and SERVER_PIDFILE. Its stderr goes to LOGFILE.
 start_server() {
-  local logfile=$1 i port pidfile
+  local logfile=$1 port pidfile
   shift
-  for i in $(seq 20); do
+  for _ in $(seq 20); do
     port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
     _port_free "$port" || continue
     pidfile=$T/server-$port.pid
@@ -75,6 +85,7 @@ start_server() {
       sleep 0.05
     done
     if [[ -s $pidfile ]]; then
+      # shellcheck disable=SC2034  # for the caller
       SERVER_PORT=$port SERVER_PIDFILE=$pidfile
       log "nbdwire-server (pid $(cat "$pidfile")) listens on 127.0.0.1:$port"
       return 0

@@ -8,6 +8,7 @@
 # with NO_HOLE.
 #   bash nbd-client.sh SERVER CLIENT CACHE-DIR 6.1|6.12
 # Exit status: 0 pass, 1 fail, 77 skip (no qemu-system-x86_64 and none installable).
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 kernel=${1-}

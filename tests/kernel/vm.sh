@@ -84,6 +84,7 @@ cache=$(cd "$cache" && pwd)
 # ---- per-run directory, and stopping what this run starts -----------------------------------------
 run=$(mktemp -d "${TMPDIR:-/tmp}/nbdwire-vm.XXXXXX")
 qemu_pid='' stamp_pid=''
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   local rc=$?
   set +e
@@ -124,13 +125,14 @@ apt_install() { # PACKAGE...: installs them (as root); nonzero if that fails
 }
 
 exec 9>"$cache/.lock"
-flock -w 900 9 || die "could not lock $cache/.lock within 900 s"
+flock -w 300 9 || die "could not lock $cache/.lock within 300 s"
 
-if ! command -v qemu-system-x86_64 >/dev/null; then
+have_qemu() { qemu-system-x86_64 --version >/dev/null 2>&1; }
+if ! have_qemu; then
   command -v apt-get >/dev/null || skip "qemu-system-x86_64 is not installed and this is not a Debian system (no apt-get)"
   apt_install qemu-system-x86 seabios ipxe-qemu ||
     skip "qemu-system-x86_64 is not installed and apt-get could not install qemu-system-x86"
-  command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86 installed but qemu-system-x86_64 is not on PATH"
+  have_qemu || skip "qemu-system-x86 was installed but qemu-system-x86_64 --version fails"
 fi
 # Everything from here on is needed: a failure is a FAIL, not a skip.
 tools=(/usr/sbin/nbd-client /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/blkdiscard)
@@ -148,8 +150,19 @@ command -v apt-get >/dev/null || die "apt-get is needed to download the kernel"
 resolve() {
   apt-cache depends "$1" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
 }
-kpkg=$(resolve "$meta" || true)
-if [[ -z $kpkg ]]; then apt_update || true; kpkg=$(resolve "$meta" || true); fi
+# apt-cache takes seconds on a loaded machine: the answer is kept until the package lists change.
+lists=$(stat -c %Y /var/lib/apt/lists/*_Packages* 2>/dev/null | sort -n | tail -n 1 || true)
+kpkg=''
+if [[ -n $lists && -s $cache/resolved-$meta ]]; then
+  read -r stamp_lists kpkg_cached <"$cache/resolved-$meta" || true
+  [[ ${stamp_lists-} == "$lists" ]] && kpkg=${kpkg_cached-}
+fi
+if [[ -z $kpkg ]]; then
+  kpkg=$(resolve "$meta" || true)
+  if [[ -z $kpkg ]]; then apt_update || true; kpkg=$(resolve "$meta" || true); fi
+  lists=$(stat -c %Y /var/lib/apt/lists/*_Packages* 2>/dev/null | sort -n | tail -n 1 || true)
+  [[ -z $kpkg || -z $lists ]] || printf '%s %s\n' "$lists" "$kpkg" >"$cache/resolved-$meta"
+fi
 [[ -n $kpkg ]] || die "cannot tell which kernel $meta depends on (apt-cache depends $meta)"
 kver=${kpkg#linux-image-}
 

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Guest scenario: the kernel's NBD client, configured by Debian's nbd-client, against the
 # server on the host. For each mode (netlink, ioctl = -L) and each export, in that order:
 # connect /dev/nbd0 with -C $CONNS, check the size, check what the previous mode left on the
@@ -7,12 +8,15 @@
 # nbd-client -d.
 # Settings (vm.sh --env): PORT, EXPORTS ("mem file"), MODES ("netlink ioctl"), CONNS, SIZE
 # (bytes each export must show), FS_MIB, PAT_MIB (where the pattern goes), and /data/pattern.
+# shellcheck source=SCRIPTDIR/../guest-lib.sh
 . /etc/ktest/lib.sh
 set -u
 DEV=/dev/nbd0
 MiB=1048576
 PAT=/data/pattern
 X=$KTEST_SBIN
+# vm.sh --env gives these
+: "${PORT:?}" "${EXPORTS:?}" "${MODES:?}" "${CONNS:?}" "${SIZE:?}" "${FS_MIB:?}" "${PAT_MIB:?}"
 [ -f "$PAT" ] || fail "no $PAT"
 PAT_SHA=$(sha256 "$PAT")
 PAT_LEN=$(stat -c %s "$PAT")
@@ -30,7 +34,7 @@ for mode in $MODES; do
     [ "$mode" = ioctl ] && set -- "$@" -L
     mark "CONNECT $mode $exp"
     echo "+ nbd-client $*"
-    $X/nbd-client "$@" || fail "nbd-client $* failed"
+    "$X"/nbd-client "$@" || fail "nbd-client $* failed"
     wait_nbd_size $DEV connected || fail "$DEV has no size after nbd-client ($mode, $exp)"
     size=$(blockdev --getsize64 $DEV)
     [ "$size" = "$SIZE" ] || fail "$DEV is $size bytes, the export $SIZE ($mode, $exp)"
@@ -41,7 +45,7 @@ for mode in $MODES; do
     # What the previous mode wrote to this export must still be there.
     if [ -f "/tmp/$exp.file_sha" ]; then
       [ "$(dev_sha "$PAT_MIB" "$PAT_BLOCKS")" = "$PAT_SHA" ] || fail "pattern lost after reconnecting ($mode, $exp)"
-      $X/e2fsck -fn $DEV >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "e2fsck after reconnecting ($mode, $exp)"; }
+      "$X"/e2fsck -fn $DEV >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "e2fsck after reconnecting ($mode, $exp)"; }
       mount -t ext4 -o ro $DEV /mnt || fail "mount -o ro after reconnecting ($mode, $exp)"
       got=$(sha256 /mnt/data)
       umount /mnt || fail "umount ($mode, $exp)"
@@ -56,25 +60,25 @@ for mode in $MODES; do
     mark "PATTERN_OK $mode $exp"
     # Zeroing (WRITE_ZEROES where the kernel sends it) over data, then a discard (TRIM).
     dd if="$PAT" of=$DEV bs=$MiB seek=$ZERO_MIB count=1 conv=fsync 2>/dev/null || fail "dd ($mode, $exp)"
-    $X/blkdiscard -f -z -o $((ZERO_MIB * MiB)) -l $MiB $DEV || fail "blkdiscard -z ($mode, $exp)"
+    "$X"/blkdiscard -f -z -o $((ZERO_MIB * MiB)) -l $MiB $DEV || fail "blkdiscard -z ($mode, $exp)"
     drop_caches $DEV
     [ "$(dev_sha $ZERO_MIB 1)" = "$ZERO_SHA" ] || fail "zeroed MiB does not read back as zeroes ($mode, $exp)"
     [ "$(q discard_max_bytes)" != 0 ] || fail "the device takes no discards ($mode, $exp)"
-    $X/blkdiscard -f -o $((TRIM_MIB * MiB)) -l $MiB $DEV || fail "blkdiscard ($mode, $exp)"
+    "$X"/blkdiscard -f -o $((TRIM_MIB * MiB)) -l $MiB $DEV || fail "blkdiscard ($mode, $exp)"
     mark "ZERO_TRIM_OK $mode $exp"
 
     # ext4 on the first FS_MIB MiB (the pattern lies beyond it).
-    $X/mke2fs -q -F -t ext4 $DEV "${FS_MIB}M" || fail "mke2fs ($mode, $exp)"
+    "$X"/mke2fs -q -F -t ext4 $DEV "${FS_MIB}M" || fail "mke2fs ($mode, $exp)"
     mount -t ext4 $DEV /mnt || fail "mount ($mode, $exp)"
     dd if=/dev/urandom of=/mnt/data bs=$MiB count=2 2>/dev/null || fail "writing /mnt/data ($mode, $exp)"
     sha=$(sha256 /mnt/data)
     sync
     umount /mnt || fail "umount ($mode, $exp)"
-    $X/e2fsck -fn $DEV >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "e2fsck -fn ($mode, $exp)"; }
+    "$X"/e2fsck -fn $DEV >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "e2fsck -fn ($mode, $exp)"; }
     echo "$sha" >"/tmp/$exp.file_sha"
     mark "EXT4_OK $mode $exp data_sha256=$sha"
 
-    $X/nbd-client -d $DEV || fail "nbd-client -d ($mode, $exp)"
+    "$X"/nbd-client -d $DEV || fail "nbd-client -d ($mode, $exp)"
     wait_nbd_size $DEV disconnected || fail "$DEV still has a size after nbd-client -d ($mode, $exp)"
     mark "DISCONNECTED $mode $exp"
   done
