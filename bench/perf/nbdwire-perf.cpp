@@ -64,7 +64,6 @@ constexpr std::string_view mode_name(mode m) {
 }
 constexpr bool is_random(mode m) { return m == mode::randread || m == mode::randwrite || m == mode::randrw; }
 constexpr bool reads_only(mode m) { return m == mode::randread || m == mode::read; }
-constexpr bool writes_only(mode m) { return m == mode::randwrite || m == mode::write; }
 
 struct options {
   std::string uri_text;
