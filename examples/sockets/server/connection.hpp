@@ -41,6 +41,16 @@ struct connection {
         exports(cfg.exports),
         stores(backends),
         in(std::make_unique_for_overwrite<std::byte[]>(input_buffer_size)) {}
+  /// A connection whose handshake is settled already (--device: the kernel has none).
+  connection(int sock, const nbdwire::server_config& cfg, const nbdwire::negotiated& n,
+             std::span<backend* const> backends, std::string who)
+      : fd(sock),
+        peer(std::move(who)),
+        m(cfg, n),
+        exports(cfg.exports),
+        stores(backends),
+        in(std::make_unique_for_overwrite<std::byte[]>(input_buffer_size)),
+        in_transmission(true) {}
 
   int fd;
   std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();

@@ -93,7 +93,7 @@ void server_loop::open_listeners() {
 }
 
 int server_loop::run() {
-  open_listeners();
+  if (s_.device.empty()) open_listeners();
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (ep_ < 0) examples::fail_errno("epoll_create1");
   sigset_t sigs;
@@ -104,7 +104,9 @@ int server_loop::run() {
   sig_fd_ = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sig_fd_ < 0) examples::fail_errno("signalfd");
   add(sig_fd_, EPOLLIN);
-  set_accepting(true);
+  // After the signal mask: an --ioctl device's thread inherits it, so signals reach the signalfd.
+  if (!s_.device.empty()) start_device();
+  else set_accepting(true);
 
   std::string where;
   for (const auto& l : listeners_) where += (where.empty() ? "" : ", ") + l.name;
@@ -112,13 +114,22 @@ int server_loop::run() {
   const char* tls = s_.tls == nbdwire::server_tls::required ? ", TLS required"
                     : s_.tls == nbdwire::server_tls::optional ? ", TLS offered"
                                                               : "";
-  std::printf("nbdwire-server: listening on %s (%s, %zu export%s%s)\n", where.c_str(),
-              std::string(nbdwire::to_string(s_.style)).c_str(), n, n == 1 ? "" : "s", tls);
+  if (device_)
+    std::printf("nbdwire-server: serving export '%s' as %s\n", s_.exports[0].name.c_str(), device_->path().c_str());
+  else
+    std::printf("nbdwire-server: listening on %s (%s, %zu export%s%s)\n", where.c_str(),
+                std::string(nbdwire::to_string(s_.style)).c_str(), n, n == 1 ? "" : "s", tls);
   std::fflush(stdout);
   write_pidfile();
 
   epoll_event evs[64];
   for (;;) {
+    // --device: the kernel's connection ended (the device was disconnected, by a signal here
+    // or by anyone else): nothing is left to serve.
+    if (device_ && conns_.empty()) {
+      stop();
+      return 0;
+    }
     if (shutting_down_ && (conns_.empty() || clock::now() >= shutdown_deadline_)) {
       if (!conns_.empty())
         std::fprintf(stderr, "nbdwire-server: shutdown: closing %zu connection%s still open\n", conns_.size(),
@@ -306,6 +317,13 @@ void server_loop::begin_shutdown() {
   shutdown_deadline_ =
       clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s_.shutdown_timeout));
   set_accepting(false);
+  if (device_) {
+    // The kernel finishes what it sent, then NBD_CMD_DISC ends the connection: its requests
+    // are served to the end rather than refused.
+    std::fprintf(stderr, "nbdwire-server: shutting down: disconnecting %s\n", device_->path().c_str());
+    device_->disconnect();
+    return;
+  }
   std::fprintf(stderr, "nbdwire-server: shutting down: %zu connection%s open, new requests get NBD_ESHUTDOWN\n",
                conns_.size(), conns_.size() == 1 ? "" : "s");
   std::vector<int> fds;
@@ -321,6 +339,7 @@ void server_loop::begin_shutdown() {
 void server_loop::stop() {
   for (auto& [fd, c] : conns_) close(fd);
   conns_.clear();
+  device_.reset();  // disconnected if it was not yet; an --ioctl thread joined
   for (const auto& l : listeners_) {
     close(l.fd);
     if (!l.path.empty()) unlink(l.path.c_str());
@@ -332,6 +351,21 @@ void server_loop::stop() {
   if (!s_.pidfile.empty()) unlink(s_.pidfile.c_str());
   close(sig_fd_);
   close(ep_);
+}
+
+/// --device: the kernel's end of a socketpair becomes the device, this end a connection
+/// already in transmission.
+void server_loop::start_device() {
+  device_ = std::make_unique<kernel_device>();
+  const nbdwire::negotiated n = device_negotiated(cfg_);
+  const int fd = device_->start(s_.device, s_.device_ioctl, n, s_.exports[0].read_only,
+                                "nbdwire-server " + s_.exports[0].name);
+  auto c = std::make_unique<connection>(fd, cfg_, n, stores_, "kernel " + s_.device);
+  c->verbose = s_.verbose;
+  if (c->verbose) log(*c, "connected");
+  c->epoll_mask = EPOLLIN;
+  add(fd, c->epoll_mask);
+  conns_.emplace(fd, std::move(c));
 }
 
 void server_loop::write_pidfile() {

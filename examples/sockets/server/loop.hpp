@@ -15,6 +15,7 @@
 #include <vector>         // export configurations
 
 #include "connection.hpp"
+#include "device.hpp"
 #include "nbdwire/server.hpp"
 #include "options.hpp"
 
@@ -53,6 +54,7 @@ class server_loop {
   void begin_shutdown();
   void stop();
   void write_pidfile();
+  void start_device();
 
   settings s_;
   std::vector<listener> listeners_;
@@ -70,6 +72,7 @@ class server_loop {
   std::shared_ptr<const examples::tls_credentials> tls_creds_;  // --tls: shared by the connections
   int ep_ = -1, sig_fd_ = -1;
   std::unordered_map<int, std::unique_ptr<connection>> conns_;
+  std::unique_ptr<kernel_device> device_;  // --device: the kernel is the one client
 };
 
 }  // namespace nbdwire_server
