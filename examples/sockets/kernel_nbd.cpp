@@ -29,6 +29,12 @@
 
 namespace examples::kernel {
 
+std::string open_error(const std::string& path, int err) {
+  std::string s = "cannot open " + path + ": " + std::strerror(err);
+  if (err == ENOENT) s += " (is the nbd module loaded? modprobe nbd)";
+  return s;
+}
+
 int device_index(const std::string& path) {
   std::string_view s = path;
   if (s.starts_with("/dev/")) s.remove_prefix(5);
@@ -399,7 +405,7 @@ void ioctl_clear(int dev_fd) {
 
 void ioctl_disconnect(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) fail_errno("cannot open " + path);
+  if (fd < 0) fail(open_error(path));
   const int rc = ioctl(fd, NBD_DISCONNECT);
   const int err = errno;
   ::close(fd);

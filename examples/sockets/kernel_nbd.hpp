@@ -12,6 +12,7 @@
 //    or process that stays inside NBD_DO_IT for as long as the device is connected.
 #pragma once
 
+#include <cerrno>   // errno
 #include <cstdint>  // fixed-width integers
 #include <span>     // sockets
 #include <string>   // device paths, messages
@@ -27,6 +28,8 @@ bool supported();
 /// 3 for "/dev/nbd3" (or "nbd3"); fails with a message for anything else.
 int device_index(const std::string& path);
 std::string device_path(int index);
+/// "cannot open PATH: reason", with a hint when the device does not exist.
+std::string open_error(const std::string& path, int err = errno);
 
 /// What CONNECT (or the ioctls) tell the kernel besides the sockets.
 struct device_settings {

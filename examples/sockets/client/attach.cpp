@@ -161,7 +161,7 @@ int attach_ioctl(const std::string& dev, attachment& a) {
   int rc = 0;
   try {
     const int fd = open(dev.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) examples::fail_errno("cannot open " + dev);
+    if (fd < 0) fail(kn::open_error(dev));
     kn::ioctl_configure(fd, a.sockets, a.settings);
     (void)!write(ready, "1", 1);
     close(ready);
@@ -200,12 +200,12 @@ int cmd_attach(const options& o) {
   kn::netlink nl = o.ioctl ? kn::netlink::invalid() : kn::netlink::open();
   if (!nl.valid()) {
     if (o.persist) fail("--persist needs the kernel's nbd netlink interface, which this kernel does not offer");
-    say("ioctl");
     attach_ioctl(dev, a);
     close_all(a.sockets);
     // The device is usable once the background process is inside NBD_DO_IT.
     for (int i = 0; i < 100 && !kn::sysfs_connected(want); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     if (!kn::sysfs_connected(want)) fail(dev + " did not come up");
+    say("ioctl");
     return 0;
   }
   // Subscribed before CONNECT, so that no LINK_DEAD is missed.

@@ -49,7 +49,7 @@ int kernel_device::start(const std::string& path, bool use_ioctl, const nbdwire:
       const int err = errno;
       close(sv[0]);
       close(sv[1]);
-      examples::fail_errno("--device: cannot open " + path, err);
+      examples::fail("--device: " + kn::open_error(path, err));
     }
     const int kernel_end[] = {sv[0]};
     try {
