@@ -3,7 +3,7 @@
 # server on the host. For each mode (netlink, ioctl = -L) and each export, in that order:
 # connect /dev/nbd0 with -C $CONNS, check the size, check what the previous mode left on the
 # export (pattern, ext4 image and file), write the pattern with dd and read it back after
-# dropping the caches, zero a MiB (blkdiscard -z) and read zeroes back, discard a MiB,
+# dropping the caches, and again with O_DIRECT from each CPU in turn, zero a MiB (blkdiscard -z) and read zeroes back, discard a MiB,
 # mkfs.ext4 on the first $FS_MIB MiB, mount, write a file, sync, umount, e2fsck -fn, and
 # nbd-client -d.
 # Settings (vm.sh --env): PORT, EXPORTS ("mem file"), MODES ("netlink ioctl"), CONNS, SIZE
@@ -57,6 +57,15 @@ for mode in $MODES; do
     dd if="$PAT" of=$DEV bs=$MiB seek="$PAT_MIB" conv=fsync 2>/dev/null || fail "dd pattern ($mode, $exp)"
     drop_caches $DEV
     [ "$(dev_sha "$PAT_MIB" "$PAT_BLOCKS")" = "$PAT_SHA" ] || fail "pattern read back differs ($mode, $exp)"
+    # O_DIRECT reads pinned to each CPU: blk-mq maps CPU i to hardware queue i, which nbd
+    # maps to connection i, so every connection of -C carries requests.
+    cpu=0
+    while [ $cpu -lt "$(nproc)" ]; do
+      got=$(taskset "$(printf %x $((1 << cpu)))" dd if=$DEV bs=$MiB skip="$PAT_MIB" count="$PAT_BLOCKS" \
+            iflag=direct 2>/dev/null | sha256)
+      [ "$got" = "$PAT_SHA" ] || fail "O_DIRECT read of the pattern on CPU $cpu differs ($mode, $exp)"
+      cpu=$((cpu + 1))
+    done
     mark "PATTERN_OK $mode $exp"
     # Zeroing (WRITE_ZEROES where the kernel sends it) over data, then a discard (TRIM).
     dd if="$PAT" of=$DEV bs=$MiB seek=$ZERO_MIB count=1 conv=fsync 2>/dev/null || fail "dd ($mode, $exp)"
