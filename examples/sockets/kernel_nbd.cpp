@@ -65,6 +65,7 @@ bool sysfs_connected(int index) {
 }
 
 std::string sysfs_backend(int index) { return read_sysfs(index, "backend"); }
+std::string sysfs_pid(int index) { return read_sysfs(index, "pid"); }
 
 std::uint64_t sysfs_size(int index) {
   const std::string s = read_sysfs(index, "size");  // in 512-byte sectors
@@ -313,6 +314,8 @@ void netlink::reconfigure(int index, std::span<const int> sockets, const device_
   bytes msg = message(NBD_CMD_RECONFIGURE);
   attr_u32(msg, NBD_ATTR_INDEX, static_cast<std::uint32_t>(index));
   add_timeouts(msg, s);
+  // A device connected with a backend identifier takes new sockets only for that backend.
+  if (!s.backend.empty()) attr(msg, NBD_ATTR_BACKEND_IDENTIFIER, s.backend.c_str(), s.backend.size() + 1);
   add_sockets(msg, sockets);
   (void)transact(msg, "NBD_CMD_RECONFIGURE");
 }

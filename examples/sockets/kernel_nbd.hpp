@@ -68,7 +68,8 @@ class netlink {
   /// device's index. The kernel holds its own references to the sockets: the caller may
   /// close its descriptors afterwards.
   int connect(int index, std::span<const int> sockets, const device_settings& s);
-  /// NBD_CMD_RECONFIGURE: dead connections of device `index` are replaced by `sockets`.
+  /// NBD_CMD_RECONFIGURE: dead connections of device `index` are replaced by `sockets`; the
+  /// kernel checks `s.backend` against the one CONNECT named.
   void reconfigure(int index, std::span<const int> sockets, const device_settings& s);
   /// NBD_CMD_DISCONNECT.
   void disconnect(int index);
@@ -110,5 +111,7 @@ std::vector<int> sysfs_devices();
 std::uint64_t sysfs_size(int index);
 /// /sys/block/nbdN/backend: NBD_ATTR_BACKEND_IDENTIFIER as its owner set it (untrusted text).
 std::string sysfs_backend(int index);
+/// /sys/block/nbdN/pid: the process inside NBD_DO_IT (ioctl interface), empty otherwise.
+std::string sysfs_pid(int index);
 
 }  // namespace examples::kernel

@@ -77,7 +77,9 @@ attachment connect_all(const examples::client_uri& uri, const options& o, const 
                                                      o.block_size, o.read_only);
   if (!dev) fail("cannot attach: " + kernel_refusal(dev.error()));
   a.settings.dev = *dev;
-  a.settings.timeout_s = static_cast<std::uint64_t>((o.timeout_ms + 999) / 1000);
+  // --persist needs a request timeout: the kernel sends a request again on a new connection
+  // only when it times out, and only when a timeout was set.
+  a.settings.timeout_s = o.timeout_ms > 0 ? static_cast<std::uint64_t>((o.timeout_ms + 999) / 1000) : (o.persist ? 30 : 0);
   a.settings.dead_conn_timeout_s = o.dead_conn_timeout_s ? *o.dead_conn_timeout_s : (o.persist ? 60 : 0);
   a.settings.backend = uri_text;
   return a;
@@ -256,14 +258,20 @@ int cmd_devices(const options& o) {
   for (const int i : all) {
     const bool c = connected(i);
     const std::uint64_t size = c ? kn::sysfs_size(i) : 0;
+    // Netlink users name a backend; the ioctl interface has none, only the process in NBD_DO_IT.
     const std::string backend = kn::sysfs_backend(i);
+    const std::string pid = kn::sysfs_pid(i);
     if (o.json) {
-      std::printf("%s\n  {\"device\": \"%s\", \"connected\": %s, \"size\": %llu, \"backend\": %s}", first ? "" : ",",
-                  kn::device_path(i).c_str(), c ? "true" : "false", static_cast<unsigned long long>(size),
-                  json_string(backend).c_str());
+      std::printf("%s\n  {\"device\": \"%s\", \"connected\": %s, \"size\": %llu, \"backend\": %s, \"pid\": %s}",
+                  first ? "" : ",", kn::device_path(i).c_str(), c ? "true" : "false",
+                  static_cast<unsigned long long>(size), json_string(backend).c_str(),
+                  pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos ? "null" : pid.c_str());
     } else {
       std::printf("%-12s %-12s", kn::device_path(i).c_str(), c ? "connected" : "disconnected");
-      if (c) std::printf(" %14llu bytes  %s", static_cast<unsigned long long>(size), terminal_text(backend).c_str());
+      if (c)
+        std::printf(" %14llu bytes  %s", static_cast<unsigned long long>(size),
+                    backend.empty() && !pid.empty() ? ("(ioctl, pid " + terminal_text(pid) + ")").c_str()
+                                                    : terminal_text(backend).c_str());
       std::printf("\n");
     }
     first = false;

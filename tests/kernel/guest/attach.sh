@@ -31,7 +31,13 @@ attach_checked() {
   [ "$(blockdev --getsize64 $DEV)" = "$SIZE" ] || fail "$DEV is $(blockdev --getsize64 $DEV) bytes, not $SIZE ($_l)"
   "$C" devices >/tmp/devices.out || fail "devices ($_l)"
   cat /tmp/devices.out
-  grep -q "^$DEV  *connected  *$SIZE bytes  *$_u\$" /tmp/devices.out || fail "devices does not show $DEV connected to $_u"
+  # netlink names the URI as the backend; the ioctl interface has the background process
+  case " $* " in
+    *" --ioctl "*) _b="(ioctl, pid $(cat /sys/block/nbd0/pid))" ;;
+    *) _b=$_u ;;
+  esac
+  grep -qF "$_b" /tmp/devices.out && grep -q "^$DEV  *connected  *$SIZE bytes  " /tmp/devices.out ||
+    fail "devices does not show $DEV connected ($_b)"
   "$C" devices --json | grep -q "\"device\": \"$DEV\", \"connected\": true, \"size\": $SIZE" || fail "devices --json ($_l)"
 }
 detach_checked() {
