@@ -29,7 +29,7 @@ set -euo pipefail
 prog=vm.sh
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-usage() { sed -n '/^# usage:/,/^# Exit status/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '/^# usage:/,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 t_start=${EPOCHREALTIME/./}
 elapsed() { local us=$(( ${EPOCHREALTIME/./} - ${1:-$t_start} )); printf '%d.%01d' $((us / 1000000)) $((us % 1000000 / 100000)); }
 say() { printf '[%s +%ss] %s\n' "$prog" "$(elapsed)" "$*" >&2; }

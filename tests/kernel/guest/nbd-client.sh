@@ -4,10 +4,12 @@
 # connect /dev/nbd0 with -C $CONNS, check the size, check what the previous mode left on the
 # export (pattern, ext4 image and file), write the pattern with dd and read it back after
 # dropping the caches, and again with O_DIRECT from each CPU in turn, zero a MiB (blkdiscard -z) and read zeroes back, discard a MiB,
-# mkfs.ext4 on the first $FS_MIB MiB, mount, write a file, sync, umount, e2fsck -fn, and
+# mkfs.ext4 on the first $FS_MIB MiB, mount, write /data/filedata to a file, sync, umount,
+# e2fsck -fn, mount read-only after dropping the caches and compare the file, and
 # nbd-client -d.
 # Settings (vm.sh --env): PORT, EXPORTS ("mem file"), MODES ("netlink ioctl"), CONNS, SIZE
-# (bytes each export must show), FS_MIB, PAT_MIB (where the pattern goes), and /data/pattern.
+# (bytes each export must show), FS_MIB, PAT_MIB (where the pattern goes); vm.sh --file gives
+# /data/pattern and /data/filedata.
 # shellcheck source=SCRIPTDIR/../guest-lib.sh
 . /etc/ktest/lib.sh
 set -u
@@ -21,6 +23,9 @@ X=$KTEST_SBIN
 PAT_SHA=$(sha256 "$PAT")
 PAT_LEN=$(stat -c %s "$PAT")
 PAT_BLOCKS=$((PAT_LEN / MiB))
+FILEDATA=/data/filedata
+[ -f "$FILEDATA" ] || fail "no $FILEDATA"
+FILE_SHA=$(sha256 "$FILEDATA")
 ZERO_MIB=$((FS_MIB + 2))
 TRIM_MIB=$((FS_MIB + 4))
 ZERO_SHA=$(dd if=/dev/zero bs=$MiB count=1 2>/dev/null | sha256)
@@ -79,11 +84,15 @@ for mode in $MODES; do
     # ext4 on the first FS_MIB MiB (the pattern lies beyond it).
     "$X"/mke2fs -q -F -t ext4 $DEV "${FS_MIB}M" || fail "mke2fs ($mode, $exp)"
     mount -t ext4 $DEV /mnt || fail "mount ($mode, $exp)"
-    dd if=/dev/urandom of=/mnt/data bs=$MiB count=2 2>/dev/null || fail "writing /mnt/data ($mode, $exp)"
-    sha=$(sha256 /mnt/data)
+    dd if="$FILEDATA" of=/mnt/data bs=$MiB 2>/dev/null || fail "writing /mnt/data ($mode, $exp)"
     sync
     umount /mnt || fail "umount ($mode, $exp)"
     "$X"/e2fsck -fn $DEV >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "e2fsck -fn ($mode, $exp)"; }
+    drop_caches $DEV
+    mount -t ext4 -o ro $DEV /mnt || fail "mount -o ro ($mode, $exp)"
+    sha=$(sha256 /mnt/data)
+    umount /mnt || fail "umount ($mode, $exp)"
+    [ "$sha" = "$FILE_SHA" ] || fail "/mnt/data read back differs ($mode, $exp)"
     echo "$sha" >"/tmp/$exp.file_sha"
     mark "EXT4_OK $mode $exp data_sha256=$sha"
 
