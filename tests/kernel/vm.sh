@@ -94,7 +94,8 @@ cleanup() {
     kill -KILL "$qemu_pid" 2>/dev/null
   fi
   [[ -n $qemu_pid ]] && wait "$qemu_pid" 2>/dev/null
-  [[ -n $stamp_pid ]] && wait "$stamp_pid" 2>/dev/null
+  # the console reader (it may still be waiting for QEMU to open the fifo)
+  [[ -n $stamp_pid ]] && { kill "$stamp_pid" 2>/dev/null; wait "$stamp_pid" 2>/dev/null; }
   rm -rf "$run"
   exit "$rc"
 }
@@ -103,17 +104,17 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- host packages --------------------------------------------------------------------------------
-apt_updated=0
+apt_updated=0 sudo=()
+[[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
 apt_update() {
   ((apt_updated)) && return 0
   say "apt-get update"
-  apt-get update -qq >"$run/apt.log" 2>&1 || { cat "$run/apt.log" >&2; return 1; }
+  "${sudo[@]}" apt-get update -qq >"$run/apt.log" 2>&1 || { cat "$run/apt.log" >&2; return 1; }
   apt_updated=1
 }
-apt_install() { # PACKAGE...: installs them (as root); nonzero if that fails
-  local sudo=()
+apt_install() { # PACKAGE...: installs them (as root, or with sudo -n); nonzero if that fails
   command -v apt-get >/dev/null && command -v dpkg-query >/dev/null || return 1
-  if [[ $(id -u) -ne 0 ]]; then command -v sudo >/dev/null || return 1; sudo=(sudo -n); fi
+  ((${#sudo[@]} == 0)) || command -v sudo >/dev/null || return 1
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt_update || return 1
   say "apt-get install $*"
   local cmd=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
