@@ -24,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "mode.hpp"
 #include "nbdwire/client.hpp"
 #include "nbdwire/server.hpp"
 

@@ -14,6 +14,7 @@ else
 packages=(
   cmake g++ clang make binutils       # toolchains; binutils provides nm for core-freestanding
   libclang-rt-14-dev                   # libFuzzer and the sanitizer runtimes for clang 14 (fuzz/)
+  llvm-14                              # llvm-profdata-14 and llvm-cov-14: ctest fuzz-coverage-floor (fuzz/coverage-floor.txt)
   doctest-dev libbenchmark-dev         # unit tests, benchmarks
   nbdkit qemu-utils nbd-server nbd-client libnbd-bin fio   # real peers for interop tests
   libfuse3-dev fuse3 pkg-config e2fsprogs                  # nbdwire-fuse and its mount tests
