@@ -48,7 +48,10 @@ def main():
             if key not in data:
                 order.append(key)
             data[key][r["server"]][r["round"]] = r
-    order.sort(key=lambda k: (k[0], k[1], clients.index(k[2])))
+    first = {}
+    for t, w, _ in order:
+        first.setdefault((t, w), len(first))
+    order.sort(key=lambda k: (first[(k[0], k[1])], clients.index(k[2])))
 
     def rate(r, big):
         return float(r["bytes_per_s"]) / 2**30 if big else float(r["iops"]) / 1000
@@ -118,8 +121,8 @@ def main():
     if "fio" in clients and "perf" in clients:
         print("\nnbdwire-perf against fio on the same server in the same round (medians of per-round values)")
         print("| transport | workload | server | fio client µs / I/O | perf client µs / I/O | perf / fio CPU per I/O | "
-              "perf / fio rate | fio p50 µs | perf p50 µs |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+              "perf / fio rate | min-max | fio p50 µs | perf p50 µs |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
         seen = []
         for t, w, c in order:
             if (t, w) not in seen:
@@ -148,7 +151,8 @@ def main():
                         if src.get("lat_p50_us") not in (None, "", "-"):
                             dst.append(float(src["lat_p50_us"]))
                 print(f"| {t} | {w} | {s} | {med(fc, '%.1f')} | {med(pc, '%.1f')} | {med(cr, '%.2f')} | "
-                      f"{med(rr, '%.2f')} | {med(fl, '%.1f')} | {med(pl, '%.1f')} |")
+                      f"{med(rr, '%.2f')} | {f'{min(rr):.2f}-{max(rr):.2f}' if rr else '-'} | "
+                      f"{med(fl, '%.1f')} | {med(pl, '%.1f')} |")
 
 
 if __name__ == "__main__":

@@ -559,6 +559,7 @@ class worker {
       }
       if (!send_output()) return;
       const bool queued = output_queued();
+      if (disc && !queued) break;  // NBD_CMD_DISC is out and nothing is in flight: done
       // Wait for input, or for room to send when output is queued (then without blocking in recv).
       int flags = 0;
       if (queued) {
