@@ -132,11 +132,30 @@ inline void append(run_log& log, const nbdwire::event& e) {
                         bytes(e.text.begin(), e.text.end())});
 }
 
+/// How drain() empties a machine's queue: false, pending_output() and pending_payload()
+/// (drain_whole); true, pending_pieces() (drain_pieces). Set for a run by drain_mode.
+inline bool drain_through_pieces = false;
+
+/// Sets the drain of the runs made while it lives.
+class drain_mode {
+ public:
+  explicit drain_mode(bool pieces) noexcept : saved_(drain_through_pieces) { drain_through_pieces = pieces; }
+  ~drain_mode() { drain_through_pieces = saved_; }
+  drain_mode(const drain_mode&) = delete;
+  drain_mode& operator=(const drain_mode&) = delete;
+
+ private:
+  bool saved_;
+};
+
+template <class Machine>
+void drain_pieces(Machine& m, bytes& out);
+
 /// Moves everything a machine wants sent into `out`; payload marks are filled with the
 /// export pattern. Checks the outbox bound and that a payload is asked for only once its
 /// header has gone.
 template <class Machine>
-void drain(Machine& m, bytes& out) {
+void drain_whole(Machine& m, bytes& out) {
   for (int guard = 0;; ++guard) {
     NBDWIRE_FUZZ_CHECK(guard < 1'000'000);
     const bytes_view o = m.pending_output();
@@ -159,6 +178,87 @@ void drain(Machine& m, bytes& out) {
   }
 }
 
+/// Every error a machine reports has a name, a description and a category, and is not an
+/// internal one (illegal_transition is a bug in nbdwire).
+inline void check_errc_named(nbdwire::errc e) {
+  NBDWIRE_FUZZ_CHECK(nbdwire::to_string(e) != "unknown_error" && nbdwire::describe(e) != "unknown error");
+  NBDWIRE_FUZZ_CHECK(nbdwire::category(e) != nbdwire::error_category::internal);
+  NBDWIRE_FUZZ_CHECK((nbdwire::category(e) == nbdwire::error_category::none) == (e == nbdwire::errc::ok));
+}
+
+/// What an adapter prints of an event can be printed: every event kind has a name, and the
+/// protocol values it carries (options, replies, info types, commands, statuses) a name or
+/// the "(unknown)" form of their type.
+inline void check_names(const nbdwire::event& e) {
+  NBDWIRE_FUZZ_CHECK(nbdwire::to_string(e.kind) != "unknown");
+  switch (e.kind) {
+    case event_kind::failed: check_errc_named(e.error); break;
+    case event_kind::option_done:
+    case event_kind::option_refused:
+    case event_kind::option_answered:
+    case event_kind::start_tls:
+      NBDWIRE_FUZZ_CHECK(!nbdwire::to_string(static_cast<nbdwire::option>(e.option)).empty());
+      NBDWIRE_FUZZ_CHECK(!nbdwire::to_string(e.reply).empty());
+      break;
+    case event_kind::info: NBDWIRE_FUZZ_CHECK(!nbdwire::to_string(e.info).empty()); break;
+    case event_kind::request:
+    case event_kind::request_refused:
+    case event_kind::reply:
+    case event_kind::error_chunk:
+      NBDWIRE_FUZZ_CHECK(!nbdwire::to_string(e.req.cmd()).empty());
+      NBDWIRE_FUZZ_CHECK(!nbdwire::to_string(e.status).empty());
+      break;
+    default: break;
+  }
+}
+
+/// drain() through pending_pieces(), as a writev adapter (send_plan) reads the queue: the
+/// pieces must agree with pending_output() and pending_payload(), and are consumed a few
+/// bytes at a time, payloads in two steps. The split runs drain this way and must produce the
+/// same bytes as the whole run, which drains with drain().
+template <class Machine>
+void drain_pieces(Machine& m, bytes& out) {
+  for (int guard = 0;; ++guard) {
+    NBDWIRE_FUZZ_CHECK(guard < 1'000'000);
+    std::array<nbdwire::output_piece, 3> pieces{};
+    const std::size_t n = m.pending_pieces(pieces);
+    const bytes_view o = m.pending_output();
+    const auto p = m.pending_payload();
+    NBDWIRE_FUZZ_CHECK(n <= pieces.size() && (n == 0) == (o.empty() && !p));
+    if (n == 0) return;
+    // The first piece is what pending_output() and pending_payload() say now.
+    NBDWIRE_FUZZ_CHECK(pieces[0].bytes.data() == o.data() && pieces[0].bytes.size() == o.size());
+    NBDWIRE_FUZZ_CHECK(pieces[0].payload.has_value() == p.has_value());
+    if (p) NBDWIRE_FUZZ_CHECK(pieces[0].payload->offset == p->offset && pieces[0].payload->length == p->length);
+    // Later pieces never start with an empty outbox part unless they carry a payload.
+    for (std::size_t i = 1; i < n; ++i) NBDWIRE_FUZZ_CHECK(!pieces[i].bytes.empty() || pieces[i].payload.has_value());
+    for (std::size_t at = 0; at < o.size();) {
+      const std::size_t k = std::min<std::size_t>(5, o.size() - at);
+      out.insert(out.end(), o.begin() + static_cast<std::ptrdiff_t>(at), o.begin() + static_cast<std::ptrdiff_t>(at + k));
+      m.consume_output(k);
+      at += k;
+    }
+    NBDWIRE_FUZZ_CHECK(m.pending_output().size() == 0 || !p);
+    if (!p) continue;
+    NBDWIRE_FUZZ_CHECK(p->length != 0);
+    const std::uint64_t shown = std::min<std::uint64_t>(p->length, 65536);
+    for (std::uint64_t i = 0; i < shown; ++i) out.push_back(pattern_byte(p->offset + i));
+    const std::uint64_t first = p->length / 2;
+    if (first != 0) {
+      NBDWIRE_FUZZ_CHECK(m.consume_payload(first).has_value());
+      const auto rest = m.pending_payload();
+      NBDWIRE_FUZZ_CHECK(rest && rest->offset == p->offset + first && rest->length == p->length - first);
+    }
+    NBDWIRE_FUZZ_CHECK(m.consume_payload(p->length - first).has_value());
+  }
+}
+
+template <class Machine>
+void drain(Machine& m, bytes& out) {
+  if (drain_through_pieces) drain_pieces(m, out);
+  else drain_whole(m, out);
+}
+
 /// Checks that apply to every event of either machine.
 inline void check_event_common(const nbdwire::event& e, bytes_view chunk) {
   NBDWIRE_FUZZ_CHECK(e.data.size() <= 0xffffffffu);
@@ -172,6 +272,7 @@ inline void check_event_common(const nbdwire::event& e, bytes_view chunk) {
     NBDWIRE_FUZZ_CHECK(e.text.size() <= nbdwire::max_string);
   }
   if (e.kind == event_kind::failed) NBDWIRE_FUZZ_CHECK(nbdwire::is_fatal(e.error));
+  check_names(e);
 }
 
 /// The cuts of a split run: ascending positions strictly inside (0, n).
@@ -267,6 +368,7 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
       log.consumed += r.consumed;
       const event_kind kind = r.ev.kind;
       if (kind != event_kind::failed) NBDWIRE_FUZZ_CHECK(m.error() == nbdwire::errc::ok);  // no silent failure
+      NBDWIRE_FUZZ_CHECK(nbdwire::to_string(m.state()) != "unknown");
       if (kind == event_kind::need_more) {
         // need_more means every byte given was used, unless the machine can take none.
         if (!chunk.empty()) NBDWIRE_FUZZ_CHECK(r.consumed == 0);

@@ -379,6 +379,7 @@ class server_actor {
     const auto p = m.incoming_payload();
     if (!p) return 0;
     NBDWIRE_FUZZ_CHECK(p->cookie == cur_.cookie && p->offset == next_ && p->length == left_ && p->length != 0);
+    NBDWIRE_FUZZ_CHECK(p->tag == expected_tag());
     NBDWIRE_FUZZ_CHECK(m.consume_incoming_payload(p->length + 1).error() == nbdwire::errc::payload_overrun);
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), p->length));
     nbdwire::event e{.kind = event_kind::payload, .req = cur_, .offset = p->offset, .data = chunk.first(n)};
@@ -405,6 +406,12 @@ class server_actor {
         cur_ = e.req;
         next_ = e.req.offset;
         left_ = e.req.payload_length();
+        // A tag set now comes back with every later event about the request.
+        // (A request identical to one awaiting its reply shares that one's slot, and its tag.)
+        const bool twin = std::find(deferred_.begin(), deferred_.end(), e.req) != deferred_.end();
+        NBDWIRE_FUZZ_CHECK(m.tag_of(e.req) == (twin ? tag_for(e.req) : 0));
+        NBDWIRE_FUZZ_CHECK(m.set_tag(e.req, tag_for(e.req)).has_value() && m.tag_of(e.req) == tag_for(e.req));
+        if (m.negotiated().structured_replies) NBDWIRE_FUZZ_CHECK(m.chunk_room(e.req) <= nbdwire::outbox_size);
         deferred_.push_back(e.req);
         NBDWIRE_FUZZ_CHECK(m.outstanding() == deferred_.size());
         if (deferred_.size() > static_cast<std::size_t>(st_.policy & 3)) answer_all(m, log);
@@ -417,6 +424,7 @@ class server_actor {
         break;
       case event_kind::payload:
         NBDWIRE_FUZZ_CHECK(e.req.cookie == cur_.cookie && e.offset == next_ && e.data.size() <= left_);
+        NBDWIRE_FUZZ_CHECK(e.tag == expected_tag());
         next_ += e.data.size();
         left_ -= e.data.size();
         break;
@@ -451,9 +459,20 @@ class server_actor {
     // After DISC or a close, the requests in flight are still answered.
     answer_all(m, log);
     NBDWIRE_FUZZ_CHECK(m.reply(nbdwire::request{}).error() == nbdwire::errc::unknown_request);
+    drain(m, log.output);
+    NBDWIRE_FUZZ_CHECK(m.drained());
   }
 
  private:
+  static std::uint64_t tag_for(const nbdwire::request& r) noexcept { return r.cookie ^ 0x5e5e000000000001u; }
+  /// The tag WRITE data of the current request carries: its tag while it awaits its reply,
+  /// 0 once answered (the harness may answer a WRITE before its data has arrived).
+  [[nodiscard]] std::uint64_t expected_tag() const noexcept {
+    const bool waiting = std::any_of(deferred_.begin(), deferred_.end(),
+                                     [this](const nbdwire::request& r) { return r.cookie == cur_.cookie; });
+    return waiting ? tag_for(cur_) : 0;
+  }
+
   void on_transmission(nbdwire::server& m) {
     if (st_.shutdown) m.begin_shutdown();
     if (m.negotiated().style != nbdwire::handshake_style::legacy_1997)
@@ -728,6 +747,7 @@ class client_actor {
     }
     if (p->cookie != cur_.cookie) begin_read(p->cookie);
     NBDWIRE_FUZZ_CHECK(p->cookie == cur_.cookie && p->offset == next_ && p->length == left_ && p->length != 0);
+    NBDWIRE_FUZZ_CHECK(tags_.count(p->cookie) && p->tag == tags_.at(p->cookie));
     NBDWIRE_FUZZ_CHECK(m.consume_incoming_payload(p->length + 1).error() == nbdwire::errc::payload_overrun);
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), p->length));
     append(log, nbdwire::event{.kind = event_kind::payload, .req = cur_, .offset = p->offset, .data = chunk.first(n)});
@@ -764,6 +784,7 @@ class client_actor {
         NBDWIRE_FUZZ_CHECK(m.negotiated().structured_replies);
         const auto it = flight_.find(e.req.cookie);
         NBDWIRE_FUZZ_CHECK(it != flight_.end() && e.req == it->second);
+        check_tag(e);
         const auto inside = [&e](std::uint64_t off, std::uint64_t len) {
           return off >= e.req.offset && len <= e.req.length && off - e.req.offset <= e.req.length - len;
         };
@@ -787,6 +808,7 @@ class client_actor {
       case event_kind::payload: {
         const auto it = flight_.find(e.req.cookie);
         NBDWIRE_FUZZ_CHECK(it != flight_.end() && e.req == it->second);
+        check_tag(e);
         if (m.negotiated().structured_replies) {
           // Chunks come in any order: each lies inside the request's range.
           NBDWIRE_FUZZ_CHECK(e.offset >= e.req.offset && e.data.size() <= e.req.length &&
@@ -808,8 +830,12 @@ class client_actor {
           // coverage of structured READs is the machine's own check; nothing more here
         } else if (data) NBDWIRE_FUZZ_CHECK(cur_.cookie == e.req.cookie && left_ == 0);
         else NBDWIRE_FUZZ_CHECK(cur_.cookie != e.req.cookie);
+        check_tag(e);
+        // NBD_ESHUTDOWN: the client refuses new requests from now on.
+        if (e.status == nbdwire::nbd_error::eshutdown) NBDWIRE_FUZZ_CHECK(m.server_shutting_down());
         cur_ = {};
         flight_.erase(it);
+        tags_.erase(e.req.cookie);
         NBDWIRE_FUZZ_CHECK(m.in_flight() == flight_.size());
         submit_more(m, log);
         break;
@@ -823,12 +849,15 @@ class client_actor {
     }
   }
 
-  void on_closed(nbdwire::client& m, run_log&) {
+  void on_closed(nbdwire::client& m, run_log& log) {
     if (m.state() == nbdwire::client_state::closed) NBDWIRE_FUZZ_CHECK(m.in_flight() == 0);
+    drain(m, log.output);
+    NBDWIRE_FUZZ_CHECK(m.drained() == (m.in_flight() == 0));
   }
 
   /// A call that was refused must leave the machine as it was.
   static void check_refusal(nbdwire::errc e) {
+    check_errc_named(e);
     const auto c = nbdwire::category(e);
     NBDWIRE_FUZZ_CHECK(c == nbdwire::error_category::caller_misuse || c == nbdwire::error_category::limit_exceeded ||
                        c == nbdwire::error_category::buffer_too_small);
@@ -882,7 +911,10 @@ class client_actor {
         drain(m, log.output);
         continue;
       }
-      const auto r = m.submit(static_cast<nbdwire::command>(a.cmd), a.flags, a.offset, a.length);
+      // Every request carries a tag its events must return; every other one goes through the
+      // command's own call (read(), write(), ...) where it has one, which must do as submit().
+      const std::uint64_t tag = 0x7a6700000000u + req_next_;
+      const auto r = submit_via(m, a, tag, (req_next_ & 1) != 0);
       if (!r) {
         check_refusal(r.error());
         NBDWIRE_FUZZ_CHECK(m.pending_output().size() == before && m.in_flight() == flight_.size());
@@ -893,15 +925,42 @@ class client_actor {
       NBDWIRE_FUZZ_CHECK(server_may_accept(req, m.negotiated()));
       NBDWIRE_FUZZ_CHECK(a.length != 0 || !ranged(req.cmd()));
       NBDWIRE_FUZZ_CHECK(flight_.emplace(*r, req).second);  // cookies are unique while in flight
+      tags_[*r] = tag;
       NBDWIRE_FUZZ_CHECK(m.find(*r) && *m.find(*r) == req);
       NBDWIRE_FUZZ_CHECK(m.in_flight() == flight_.size());
       drain(m, log.output);
     }
   }
 
+  static nbdwire::result<std::uint64_t> submit_via(nbdwire::client& m, const request_action& a, std::uint64_t tag,
+                                                   bool own_call) {
+    using nbdwire::command;
+    const auto c = static_cast<command>(a.cmd);
+    if (own_call) switch (c) {
+        case command::read: return m.read(a.offset, a.length, a.flags, tag);
+        case command::write: return m.write(a.offset, a.length, a.flags, tag);
+        case command::trim: return m.trim(a.offset, a.length, a.flags, tag);
+        case command::write_zeroes: return m.write_zeroes(a.offset, a.length, a.flags, tag);
+        case command::cache: return m.cache(a.offset, a.length, a.flags, tag);
+        case command::block_status: return m.block_status(a.offset, a.length, a.flags, tag);
+        case command::flush:
+          if (a.offset == 0 && a.length == 0) return m.flush(a.flags, tag);
+          break;
+        default: break;
+      }
+    return m.submit(c, a.flags, a.offset, a.length, tag);
+  }
+
+  /// Request-scoped events carry the tag the request was submitted with.
+  void check_tag(const nbdwire::event& e) const {
+    const auto it = tags_.find(e.req.cookie);
+    NBDWIRE_FUZZ_CHECK(it != tags_.end() && e.tag == it->second);
+  }
+
   const client_setup& st_;
   std::size_t opt_next_ = 0, req_next_ = 0;
   std::map<std::uint64_t, nbdwire::request> flight_;
+  std::map<std::uint64_t, std::uint64_t> tags_;  ///< cookie -> tag, while in flight
   nbdwire::request cur_{};
   std::uint64_t next_ = 0, left_ = 0;
 };
@@ -948,8 +1007,8 @@ inline std::size_t header_size(surface s, bytes_view input) {
 }
 
 /// One fuzz input for one surface: the invariants of a whole-input run, then (normal mode,
-/// mode.hpp) the same run one byte at a time and at cuts seeded by the input, which must all
-/// agree.
+/// mode.hpp) the same run one byte at a time (draining through pending_pieces()) and at cuts
+/// seeded by the input, which must all agree.
 inline void fuzz_surface(surface s, const std::uint8_t* data, std::size_t size) {
   // An exact-size heap copy, so a read past the input is caught by AddressSanitizer.
   const std::unique_ptr<std::byte[]> copy(new std::byte[size]);
@@ -959,7 +1018,11 @@ inline void fuzz_surface(surface s, const std::uint8_t* data, std::size_t size) 
   const run_log whole = run_surface(s, input, {});
   NBDWIRE_FUZZ_CHECK(whole.consumed <= stream);
   if (stream > 1 && !fast_mode()) {
-    if (stream <= 4096) check_same(whole, run_surface(s, input, every_byte(stream)));
+    if (stream <= 4096) {
+      // One byte at a time, draining through pending_pieces(): the same bytes must go out.
+      const drain_mode pieces(true);
+      check_same(whole, run_surface(s, input, every_byte(stream)));
+    }
     check_same(whole, run_surface(s, input, seeded_cuts(input, stream)));
   }
 }
