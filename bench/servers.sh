@@ -65,7 +65,7 @@ while [ $# -gt 0 ]; do
         --alt) alt=$2; shift 2 ;;
         --busy-poll) busy_poll=$2; shift 2 ;;
         --tls) tls=1; shift ;;
-        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "servers.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
