@@ -45,6 +45,8 @@
 #include <thread>
 #include <vector>
 
+#include "../../examples/sockets/common.hpp"  // parse_size: the sizes every nbdwire tool takes
+
 namespace {
 
 // ---- options ------------------------------------------------------------------------------
@@ -134,33 +136,6 @@ constexpr const char* usage_text =
   std::exit(2);
 }
 
-std::optional<std::uint64_t> parse_size(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  std::uint64_t v = 0;
-  std::size_t i = 0;
-  for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-    if (v > (UINT64_MAX - 9) / 10) return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(s[i] - '0');
-  }
-  if (i == 0) return std::nullopt;
-  std::string_view suffix = s.substr(i);
-  unsigned shift = 0;
-  if (!suffix.empty()) {
-    switch (suffix[0]) {
-      case 'k': case 'K': shift = 10; break;
-      case 'm': case 'M': shift = 20; break;
-      case 'g': case 'G': shift = 30; break;
-      case 't': case 'T': shift = 40; break;
-      default: return std::nullopt;
-    }
-    suffix.remove_prefix(1);
-    if (suffix == "iB" || suffix == "ib" || suffix == "B" || suffix == "b") suffix = {};
-    if (!suffix.empty()) return std::nullopt;
-  }
-  if (shift && v > (UINT64_MAX >> shift)) return std::nullopt;
-  return v << shift;
-}
-
 std::optional<double> parse_seconds(std::string_view s) {
   if (s.empty() || s.size() > 30) return std::nullopt;
   char buf[32];
@@ -205,7 +180,7 @@ options parse_options(int argc, char** argv) {
     }
     const std::string what = "--" + std::string(name) + "=" + std::string(value);
     auto number = [&](std::uint64_t lo, std::uint64_t hi) {
-      const auto v = parse_size(value);
+      const auto v = examples::parse_size(value);
       if (!v || *v < lo || *v > hi) usage_error("bad " + what);
       return *v;
     };
