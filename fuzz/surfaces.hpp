@@ -44,6 +44,33 @@ enum class surface : std::uint8_t {
 };
 inline constexpr std::size_t surface_count = 6;
 
+// ---- run variants -----------------------------------------------------------------------------
+
+/// Transmission surfaces (server_tx after its canned GO, client_tx): when set, the machine the
+/// stream is fed to is not the one that did the canned handshake but one built from its
+/// negotiated state (the constructors taking `negotiated`, as after a kernel handover), which
+/// must behave the same. Set for a run by handover_mode.
+inline bool start_from_handover = false;
+
+inline bool same_negotiated(const nbdwire::negotiated& a, const nbdwire::negotiated& b) {
+  return a.style == b.style && a.export_size == b.export_size && a.transmission_flags == b.transmission_flags &&
+         a.block_size == b.block_size && a.block_size_advertised == b.block_size_advertised &&
+         a.structured_replies == b.structured_replies && a.extended_headers == b.extended_headers &&
+         a.meta_contexts == b.meta_contexts && a.meta_context_count == b.meta_context_count &&
+         a.export_index == b.export_index && a.tls == b.tls;
+}
+
+class handover_mode {
+ public:
+  explicit handover_mode(bool on) noexcept : saved_(start_from_handover) { start_from_handover = on; }
+  ~handover_mode() { start_from_handover = saved_; }
+  handover_mode(const handover_mode&) = delete;
+  handover_mode& operator=(const handover_mode&) = delete;
+
+ private:
+  bool saved_;
+};
+
 // ---- shared tables ----------------------------------------------------------------------------
 
 inline const std::string& long_name() {
@@ -441,11 +468,17 @@ class server_actor {
         if (e.reply == nbdwire::reply_type::err_tls_reqd)
           NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::server_tls::off && !m.tls_active());
         break;
-      case event_kind::start_tls:
+      case event_kind::start_tls: {
+        // Until tls_started(), the bytes are the TLS layer's: a twin fed any now fails.
+        auto twin = std::make_unique<nbdwire::server>(m);
+        const auto early = twin->receive(bytes_view{});
+        NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
         // The TLS layer as identity (see the client side).
         NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::server_tls::off && !m.tls_active());
         NBDWIRE_FUZZ_CHECK(m.tls_started().has_value());
+        NBDWIRE_FUZZ_CHECK(m.tls_started().error() == nbdwire::errc::tls_not_starting);
         break;
+      }
       default:
         NBDWIRE_FUZZ_FAIL("a server reports only server events");
     }
@@ -648,6 +681,11 @@ inline run_log run_server(surface s, bytes_view input, const cuts& at) {
     NBDWIRE_FUZZ_CHECK(m->error() == nbdwire::errc::invalid_config);
   } else if (st.canned) {
     canned_server_handshake(*m, st, pre);
+    if (start_from_handover) {
+      const nbdwire::negotiated n = m->negotiated();
+      m = std::make_unique<nbdwire::server>(st.cfg, n);
+      NBDWIRE_FUZZ_CHECK(m->state() == nbdwire::server_state::transmission && same_negotiated(m->negotiated(), n));
+    }
   }
   actor.start(*m, pre);
   run_log log = feed(*m, actor, stream, at, st.eof_at_end);
@@ -761,12 +799,17 @@ class client_actor {
 
   void on_event(nbdwire::client& m, const nbdwire::event& e, run_log& log) {
     switch (e.kind) {
-      case event_kind::start_tls:
+      case event_kind::start_tls: {
+        // Until tls_started(), the bytes are the TLS layer's: a twin fed any now fails.
+        auto twin = std::make_unique<nbdwire::client>(m);
+        const auto early = twin->receive(bytes_view{});
+        NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
         // The TLS layer as identity: the handshake succeeds and the same stream goes on.
         NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::client_tls::off && !m.tls_active());
         NBDWIRE_FUZZ_CHECK(m.tls_started().has_value());
         NBDWIRE_FUZZ_CHECK(m.tls_started().error() == nbdwire::errc::tls_not_starting);
         break;
+      }
       case event_kind::greeting:
       case event_kind::option_done:
       case event_kind::option_refused:
@@ -879,6 +922,10 @@ class client_actor {
       case 2: r = m.list(); break;
       case 3: r = m.abort(); break;
       case 4: r = m.export_name(name); break;
+      case 7:  // LIST_META_CONTEXT for 0-2 of the context names (bits 5-6)
+        r = m.list_meta_context(name, std::span<const std::string_view>(context_names().data(),
+                                                                        std::min<std::size_t>((a >> 5) & 3, 2)));
+        break;
       default: r = m.go(name, info); break;
     }
     if (!r) {
@@ -978,7 +1025,14 @@ inline run_log run_client(surface s, bytes_view input, const cuts& at) {
   auto m = std::make_unique<nbdwire::client>(st.cfg);
   client_actor actor(st);
   run_log pre;
-  if (s == surface::client_tx) canned_client_handshake(*m, st, pre);
+  if (s == surface::client_tx) {
+    canned_client_handshake(*m, st, pre);
+    if (start_from_handover) {
+      const nbdwire::negotiated n = m->negotiated();
+      m = std::make_unique<nbdwire::client>(n, st.cfg);
+      NBDWIRE_FUZZ_CHECK(m->state() == nbdwire::client_state::transmission && same_negotiated(m->negotiated(), n));
+    }
+  }
   actor.start(*m, pre);
   run_log log = feed(*m, actor, stream, at, st.eof_at_end);
   log.output.insert(log.output.begin(), pre.output.begin(), pre.output.end());
@@ -1023,6 +1077,8 @@ inline void fuzz_surface(surface s, const std::uint8_t* data, std::size_t size) 
       const drain_mode pieces(true);
       check_same(whole, run_surface(s, input, every_byte(stream)));
     }
+    // At seeded cuts, transmission surfaces start from a handed-over machine.
+    const handover_mode handover(true);
     check_same(whole, run_surface(s, input, seeded_cuts(input, stream)));
   }
 }
