@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,6 +86,7 @@ decoded run(D& d, bytes_view body, std::uint64_t declared, const std::vector<std
         break;
       }
       CODEC_CHECK(e.text.size() <= max_string);
+      CODEC_CHECK(to_string(e.kind) != "unknown");
       if (is_name(e.kind)) CODEC_CHECK(std::find(e.text.begin(), e.text.end(), std::byte{0}) == e.text.end());
       if (e.kind == body_item::extent) CODEC_CHECK(e.length != 0);
       if (e.kind == body_item::block_status) CODEC_CHECK(e.count >= 1 && e.count <= max_extents_per_chunk);
@@ -130,53 +133,65 @@ bool reencode(body_kind k, std::uint16_t type, const decoded& d, bytes_view body
   std::vector<std::string_view> texts;
   for (const item& i : it) texts.emplace_back(i.text);
   out.assign(d.consumed + 64, std::byte{0});
-  encode_result r;
-  switch (k) {
-    case body_kind::export_name: r = encode_export_name(out, it.at(0).text); break;
-    case body_kind::info_request: {
-      std::vector<info_type> req;
-      for (std::size_t i = 2; i + 1 < it.size(); ++i) req.push_back(static_cast<info_type>(it[i].info));
-      r = encode_info_request(out, it.at(0).text, req);
-      break;
+  const auto encode_to = [&](std::span<std::byte> buf) -> std::optional<encode_result> {
+    encode_result r;
+    switch (k) {
+      case body_kind::export_name: r = encode_export_name(buf, it.at(0).text); break;
+      case body_kind::info_request: {
+        std::vector<info_type> req;
+        for (std::size_t i = 2; i + 1 < it.size(); ++i) req.push_back(static_cast<info_type>(it[i].info));
+        r = encode_info_request(buf, it.at(0).text, req);
+        break;
+      }
+      case body_kind::meta_request:
+        r = encode_meta_context_request(buf, it.at(0).text, std::span(texts).subspan(2, it.size() - 3));
+        break;
+      case body_kind::server_reply: r = encode_server_reply(buf, it.at(0).text, it.at(1).text); break;
+      case body_kind::info_reply: {
+        const item& i = it.at(0);
+        if (i.kind == body_item::info_export) r = encode_info_export(buf, i.export_size, i.transmission_flags);
+        else if (i.kind == body_item::info_block_size) r = encode_info_block_size(buf, i.block_size);
+        else if (i.kind == body_item::info_unknown) r = encode_info_other(buf, i.info, body.subspan(2, i.length));
+        else r = encode_info_string(buf, static_cast<info_type>(i.info), i.text);
+        break;
+      }
+      case body_kind::meta_reply: r = encode_meta_context_reply(buf, it.at(0).context_id, it.at(0).text); break;
+      case body_kind::error_reply: r = encode_error_reply(buf, it.at(0).text); break;
+      case body_kind::offset_data: r = encode_offset_data_prefix(buf, it.at(0).offset); break;
+      case body_kind::offset_hole:
+        r = encode_offset_hole(buf, it.at(0).offset, static_cast<std::uint32_t>(it.at(0).length));
+        break;
+      case body_kind::error_chunk:
+        if (type == static_cast<std::uint16_t>(chunk_type::error_offset))
+          r = encode_error_offset_chunk(buf, it.at(0).error_value, it.at(0).text, it.at(1).offset);
+        else if (type == static_cast<std::uint16_t>(chunk_type::error))
+          r = encode_error_chunk(buf, it.at(0).error_value, it.at(0).text);
+        else
+          return std::nullopt;  // an unknown error type: what follows the message was skipped
+        break;
+      case body_kind::block_status:
+      case body_kind::block_status_ext: {
+        std::vector<block_extent> ex;
+        for (std::size_t i = 1; i + 1 < it.size(); ++i) ex.push_back({it[i].length, it[i].status});
+        r = k == body_kind::block_status ? encode_block_status(buf, it.at(0).context_id, ex)
+                                         : encode_block_status_ext(buf, it.at(0).context_id, ex);
+        break;
+      }
+      case body_kind::count: return std::nullopt;
     }
-    case body_kind::meta_request:
-      r = encode_meta_context_request(out, it.at(0).text, std::span(texts).subspan(2, it.size() - 3));
-      break;
-    case body_kind::server_reply: r = encode_server_reply(out, it.at(0).text, it.at(1).text); break;
-    case body_kind::info_reply: {
-      const item& i = it.at(0);
-      if (i.kind == body_item::info_export) r = encode_info_export(out, i.export_size, i.transmission_flags);
-      else if (i.kind == body_item::info_block_size) r = encode_info_block_size(out, i.block_size);
-      else if (i.kind == body_item::info_unknown) r = encode_info_other(out, i.info, body.subspan(2, i.length));
-      else r = encode_info_string(out, static_cast<info_type>(i.info), i.text);
-      break;
-    }
-    case body_kind::meta_reply: r = encode_meta_context_reply(out, it.at(0).context_id, it.at(0).text); break;
-    case body_kind::error_reply: r = encode_error_reply(out, it.at(0).text); break;
-    case body_kind::offset_data: r = encode_offset_data_prefix(out, it.at(0).offset); break;
-    case body_kind::offset_hole:
-      r = encode_offset_hole(out, it.at(0).offset, static_cast<std::uint32_t>(it.at(0).length));
-      break;
-    case body_kind::error_chunk:
-      if (type == static_cast<std::uint16_t>(chunk_type::error_offset))
-        r = encode_error_offset_chunk(out, it.at(0).error_value, it.at(0).text, it.at(1).offset);
-      else if (type == static_cast<std::uint16_t>(chunk_type::error))
-        r = encode_error_chunk(out, it.at(0).error_value, it.at(0).text);
-      else
-        return false;  // an unknown error type: what follows the message was skipped
-      break;
-    case body_kind::block_status:
-    case body_kind::block_status_ext: {
-      std::vector<block_extent> ex;
-      for (std::size_t i = 1; i + 1 < it.size(); ++i) ex.push_back({it[i].length, it[i].status});
-      r = k == body_kind::block_status ? encode_block_status(out, it.at(0).context_id, ex)
-                                       : encode_block_status_ext(out, it.at(0).context_id, ex);
-      break;
-    }
-    case body_kind::count: return false;
+    return r;
+  };
+  const auto r = encode_to(out);
+  if (!r) return false;
+  CODEC_CHECK(r->ok() && r->written == r->required);
+  // Encoder contract (codec/core.hpp): a span one byte short writes nothing and says how much
+  // it needs.
+  if (r->written != 0) {
+    const auto short_r = encode_to(std::span<std::byte>(out).first(r->written - 1));
+    CODEC_CHECK(short_r && short_r->error == body_errc::buffer_too_small && short_r->written == 0 &&
+                short_r->required == r->written && to_string(short_r->error) == "buffer_too_small");
   }
-  CODEC_CHECK(r.ok());
-  out.resize(r.written);
+  out.resize(r->written);
   return true;
 }
 
