@@ -174,6 +174,9 @@ void server_loop::loop(worker& w) {
       if (errno == EINTR) continue;
       examples::fail_errno("epoll_wait");
     }
+    // The shutdown began while this loop waited: refuse before serving this batch, even when
+    // its wakeup comes later in the batch than a client's request (the events come back).
+    if (!w.shutting_down && phase_ != running) continue;
     for (int i = 0; i < k; ++i) {
       const int fd = evs[i].data.fd;
       if (fd == w.wake) {
@@ -443,12 +446,13 @@ void server_loop::on_signal() {
     shutdown_deadline_ =
         clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s_.shutdown_timeout));
     set_accepting(false);
-    const std::size_t open = total_;
-    std::fprintf(stderr, "nbdwire-server: shutting down: %zu connection%s open, new requests get NBD_ESHUTDOWN\n",
-                 open, open == 1 ? "" : "s");
     phase_ = draining;  // after the deadline: the loops read it once they see the phase
   }
   for (std::size_t i = 1; i < workers_.size(); ++i) wake(*workers_[i]);
+  if (phase_ == stopping) return;
+  const std::size_t open = total_;
+  std::fprintf(stderr, "nbdwire-server: shutting down: %zu connection%s open, new requests get NBD_ESHUTDOWN\n", open,
+               open == 1 ? "" : "s");
 }
 
 /// The shutdown on loop `w`: every connection refuses new work (server::begin_shutdown) and
