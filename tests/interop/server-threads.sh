@@ -5,7 +5,8 @@
 #   - --max-connections counts across the loops;
 #   - SIGTERM with connections on several loops: every loop refuses new requests with
 #     NBD_ESHUTDOWN and the server exits 0 once the clients leave; clients that stay are
-#     closed at --shutdown-timeout, and the server still exits 0 in time.
+#     closed at --shutdown-timeout, and the server still exits 0 in time; a second SIGTERM
+#     closes them at once.
 . "$(dirname "$0")/lib.sh"
 
 need_server
@@ -141,7 +142,12 @@ wait_line() {
     fail "no line '$2' in $1 after 10 s"
 }
 
-# sigterm_exit LIMIT-SECONDS: SIGTERM sent before; the server must exit 0 within the limit.
+# term: one SIGTERM to nbdwire-server itself. (SERVER_PID is the timeout(1) that runs it,
+# which passes a signal on to the server and to its process group, so the server could see
+# it twice, and a second SIGTERM means "stop at once".)
+term() { kill -TERM "$(pgrep -P "$SERVER_PID")"; }
+
+# sigterm_exit T0 LIMIT-SECONDS: SIGTERM sent before; the server must exit 0 within the limit.
 # Sets EXIT_MS.
 sigterm_exit() {
     local i rc=0 t0=$1
@@ -165,7 +171,7 @@ cl=$!
 wait_line "$T/clients1.out" ready
 expect_eq "$(loops_seen)" "0 1 " "loops serving the 4 clients"
 t0=$(date +%s%N)
-kill -TERM "$SERVER_PID"
+term
 wait_line "$SERVER_ERR" "shutting down: 4 connections open"
 touch "$T/go1"
 wait "$cl" || fail "the clients failed: $(cat "$T/clients1.out")"
@@ -180,8 +186,19 @@ clients 127.0.0.1 "$SERVER_PORT" 4 "$T/never" >"$T/clients2.out" &
 PIDS+=("$!")
 wait_line "$T/clients2.out" ready
 t0=$(date +%s%N)
-kill -TERM "$SERVER_PID"
+term
 sigterm_exit "$t0" 6
 [ "$EXIT_MS" -ge 1900 ] || fail "the server exited before --shutdown-timeout with clients still open"
 expect_eq "$(grep -c 'shutdown: closing 2 connections still open' "$SERVER_ERR")" 2 "loops that closed 2 connections each"
+
+log "--- a second SIGTERM with clients on 2 loops that stay: the server stops at once"
+start_server_tcp -v --threads 2 --shutdown-timeout 30 mem=memory:1M
+clients 127.0.0.1 "$SERVER_PORT" 4 "$T/never" >"$T/clients3.out" &
+PIDS+=("$!")
+wait_line "$T/clients3.out" ready
+t0=$(date +%s%N)
+term
+wait_line "$SERVER_ERR" "shutting down: 4 connections open"
+term
+sigterm_exit "$t0" 4
 log PASS

@@ -214,7 +214,7 @@ bool server_loop::keep_going(worker& w) {
   if (ph == running) return true;
   if (ph == stopping) {  // a second signal: close at once
     close_all(w);
-    return w.index != 0 || loops_closed_ < workers_.size();
+    return w.index == 0 && loops_closed_ < workers_.size();
   }
   if (!w.shutting_down) begin_shutdown(w);
   if (!w.closed && (w.conns.empty() || clock::now() >= shutdown_deadline_)) {
