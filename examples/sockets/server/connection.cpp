@@ -27,6 +27,8 @@ using nbdwire::event_kind;
 constexpr int recvs_per_wakeup = 16;  // fairness between busy connections
 // WRITE payloads from this size on are received straight into a memory export.
 constexpr std::uint64_t direct_receive_min = 64 * 1024;
+// While a large WRITE payload arrives over TCP, epoll waits for this much of it (or the rest).
+constexpr std::size_t lowat_max = 256 * 1024;
 // File READ data read ahead of sending; past this many bytes per connection the server stops
 // taking requests until the client has read its replies.
 constexpr std::size_t staged_limit = 64u * 1024 * 1024;
@@ -258,6 +260,13 @@ ssize_t receive_some(connection& c, std::byte* dst, std::size_t len) {
   return recv(c.fd, dst, len, 0);
 }
 
+/// SO_RCVLOWAT on a TCP connection (not under TLS, whose records the kernel cannot count).
+void set_lowat(connection& c, std::size_t n) {
+  if (!c.tcp || c.tls || n == c.lowat) return;
+  const int v = static_cast<int>(n);
+  if (setsockopt(c.fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) == 0) c.lowat = n;
+}
+
 /// recv() of the rest of a WRITE payload straight into the export, with up to `extra` bytes
 /// after it (the next request's header) into the empty input buffer.
 ssize_t receive_payload(connection& c, std::byte* dst, std::size_t len, std::size_t extra) {
@@ -347,7 +356,10 @@ bool service(connection& c, bool readable) {
       const std::size_t payload = std::min(static_cast<std::size_t>(n), want);
       c.end += static_cast<std::size_t>(n) - payload;  // the next header, or part of it
       (void)c.m.consume_incoming_payload(payload);
-      if (!c.m.incoming_payload() && !finish_write(c)) return false;
+      if (!c.m.incoming_payload()) {
+        set_lowat(c, 1);
+        if (!finish_write(c)) return false;
+      }
       continue;
     }
     if (n == 0) {
@@ -357,7 +369,12 @@ bool service(connection& c, bool readable) {
       return false;  // the client is gone: nothing more can be delivered
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN) return true;
+    if (errno == EAGAIN) {
+      // Mid-payload: epoll wakes this loop once a good part of the rest is in, not per
+      // segment, so the payload arrives in fewer, larger recv() calls.
+      if (direct) set_lowat(c, std::min(want, lowat_max));
+      return true;
+    }
     if (c.tls && errno == EIO) log(c, c.tls->error());
     else if (errno != ECONNRESET) log(c, std::string("receive: ") + std::strerror(errno));
     else if (c.end_reason.empty()) c.end_reason = "the client closed the connection";

@@ -375,6 +375,7 @@ void server_loop::adopt(worker& w, int fd, bool is_unix) {
   if (s_.threads > 1) name += " (loop " + std::to_string(w.index) + ")";
   auto c = std::make_unique<connection>(fd, cfg_, stores_, std::move(name));
   c->verbose = s_.verbose;
+  c->tcp = !is_unix;
   c->tls_creds = tls_creds_;
   if (c->verbose) log(*c, "connected");
   c->epoll_mask = EPOLLIN | EPOLLOUT;  // the greeting is queued already
