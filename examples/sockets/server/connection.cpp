@@ -324,7 +324,7 @@ bool service(connection& c, bool readable) {
           ip && ip->cookie == c.writing.req.cookie && ip->length >= direct_receive_min) {
         direct = c.store().in_place(ip->offset);
         want = static_cast<std::size_t>(ip->length);
-        c.header_first = true;
+        c.header_first = direct != nullptr;  // file exports take payloads through the buffer
       }
     }
     if (!direct && c.end == input_buffer_size) {
