@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # NBD server benchmark: nbdwire-server against nbdkit (memory, file), qemu-nbd and nbd-server,
-# driven by fio's nbd engine over one connection, on a Unix socket and on 127.0.0.1.
+# driven over one connection by two load generators, fio's nbd engine and nbdwire-perf, on a
+# Unix socket and on 127.0.0.1.
 #
 #   bench/servers.sh [--build DIR] [--rounds N] [--runtime SECONDS] [--size SIZE]
 #                    [--transports "unix tcp"] [--workloads "NAME..."] [--servers "NAME..."]
-#                    [--out DIR] [--alt BINARY] [--busy-poll USEC] [--tls]
+#                    [--clients "fio perf"] [--out DIR] [--alt BINARY] [--busy-poll USEC] [--tls]
 #
 # Installs nothing: it uses the peers found on PATH (missing ones are skipped with a note) and
-# nbdwire-server / nbdwire-socket-bound from the build tree DIR (default build/bench; build
-# with -DCMAKE_BUILD_TYPE=Release). Every server is started once per transport and runs for the
+# nbdwire-server / nbdwire-socket-bound / nbdwire-perf from the build tree DIR (default
+# build/bench; build with -DCMAKE_BUILD_TYPE=Release). --clients picks the load generators:
+# "fio" (its nbd engine, libnbd) and "perf" (bench/perf/nbdwire-perf, on nbdwire's client
+# machine); each server runs each workload with both, back to back, in an order that
+# alternates from round to round. Every server is started once per transport and runs for the
 # whole benchmark; memory exports are filled with data first, so no server answers a READ
 # with a hole. Each round runs every workload on every server once, in a rotated order, so
-# background load hits all servers alike. Results: DIR/results.tsv (one line per fio run) and
+# background load hits all servers alike. Results: DIR/results.tsv (one line per run) and
 # the summary printed at the end (also DIR/summary.txt): medians, min-max, the ratio to nbdkit
-# memory in the same round, and server CPU seconds per million I/Os from /proc/PID/stat
-# (utime + stime, plus reaped children for nbd-server, which forks per connection).
+# memory in the same round, server CPU seconds per million I/Os from /proc/PID/stat
+# (utime + stime, plus reaped children for nbd-server, which forks per connection), the load
+# generator's own CPU per I/O, and nbdwire-perf against fio on the same server and round.
 #
 # --alt BINARY adds nbdwire-mem-alt and nbdwire-file-alt, served by another nbdwire-server
 # build, to measure a change against its parent in the same rounds. nbdwire-mem-poll is the
@@ -27,7 +32,8 @@
 #
 # --tls runs every server with TLS required, X.509 certificates made for the run by certtool
 # (nbdwire-server --tls=require, nbdkit --tls=require, qemu-nbd with a tls-creds-x509 object),
-# and fio connects with nbds:// URIs; the bound rows and nbd-server are left out by default.
+# and fio connects with nbds:// URIs; the bound rows and nbd-server are left out by default
+# (and nbdwire-perf, which has no TLS).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,6 +49,8 @@ out=
 alt=
 tls=0
 servers_given=0
+clients="fio perf"
+clients_given=0
 while [ $# -gt 0 ]; do
     case $1 in
         --build) build=$2; shift 2 ;;
@@ -52,17 +60,25 @@ while [ $# -gt 0 ]; do
         --transports) transports=$2; shift 2 ;;
         --workloads) workloads=$2; shift 2 ;;
         --servers) servers=$2; servers_given=1; shift 2 ;;
+        --clients) clients=$2; clients_given=1; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --alt) alt=$2; shift 2 ;;
         --busy-poll) busy_poll=$2; shift 2 ;;
         --tls) tls=1; shift ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "servers.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
 
 say() { echo "servers.sh: $*" >&2; }
 if [ "$tls" = 1 ] && [ "$servers_given" = 0 ]; then servers="nbdwire-mem nbdwire-file nbdkit-mem nbdkit-file qemu-nbd"; fi
+if [ "$tls" = 1 ] && [ "$clients_given" = 0 ]; then clients=fio; fi
+for c in $clients; do
+    case $c in fio|perf) ;; *) say "unknown client $c (fio or perf)"; exit 2 ;; esac
+done
+case " $clients " in *" perf "*)
+    [ -x "$build/bench/nbdwire-perf" ] || { say "no $build/bench/nbdwire-perf (build it, or pass --clients fio)"; exit 1; } ;;
+esac
 for tool in fio python3; do
     command -v "$tool" >/dev/null || { say "$tool is required"; exit 1; }
 done
@@ -236,7 +252,7 @@ run_fio() {
     local u=$1
     shift
     fio --name=job --ioengine=nbd --uri="$u" --size="$bytes" "$@" --output-format=json \
-        >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; echo "0 0 0 0"; return 0; }
+        >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; echo "0 0 0 0 - -"; return 0; }
     python3 - "$work/fio.json" <<'PY'
 import json, sys
 text = open(sys.argv[1]).read()
@@ -244,12 +260,32 @@ d = json.loads(text[text.index("{"):])
 j = d["jobs"][0]
 r, w = j["read"], j["write"]
 cpu = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] / 1000
-print(r["iops"] + w["iops"], r["bw_bytes"] + w["bw_bytes"], r["total_ios"] + w["total_ios"], f"{cpu:.3f}")
+# Completion latency percentiles of the direction with the most I/Os (fio's clat).
+op = r if r["total_ios"] >= w["total_ios"] else w
+pct = op.get("clat_ns", {}).get("percentile", {})
+lat = lambda k: f"{pct[k] / 1000:.1f}" if k in pct else "-"
+print(r["iops"] + w["iops"], r["bw_bytes"] + w["bw_bytes"], r["total_ios"] + w["total_ios"], f"{cpu:.3f}",
+      lat("50.000000"), lat("99.000000"))
+PY
+}
+
+# run_perf URI ARGS... -> the same from nbdwire-perf --json (its client CPU is the user + system
+# time of its connection thread over the measured window).
+run_perf() {
+    local u=$1
+    shift
+    "$build/bench/nbdwire-perf" "$u" "$@" --json >"$work/perf.json" 2>"$work/perf.err" ||
+        { cat "$work/perf.err" >&2; echo "0 0 0 0 - -"; return 0; }
+    python3 - "$work/perf.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(d["iops"], d["bytes_per_s"], d["ios"], f"{d['cpu_user_s'] + d['cpu_sys_s']:.3f}",
+      f"{d['lat_p50_us']:.1f}", f"{d['lat_p99_us']:.1f}")
 PY
 }
 
 results=$out/results.tsv
-printf 'round\ttransport\tworkload\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\tclient_cpu_s\n' >"$results"
+printf 'round\ttransport\tworkload\tclient\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\tclient_cpu_s\tlat_p50_us\tlat_p99_us\n' >"$results"
 
 for t in $transports; do
     for s in $servers; do start "$s" "$t"; done
@@ -283,18 +319,31 @@ for r in $(seq "$rounds"); do
                     ios=$(sed 's/^ios=\([0-9]*\).*/\1/' <<<"$line")
                     cpu=$(sed 's/.*server_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
                     ccpu=$(sed 's/.*client_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
-                else
-                    key=$s/$t
-                    [ -n "${uri[$key]:-}" ] || continue
-                    p=${pid_of[$key]}
+                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" - "$s" "$iops" "$bw" "$ios" \
+                        "$cpu" "$ccpu" - - >>"$results"
+                    say "round $r $t $w $s: $iops IOPS, cpu ${cpu}s"
+                    continue
+                fi
+                key=$s/$t
+                [ -n "${uri[$key]:-}" ] || continue
+                p=${pid_of[$key]}
+                # Both load generators back to back; which goes first alternates by round.
+                cl=($clients)
+                [ $((r % 2)) = 0 ] && [ ${#cl[@]} = 2 ] && cl=("${cl[1]}" "${cl[0]}")
+                for c in "${cl[@]}"; do
                     c0=$(cpu_ticks "$p")
-                    read -r iops bw ios ccpu < <(run_fio "${uri[$key]}" $(fio_args "$w") --time_based --runtime="$runtime")
+                    if [ "$c" = fio ]; then
+                        read -r iops bw ios ccpu p50 p99 < <(run_fio "${uri[$key]}" $(fio_args "$w") --time_based --runtime="$runtime")
+                    else
+                        read -r iops bw ios ccpu p50 p99 < <(run_perf "${uri[$key]}" $(fio_args "$w") --runtime="$runtime")
+                    fi
                     sleep 0.2  # let a forking server reap the connection's child
                     c1=$(cpu_ticks "$p")
                     cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')
-                fi
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$s" "$iops" "$bw" "$ios" "$cpu" "$ccpu" >>"$results"
-                say "round $r $t $w $s: $iops IOPS, cpu ${cpu}s"
+                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$c" "$s" "$iops" "$bw" "$ios" \
+                        "$cpu" "$ccpu" "$p50" "$p99" >>"$results"
+                    say "round $r $t $w $s $c: $iops IOPS, server cpu ${cpu}s, client cpu ${ccpu}s"
+                done
             done
         done
     done

@@ -19,6 +19,7 @@ packages=(
   libfuse3-dev fuse3 pkg-config e2fsprogs                  # nbdwire-fuse and its mount tests
   gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib   # firmware shim: Cortex-M build
   qemu-system-arm fdisk                # firmware shim: mps2-an385 run; sfdisk for the MBR image
+  qemu-system-x86 seabios ipxe-qemu xz-utils zstd   # tests/kernel: Debian kernels under TCG (vmlinux unpacked with xz/zstd)
   python3 ca-certificates time          # time: GNU time (peak memory in the hostile-client tests)
   file                                 # file(1): nbdinfo and nbdwire-client info probe content with it
   libgnutls28-dev gnutls-bin           # TLS in the tools (GnuTLS); certtool and psktool for the TLS tests

@@ -144,6 +144,11 @@ enum class error_category : std::uint8_t {
   X(tls_required_client_not_fixed, 805, tls_policy, true, "the server requires TLS but the client is not fixed newstyle") \
   X(receive_while_tls_starting, 810, caller_misuse, true, "receive() after start_tls: those bytes are TLS; call tls_started() first") \
   X(tls_not_starting, 811, caller_misuse, false, "tls_started() without a start_tls event") \
+  /* -- handing a connection to the Linux kernel's NBD driver (kernel.hpp) */ \
+  X(kernel_needs_simple_replies, 900, caller_misuse, false, "the kernel reads simple replies only: structured replies or extended headers were negotiated") \
+  X(kernel_tls, 901, caller_misuse, false, "the handshake ran over TLS, which the kernel's NBD driver does not do") \
+  X(kernel_block_size_unsupported, 902, limit_exceeded, false, "no block size the kernel can use (a power of two from 512 to the page size) meets the export's minimum") \
+  X(kernel_export_too_small, 903, caller_misuse, false, "the export is smaller than one block of the device") \
   /* -- the machine itself */ \
   X(illegal_transition, 700, internal, true, "a state change the transition table does not allow (a bug in nbdwire)") \
   /* end */

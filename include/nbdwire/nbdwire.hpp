@@ -14,3 +14,4 @@
 #include "nbdwire/server.hpp"     // the server machine
 #include "nbdwire/uri.hpp"       // NBD URIs, parsed without a heap
 #include "nbdwire/transfer.hpp"  // request sizes, range splitting, gathered sends
+#include "nbdwire/kernel.hpp"    // handing a connection to the Linux kernel's NBD driver

@@ -68,7 +68,7 @@ options)
     grep -q ": connected$" "$SERVER_ERR" || fail "-v logged no connection"
     grep -q ": export 'ro' (fixed-newstyle, structured replies, read-only)$" "$SERVER_ERR" ||
         fail "-v logged no handshake result for ro"
-    grep -Eq ": closed after [0-9]+ requests? \(the client disconnected\)$" "$SERVER_ERR" ||
+    grep -Eq ": closed after [0-9]+ requests?(: [A-Z_=0-9 ]+)? \(the client disconnected\)$" "$SERVER_ERR" ||
         fail "-v logged no disconnect"
     sed 's/^/    | /' "$SERVER_ERR" >&2
     stop_server
@@ -203,7 +203,7 @@ sigterm)
     # The server cut no connection: each one was ended by its client before the grace period.
     if grep -q "closing .* still open" "$SERVER_ERR"; then fail "connections were still open at the deadline"; fi
     opened=$(grep -c ": connected$" "$SERVER_ERR")
-    ended=$(grep -Ec ": closed after [0-9]+ requests? \(the client (disconnected|closed the connection)\)$" "$SERVER_ERR")
+    ended=$(grep -Ec ": closed after [0-9]+ requests?(: [A-Z_=0-9 ]+)? \(the client (disconnected|closed the connection)\)$" "$SERVER_ERR")
     expect_eq "$ended" "$opened" "connections ended by their clients"
     if grep -Eiq 'broken pipe|connection reset' "$T/qemu-io.out" "$T/qemu-io.err" "$T/nbdcopy.err"; then
         fail "a client saw a broken connection"

@@ -19,6 +19,9 @@ int cmd_map(const options& o);   // map.cpp
 int cmd_read(const options& o);  // read.cpp
 int cmd_write(const options& o); // write.cpp
 int cmd_copy(const options& o);  // copy.cpp
+int cmd_attach(const options& o);   // attach.cpp: an export as /dev/nbdN
+int cmd_detach(const options& o);   // attach.cpp
+int cmd_devices(const options& o);  // attach.cpp
 
 /// The exports the server lists, name and description, on a connection of their own (info_list.cpp).
 std::vector<std::pair<std::string, std::string>> list_exports(const options& o, const examples::client_uri& uri);

@@ -157,6 +157,17 @@ void connection::flush(int timeout_ms) {
   }
 }
 
+int connection::release() {
+  if (output_pending()) flush();
+  if (start_ != end_) fail("the server sent data after the handshake that nobody asked for");
+  if (tls_) fail("a TLS connection cannot be handed over");
+  const int fl = fcntl(fd_, F_GETFL);
+  if (fl < 0 || fcntl(fd_, F_SETFL, fl & ~O_NONBLOCK) < 0) examples::fail_errno("fcntl(~O_NONBLOCK)");
+  const int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
 void connection::shut_down() noexcept {
   if (fd_ < 0) return;
   try {

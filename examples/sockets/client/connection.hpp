@@ -94,6 +94,11 @@ class connection {
   /// handshake, then close. Never throws; used on error paths too.
   void shut_down() noexcept;
 
+  /// Hands the socket over (to the kernel's NBD driver, after the handshake): blocking
+  /// again, owned by the caller, nothing more sent or closed by this object. Fails when
+  /// input arrived that the machine has not read (the new owner would miss it) or TLS is on.
+  int release();
+
  private:
   nbdwire::event end_of_input();
   bool send_some();

@@ -10,6 +10,7 @@
 //     read URI [--offset N] [--length N]    export data to stdout            (read.cpp)
 //     write URI [--offset N] [--no-flush] stdin to the export, then FLUSH    (write.cpp)
 //     copy SRC DST [-p] [--flush] ...   export <-> file or export            (copy.cpp, copy_nbd.cpp)
+//     attach URI /dev/nbdN, detach /dev/nbdN, devices: the kernel's NBD driver (attach.cpp)
 //   nbdwire-client [nbdinfo options] URI    the same as info URI
 //
 // Extended headers and structured replies are used when the server offers them. The socket
@@ -34,6 +35,9 @@ int main(int argc, char** argv) {
     if (cmd == "info") return cmd_info(o);
     if (cmd == "list") return cmd_list(o);
     if (cmd == "map") return cmd_map(o);
+    if (cmd == "attach") return cmd_attach(o);
+    if (cmd == "detach") return cmd_detach(o);
+    if (cmd == "devices") return cmd_devices(o);
     // Transfers wind down on SIGINT and SIGTERM instead of dying with requests in flight.
     if (cmd == "read" || cmd == "write" || cmd == "copy") catch_interrupts();
     if (cmd == "read") return cmd_read(o);

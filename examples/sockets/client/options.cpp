@@ -32,6 +32,10 @@ void print_usage() {
       "  write URI [--offset N] [--no-flush]  stdin to the export (then FLUSH)\n"
       "  copy SRC DST [COPY OPTIONS]          URI to URI, URI to file, file to URI ('-' is\n"
       "                                       stdin or stdout); holes stay holes\n"
+      "  attach URI /dev/nbdN [ATTACH OPTIONS]  the export as a Linux block device (the\n"
+      "                                       kernel's NBD driver; root)\n"
+      "  detach /dev/nbdN                     disconnect the device\n"
+      "  devices [--json]                     the kernel's NBD devices and their state\n"
       "nbdinfo options (info, or no command):\n"
       "  --json                               JSON output\n"
       "  --size                               the export size in bytes\n"
@@ -57,6 +61,19 @@ void print_usage() {
       "  --requests N                         requests in flight per connection (1-%zu, default %zu)\n"
       "  --timeout SECONDS                    fail when the server sends or takes nothing for this\n"
       "                                       long while the client waits for it (default 0: wait)\n"
+      "attach options:\n"
+      "  --connections N                      connections the device uses (default 1; more\n"
+      "                                       need a multi-conn or read-only export)\n"
+      "  --timeout SECONDS                    the kernel fails a request unanswered this long\n"
+      "                                       (and the handshake must end within it)\n"
+      "  --dead-conn-timeout SECONDS          I/O waits this long for a reconnect when every\n"
+      "                                       connection is lost (default with --persist: 60)\n"
+      "  --persist                            stay in the background and reconnect lost\n"
+      "                                       connections (the device survives a server restart)\n"
+      "  --foreground                         with --persist: do not go to the background\n"
+      "  --read-only                          a read-only device\n"
+      "  --block-size N                       the device's block size (512 to the page size)\n"
+      "  --ioctl                              the ioctl interface instead of netlink (no --persist)\n"
       "global options:\n"
       "  --style legacy1997 --legacy-size SIZE  a server of the 1997 framing (no handshake);\n"
       "                                       the old spelling --size SIZE is still taken\n"
@@ -103,7 +120,8 @@ options parse_args(int argc, char** argv) {
     const auto take = [&] { return inline_value ? *inline_value : value(); };
     if (inline_value && name != "--map" && name != "--can" && name != "--is" && name != "--cannot" &&
         name != "--is-not" && name != "--style" && name != "--legacy-size" && name != "--offset" &&
-        name != "--length" && name != "--connections" && name != "--requests" && name != "--timeout")
+        name != "--length" && name != "--connections" && name != "--requests" && name != "--timeout" &&
+        name != "--dead-conn-timeout" && name != "--block-size")
       usage_error("option " + name + " takes no value");
     if (a == "--help" || a == "-h") {
       print_usage();
@@ -162,6 +180,22 @@ options parse_args(int argc, char** argv) {
       const double t = std::strtod(v.c_str(), &end);
       if (v.empty() || *end != '\0' || !(t >= 0) || t > 86400) usage_error("bad --timeout '" + v + "' (seconds)");
       o.timeout_ms = static_cast<int>(t * 1000);
+    } else if (name == "--dead-conn-timeout") {
+      const std::uint64_t t = size_arg(name, take());
+      if (t > 86400) usage_error("--dead-conn-timeout takes 0 to 86400 (seconds)");
+      o.dead_conn_timeout_s = t;
+    } else if (name == "--block-size") {
+      const std::uint64_t b = size_arg(name, take());
+      if (b < 512 || b > 65536 || (b & (b - 1)) != 0) usage_error("--block-size takes a power of two from 512");
+      o.block_size = static_cast<std::uint32_t>(b);
+    } else if (a == "--persist") {
+      o.persist = true;
+    } else if (a == "--foreground") {
+      o.foreground = true;
+    } else if (a == "--read-only" || a == "-r") {
+      o.read_only = true;
+    } else if (a == "--ioctl") {
+      o.ioctl = true;
     } else if (a == "--no-flush") {
       o.no_flush = true;
     } else if (a == "--flush") {
@@ -181,6 +215,7 @@ options parse_args(int argc, char** argv) {
   if (queries > 1) usage_error("--size, --can/--is, --map and --list cannot be used together");
   if (o.totals && !o.map) o.map = "base:allocation";  // --totals implies --map
   if (o.no_flush && o.flush) usage_error("--flush and --no-flush contradict each other");
+  if (o.persist && o.ioctl) usage_error("--persist needs the netlink interface; it cannot be used with --ioctl");
   return o;
 }
 

@@ -36,6 +36,13 @@ struct options {
   unsigned connections = 0;    ///< copies with a multi-conn export: connections to use (0: one per CPU, at most 4)
   unsigned requests = 0;       ///< requests in flight per connection (0: the most, max_window)
   int timeout_ms = 0;          ///< --timeout: no progress from the server this long fails (0: none)
+  // attach
+  std::optional<std::uint64_t> dead_conn_timeout_s;  ///< --dead-conn-timeout SECONDS
+  std::uint32_t block_size = 0;  ///< --block-size: the device's logical block size (0: the smallest that works)
+  bool persist = false;          ///< --persist: reconnect lost connections (NBD_CMD_RECONFIGURE)
+  bool foreground = false;       ///< --foreground: --persist without going to the background
+  bool read_only = false;        ///< --read-only: a read-only device
+  bool ioctl = false;            ///< --ioctl: the ioctl interface, not netlink
   std::vector<std::string> positional;
 };
 

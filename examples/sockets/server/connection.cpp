@@ -179,6 +179,15 @@ std::string describe_export(const connection& c) {
   return s + ")";
 }
 
+/// Counts a request read, for the -v line at the end (describe_commands).
+void count(connection& c, const nbdwire::request& r) {
+  namespace cf = nbdwire::command_flag;
+  ++c.requests;
+  if (r.type < c.commands.size()) ++c.commands[r.type];
+  if (r.cmd() == nbdwire::command::write && (r.flags & cf::fua) != 0) ++c.with_fua;
+  if (r.cmd() == nbdwire::command::write_zeroes && (r.flags & cf::no_hole) != 0) ++c.with_no_hole;
+}
+
 /// Feeds the buffered input to the machine and carries out its events, until it needs more
 /// input or holds input back. False: close.
 bool feed(connection& c) {
@@ -191,12 +200,13 @@ bool feed(connection& c) {
       case event_kind::need_more: return true;
       case event_kind::blocked: c.held = true; return true;
       case event_kind::request:
-        ++c.requests;
+        count(c, ev.req);
         c.header_first = false;
         if (!on_request(c, ev)) return false;
         break;
-      case event_kind::request_refused: ++c.requests; break;
+      case event_kind::request_refused: count(c, ev.req); break;
       case event_kind::ready:
+        c.in_transmission = true;
         if (c.verbose) log(c, describe_export(c));
         break;
       case event_kind::start_tls:
@@ -207,6 +217,8 @@ bool feed(connection& c) {
         if (!on_payload(c, ev)) return false;
         break;
       case event_kind::disconnected:
+        if (c.in_transmission) ++c.discs;  // NBD_CMD_DISC (NBD_OPT_ABORT before)
+        [[fallthrough]];
       case event_kind::closed:
         c.end_reason = ev.kind == event_kind::disconnected ? "the client disconnected" : "the client closed";
         c.finishing = true;
@@ -281,6 +293,32 @@ ssize_t receive_payload(connection& c, std::byte* dst, std::size_t len, std::siz
 
 void log(const connection& c, const std::string& what) {
   std::fprintf(stderr, "nbdwire-server: %s: %s\n", c.peer.c_str(), what.c_str());
+}
+
+std::string describe_commands(const connection& c) {
+  using nbdwire::command;
+  std::string s = std::to_string(c.requests) + (c.requests == 1 ? " request" : " requests");
+  auto add = [&s, first = true](const char* name, std::uint64_t n) mutable {
+    if (n == 0) return;
+    s += first ? ": " : " ";
+    first = false;
+    s += name;
+    s += '=';
+    s += std::to_string(n);
+  };
+  const auto of = [&c](command k) { return c.commands[static_cast<std::size_t>(k)]; };
+  add("READ", of(command::read));
+  add("WRITE", of(command::write));
+  add("FUA", c.with_fua);
+  add("FLUSH", of(command::flush));
+  add("TRIM", of(command::trim));
+  add("WRITE_ZEROES", of(command::write_zeroes));
+  add("NO_HOLE", c.with_no_hole);
+  add("CACHE", of(command::cache));
+  add("BLOCK_STATUS", of(command::block_status));
+  add("RESIZE", of(command::resize));
+  add("DISC", c.discs);
+  return s;
 }
 
 bool service(connection& c, bool readable) {

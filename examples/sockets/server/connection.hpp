@@ -5,6 +5,7 @@
 // READs with sendfile(). Requests are carried out by requests.hpp.
 #pragma once
 
+#include <array>    // per-command counts
 #include <chrono>   // handshake deadlines
 #include <cstdint>  // fixed-width integers
 #include <memory>   // std::unique_ptr
@@ -40,6 +41,16 @@ struct connection {
         exports(cfg.exports),
         stores(backends),
         in(std::make_unique_for_overwrite<std::byte[]>(input_buffer_size)) {}
+  /// A connection whose handshake is settled already (--device: the kernel has none).
+  connection(int sock, const nbdwire::server_config& cfg, const nbdwire::negotiated& n,
+             std::span<backend* const> backends, std::string who)
+      : fd(sock),
+        peer(std::move(who)),
+        m(cfg, n),
+        exports(cfg.exports),
+        stores(backends),
+        in(std::make_unique_for_overwrite<std::byte[]>(input_buffer_size)),
+        in_transmission(true) {}
 
   int fd;
   std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
@@ -78,6 +89,11 @@ struct connection {
   bool tls_starting = false;     // start_tls seen: the ACK is being sent
   bool tls_handshaking = false;
   std::uint64_t requests = 0;  // requests read (for the -v line at the end)
+  // Per command type (NBD_CMD_READ .. NBD_CMD_RESIZE), with the FUA and NO_HOLE flags and
+  // DISC counted apart, for the -v line at the end: what a client, a kernel say, really sent.
+  std::array<std::uint64_t, 9> commands{};
+  std::uint64_t with_fua = 0, with_no_hole = 0, discs = 0;
+  bool in_transmission = false;  // the handshake ended (event ready)
   std::string end_reason;      // how the connection ended, for that line
   // Reused for every request, so the steady state allocates nothing per request.
   std::vector<alloc_run> runs;
@@ -95,6 +111,10 @@ struct connection {
 
 /// One line on stderr about a connection.
 void log(const connection& c, const std::string& what);
+
+/// The -v summary of a connection: `N requests: READ=n WRITE=n FUA=n ...` (zero counts left
+/// out; FUA counts WRITEs with NBD_CMD_FLAG_FUA, NO_HOLE WRITE_ZEROES with NO_HOLE).
+[[nodiscard]] std::string describe_commands(const connection& c);
 
 /// Runs a connection as far as it can go without blocking; `readable`: epoll reported input
 /// (or a hang-up), so recv() is worth trying. False: close it now.

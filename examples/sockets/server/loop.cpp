@@ -96,7 +96,8 @@ void server_loop::open_listeners() {
 }
 
 int server_loop::run() {
-  open_listeners();
+  if (s_.device.empty()) open_listeners();
+  else s_.threads = 1;  // --device: the kernel is the one client
   // Blocked in every thread (the loops inherit the mask): the signalfd of loop 0 takes them.
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -116,7 +117,9 @@ int server_loop::run() {
     workers_.push_back(std::move(w));
   }
   add(*workers_[0], sig_fd_, EPOLLIN);
-  set_accepting(true);
+  // After the signal mask: an --ioctl device's thread inherits it, so signals reach the signalfd.
+  if (!s_.device.empty()) start_device();
+  else set_accepting(true);
 
   std::string where;
   for (const auto& l : listeners_) where += (where.empty() ? "" : ", ") + l.name;
@@ -125,8 +128,11 @@ int server_loop::run() {
                     : s_.tls == nbdwire::server_tls::optional ? ", TLS offered"
                                                               : "";
   const std::string loops = s_.threads == 1 ? "" : ", " + std::to_string(s_.threads) + " threads";
-  std::printf("nbdwire-server: listening on %s (%s, %zu export%s%s%s)\n", where.c_str(),
-              std::string(nbdwire::to_string(s_.style)).c_str(), n, n == 1 ? "" : "s", tls, loops.c_str());
+  if (device_)
+    std::printf("nbdwire-server: serving export '%s' as %s\n", s_.exports[0].name.c_str(), device_->path().c_str());
+  else
+    std::printf("nbdwire-server: listening on %s (%s, %zu export%s%s%s)\n", where.c_str(),
+                std::string(nbdwire::to_string(s_.style)).c_str(), n, n == 1 ? "" : "s", tls, loops.c_str());
   std::fflush(stdout);
   write_pidfile();
 
@@ -164,6 +170,12 @@ void server_loop::loop(worker& w) {
   const bool acceptor = w.index == 0;
   epoll_event evs[64];
   for (;;) {
+    // --device: the kernel's connection ended (the device was disconnected, by a signal here
+    // or by anyone else): nothing is left to serve.
+    if (device_ && w.conns.empty()) {
+      close_all(w);
+      return;
+    }
     if (!keep_going(w)) return;
     // Accept again once a descriptor and a connection slot are free.
     if (acceptor && !accepting_ && phase_ == running && clock::now() >= retry_accept_ &&
@@ -422,8 +434,7 @@ void server_loop::drop(worker& w, int fd) {
   if (it == w.conns.end()) return;
   connection& c = *it->second;
   if (c.verbose)
-    log(c, "closed after " + std::to_string(c.requests) + " request" + (c.requests == 1 ? "" : "s") +
-               (c.end_reason.empty() ? "" : " (" + c.end_reason + ")"));
+    log(c, "closed after " + describe_commands(c) + (c.end_reason.empty() ? "" : " (" + c.end_reason + ")"));
   if (c.tls && !c.tls_handshaking) c.tls->bye();  // close_notify, best effort
   epoll_ctl(w.ep, EPOLL_CTL_DEL, fd, nullptr);
   close(fd);
@@ -451,15 +462,23 @@ void server_loop::on_signal() {
   }
   for (std::size_t i = 1; i < workers_.size(); ++i) wake(*workers_[i]);
   if (phase_ == stopping) return;
+  if (device_) {
+    // The kernel finishes what it sent, then NBD_CMD_DISC ends the connection: its requests
+    // are served to the end rather than refused (begin_shutdown).
+    std::fprintf(stderr, "nbdwire-server: shutting down: disconnecting %s\n", device_->path().c_str());
+    device_->disconnect();
+    return;
+  }
   const std::size_t open = total_;
   std::fprintf(stderr, "nbdwire-server: shutting down: %zu connection%s open, new requests get NBD_ESHUTDOWN\n", open,
                open == 1 ? "" : "s");
 }
 
 /// The shutdown on loop `w`: every connection refuses new work (server::begin_shutdown) and
-/// finishes what it has; serve() closes the rest at the deadline.
+/// finishes what it has; keep_going() closes the rest at the deadline.
 void server_loop::begin_shutdown(worker& w) {
   w.shutting_down = true;
+  if (device_) return;  // the kernel was told to disconnect (on_signal)
   std::vector<int> fds;
   for (const auto& [fd, c] : w.conns) fds.push_back(fd);
   for (const int fd : fds) {
@@ -485,6 +504,7 @@ void server_loop::close_all(worker& w) {
 /// After every loop has ended: the listeners close, and what was acknowledged reaches
 /// stable storage, once per export.
 void server_loop::stop() {
+  device_.reset();  // disconnected if it was not yet; an --ioctl thread joined
   for (const auto& l : listeners_) {
     close(l.fd);
     if (!l.path.empty()) unlink(l.path.c_str());
@@ -503,6 +523,24 @@ void server_loop::stop() {
       std::fprintf(stderr, "nbdwire-server: flushing export '%s': %s\n", s_.exports[i].name.c_str(), std::strerror(err));
   if (!s_.pidfile.empty()) unlink(s_.pidfile.c_str());
   close(sig_fd_);
+}
+
+/// --device: the kernel's end of a socketpair becomes the device, this end a connection
+/// already in transmission.
+void server_loop::start_device() {
+  device_ = std::make_unique<kernel_device>();
+  const nbdwire::negotiated n = device_negotiated(cfg_);
+  const int fd = device_->start(s_.device, s_.device_ioctl, n, s_.exports[0].read_only,
+                                "nbdwire-server " + s_.exports[0].name);
+  auto c = std::make_unique<connection>(fd, cfg_, n, stores_, "kernel " + s_.device);
+  c->verbose = s_.verbose;
+  if (c->verbose) log(*c, "connected");
+  c->epoll_mask = EPOLLIN;
+  worker& w = *workers_[0];  // --device runs one loop
+  add(w, fd, c->epoll_mask);
+  w.conns.emplace(fd, std::move(c));
+  ++w.load;
+  ++total_;
 }
 
 void server_loop::write_pidfile() {

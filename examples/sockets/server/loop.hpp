@@ -23,6 +23,7 @@
 #include <vector>         // export configurations
 
 #include "connection.hpp"
+#include "device.hpp"
 #include "nbdwire/server.hpp"
 #include "options.hpp"
 
@@ -93,6 +94,7 @@ class server_loop {
   void close_all(worker& w);
   void stop();
   void write_pidfile();
+  void start_device();
 
   settings s_;
   std::vector<listener> listeners_;
@@ -117,6 +119,7 @@ class server_loop {
   nbdwire::server_config cfg_;
   std::shared_ptr<const examples::tls_credentials> tls_creds_;  // --tls: shared by the connections
   int sig_fd_ = -1;
+  std::unique_ptr<kernel_device> device_;  // --device: the kernel is the one client (loop 0)
 };
 
 }  // namespace nbdwire_server

@@ -26,7 +26,7 @@ void print_usage() {
       "                      [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]\n"
       "                      [--threads N]\n"
       "                      [--tls=off|on|require] [--tls-certificates=DIR | --tls-psk=FILE]\n"
-      "                      [--tls-verify-peer] [--busy-poll USEC]\n"
+      "                      [--tls-verify-peer] [--busy-poll USEC] [--device /dev/nbdN [--ioctl]]\n"
       "                      NAME=BACKEND[,read-only][,tls-only][,description=TEXT]...\n"
       "       nbdwire-server --help | --version\n"
       "BACKEND: memory:SIZE (K/M/G/T binary suffixes) or file:PATH (file or block device).\n"
@@ -46,6 +46,9 @@ void print_usage() {
       "SIGTERM or SIGINT: new requests get NBD_ESHUTDOWN, requests in flight are answered, and\n"
       "connections still open after --shutdown-timeout seconds (default 5) are closed; file\n"
       "exports are flushed. A second signal stops at once.\n"
+      "--device /dev/nbdN serves the one export to this machine's kernel instead of listening:\n"
+      "it appears as that block device (root; the nbd module loaded), through netlink, or the\n"
+      "ioctl interface with --ioctl. SIGTERM or SIGINT disconnects the device, then flushes.\n"
       "--version prints the program's name and version.\n",
       nbdwire::default_port);
 }
@@ -189,6 +192,11 @@ settings parse_args(int argc, char** argv) {
       const double t = std::strtod(v.c_str(), &end);
       if (v.empty() || *end != '\0' || !(t >= 0) || t > 86400) usage_error("bad --handshake-timeout '" + v + "'");
       s.handshake_timeout = t;
+    } else if (a == "--device") {
+      s.device = value();
+      if (s.device.empty()) usage_error("empty --device");
+    } else if (a == "--ioctl") {
+      s.device_ioctl = true;
     } else if (a == "--busy-poll") {
       const std::string v = value();
       char* end = nullptr;
@@ -223,6 +231,15 @@ settings parse_args(int argc, char** argv) {
     for (const auto& other : s.exports)
       if (other.name == e.name) fail("export name '" + e.name + "' given twice");
     s.exports.push_back(std::move(e));
+  }
+  if (!s.device.empty()) {
+    if (!s.listeners.empty() || port) usage_error("--device serves the kernel only: no --listen, --unix or --port");
+    if (s.tls != nbdwire::server_tls::off) usage_error("--device cannot use TLS: the kernel's NBD driver does not do it");
+    if (s.exports.size() != 1) usage_error("--device serves exactly one export");
+    if (s.style != nbdwire::handshake_style::fixed_newstyle)
+      usage_error("--device has no handshake, and the kernel speaks the newstyle transmission framing: no --style");
+  } else if (s.device_ioctl) {
+    usage_error("--ioctl goes with --device");
   }
   const bool single = s.style == nbdwire::handshake_style::oldstyle || s.style == nbdwire::handshake_style::legacy_1997;
   if (single && s.exports.size() != 1)

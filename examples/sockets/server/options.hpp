@@ -4,6 +4,7 @@
 //   nbdwire-server [--listen HOST:PORT]... [--unix PATH]... [--port N]
 //                  [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]
 //                  [--max-connections N] [--pidfile FILE] [-v|--verbose]
+//                  [--device /dev/nbdN [--ioctl]]
 //                  [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]
 //                  [--busy-poll USEC] [--threads N] NAME=BACKEND[,read-only][,description=TEXT]...
 //   BACKEND: memory:SIZE (sparse, lazily allocated) or file:PATH (file or block device)
@@ -62,6 +63,11 @@ struct settings {
   nbdwire::server_tls tls = nbdwire::server_tls::off;
   examples::tls_settings tls_settings;
   std::vector<export_entry> exports;
+  /// --device /dev/nbdN: no listener; the one export is served to the kernel's NBD driver
+  /// over a socketpair, so it appears as that block device (device.hpp). --ioctl: with the
+  /// ioctl interface instead of netlink.
+  std::string device;
+  bool device_ioctl = false;
 };
 
 /// The settings of a command line, with every export opened. Prints the usage and exits for
