@@ -374,10 +374,15 @@ bool service(connection& c, bool readable) {
     }
     if (!direct) {
       want = input_buffer_size - c.end;
-      // After a large WRITE: only the next header, so that a payload behind it is not read
-      // into the buffer and copied again (a 1 MiB WRITE used to bring up to 256 KiB of the
-      // next one's payload along).
-      if (c.header_first && c.end - c.start < header) want = std::min(want, header - (c.end - c.start));
+      // After a large WRITE: only the next header (and the end of this WRITE's payload, when
+      // too little of it is left to receive in place), so that a payload behind it is not
+      // read into the buffer and copied again (a 1 MiB WRITE used to bring up to 256 KiB of
+      // the next one's payload along).
+      if (c.header_first) {
+        std::size_t limit = header;
+        if (const auto ip = c.m.incoming_payload(); ip && c.writing.active) limit += static_cast<std::size_t>(ip->length);
+        if (c.end - c.start < limit) want = std::min(want, limit - (c.end - c.start));
+      }
     }
     // In place, the next request's header comes along in the same recvmsg() (not under TLS).
     const std::size_t extra = direct && !c.tls ? header : 0;
