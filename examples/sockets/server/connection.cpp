@@ -414,8 +414,10 @@ bool service(connection& c, bool readable) {
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
       // Mid-payload: epoll wakes this loop once a good part of the rest is in, not per
-      // segment, so the payload arrives in fewer, larger recv() calls.
-      if (direct) set_lowat(c, std::min(want, lowat_max));
+      // segment, so the payload arrives in fewer, larger recv() calls. Never more than the
+      // client still owes: a client waiting for the reply sends nothing else. Through the
+      // buffer (a payload's short tail, the next header) any byte wakes it again.
+      set_lowat(c, direct ? std::min(want, lowat_max) : 1);
       return true;
     }
     if (c.tls && errno == EIO) log(c, c.tls->error());
