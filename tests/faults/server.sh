@@ -143,7 +143,7 @@ fault_case() {
     elif server_serves "$id"; then
         check_acknowledged "$peer" "$id"
         log "   $id: $peer status $RC; ${ACKED} acknowledged write(s) checked; the server: $(tr '\n' ' ' <<<"$lines")"
-        printf '%s\n' "$lines" | sed 's/^nbdwire-server: unix client [0-9]*: //; s/[0-9][0-9]*/N/g' >>"$T/messages"
+        printf '%s\n' "$lines" | sed -E 's/^nbdwire-server: unix client [0-9]+( \(loop [0-9]+\))?: //; s/[0-9]+/N/g' >>"$T/messages"
     fi
     if _sanitizer_report "$SERVER_ERR"; then
         sed 's/^/    | /' "$SERVER_ERR" >&2
@@ -191,7 +191,7 @@ stall_transmission() {
     if wait_closed 5; then
         lines=$(tail -n +"$((before + 1))" "$SERVER_ERR" | grep -v ': connected$' || true)
         log "   $id: the server closed the connection ${CLOSE_MS} ms after the peer was killed: $(tr '\n' ' ' <<<"$lines")"
-        printf '%s\n' "$lines" | sed 's/^nbdwire-server: unix client [0-9]*: //; s/[0-9][0-9]*/N/g' >>"$T/messages"
+        printf '%s\n' "$lines" | sed -E 's/^nbdwire-server: unix client [0-9]+( \(loop [0-9]+\))?: //; s/[0-9]+/N/g' >>"$T/messages"
     else
         case_fail "$id" "nbdwire-server did not close the connection within 5 s of the peer's death"
     fi

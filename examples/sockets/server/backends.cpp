@@ -11,6 +11,7 @@
 #include <unistd.h>        // pread, pwrite, fdatasync, lseek, close
 
 #include <algorithm>  // std::min, std::max
+#include <atomic>     // state shared by the event loops
 #include <cerrno>     // errno
 #include <cstring>    // std::memcpy, std::memset
 
@@ -34,6 +35,13 @@ namespace {
 
 /// A sparse in-memory export: private anonymous pages, reserved lazily, so an untouched
 /// 1 GiB export costs no memory.
+///
+/// Called by every event loop at once (--threads). The page bitmap is atomic: two loops
+/// writing different pages that share a word must both leave their bit set. The export's
+/// bytes are not guarded: two loops copying into overlapping ranges at once race on those
+/// bytes only, and NBD leaves the result of overlapping requests in flight together
+/// undefined anyway; a client that waits for one reply before sending the next request
+/// sees the first request's bytes, since the reply leaves only after the copy.
 class memory_backend final : public backend {
  public:
   explicit memory_backend(std::uint64_t size) : size_(size) {
@@ -43,7 +51,7 @@ class memory_backend final : public backend {
     void* p = mmap(nullptr, map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) examples::fail_errno("cannot map a memory export of " + std::to_string(size) + " bytes");
     base_ = static_cast<std::byte*>(p);
-    written_.assign(static_cast<std::size_t>((map_len_ / page_ + 63) / 64), 0);
+    written_ = std::make_unique<std::atomic<std::uint64_t>[]>(static_cast<std::size_t>((map_len_ / page_ + 63) / 64));
   }
   ~memory_backend() override {
     if (base_) munmap(base_, map_len_);
@@ -116,26 +124,33 @@ class memory_backend final : public backend {
     std::memset(base_ + last, 0, static_cast<std::size_t>(end - last));
   }
 
-  // One bit per page: set once the page was written, cleared when it is given back.
-  [[nodiscard]] bool bit(std::uint64_t p) const { return (written_[p / 64] >> (p % 64)) & 1u; }
+  // One bit per page: set once the page was written, cleared when it is given back. Relaxed
+  // atomics: a bit orders nothing else, it only must not be lost to another loop's update.
+  [[nodiscard]] bool bit(std::uint64_t p) const {
+    return (written_[p / 64].load(std::memory_order_relaxed) >> (p % 64)) & 1u;
+  }
   void mark(std::uint64_t from, std::uint64_t to, bool value) {
+    constexpr auto relaxed = std::memory_order_relaxed;
     for (std::uint64_t p = from; p < to;) {
-      std::uint64_t& w = written_[p / 64];
+      std::atomic<std::uint64_t>& w = written_[p / 64];
       if (p % 64 == 0 && to - p >= 64) {  // whole words at once
-        w = value ? ~std::uint64_t{0} : 0;
+        w.store(value ? ~std::uint64_t{0} : 0, relaxed);
         p += 64;
         continue;
       }
-      const std::uint64_t m = std::uint64_t{1} << (p % 64);
-      w = value ? (w | m) : (w & ~m);
-      ++p;
+      // The bits of this word in [p, to), in one update.
+      const std::uint64_t lo = p % 64, n = std::min<std::uint64_t>(64 - lo, to - p);
+      const std::uint64_t m = (n == 64 ? ~std::uint64_t{0} : ((std::uint64_t{1} << n) - 1)) << lo;
+      if (value) w.fetch_or(m, relaxed);
+      else w.fetch_and(~m, relaxed);
+      p += n;
     }
   }
   /// The first page in [p, limit) whose bit differs from `value`, or `limit`.
   [[nodiscard]] std::uint64_t next_change(std::uint64_t p, bool value, std::uint64_t limit) const {
     const std::uint64_t same = value ? ~std::uint64_t{0} : 0;
     while (p < limit) {
-      if (p % 64 == 0 && written_[p / 64] == same) {
+      if (p % 64 == 0 && written_[p / 64].load(std::memory_order_relaxed) == same) {
         p += 64;
         continue;
       }
@@ -147,10 +162,11 @@ class memory_backend final : public backend {
 
   std::uint64_t size_, page_ = 4096, map_len_ = 0;
   std::byte* base_ = nullptr;
-  std::vector<std::uint64_t> written_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> written_;
 };
 
-/// An existing file or block device, accessed with pread/pwrite.
+/// An existing file or block device, accessed with pread/pwrite, which every event loop may
+/// call at once on the one descriptor (they take their offset as an argument).
 class file_backend final : public backend {
  public:
   file_backend(const std::string& path, bool read_only) {
@@ -239,7 +255,7 @@ class file_backend final : public backend {
     // proportion to the run's length (tmpfs walks its pages), so random reads of a large
     // allocated file would otherwise scan it on every request. A stale answer can only say
     // "data" for what became a hole elsewhere, which is always correct.
-    if (off >= data_from_ && end <= data_to_) {
+    if (off >= data_from_.load(std::memory_order_relaxed) && end <= data_to_.load(std::memory_order_relaxed)) {
       add_run(out, len, false);
       return 0;
     }
@@ -264,8 +280,8 @@ class file_backend final : public backend {
       if (pos >= end) break;
       const off_t h = lseek(fd_, static_cast<off_t>(pos), SEEK_HOLE);
       if (h > 0 && static_cast<std::uint64_t>(h) > pos) {
-        data_from_ = pos;
-        data_to_ = static_cast<std::uint64_t>(h);
+        data_from_.store(pos, std::memory_order_relaxed);
+        data_to_.store(static_cast<std::uint64_t>(h), std::memory_order_relaxed);
       }
       const std::uint64_t hole = h < 0 ? end : std::min(end, std::max(pos + 1, static_cast<std::uint64_t>(h)));
       add_run(out, hole - pos, false);
@@ -276,13 +292,20 @@ class file_backend final : public backend {
 
  private:
   /// Our own TRIM or zeroing may punch holes: forget the known data run.
-  void forget_data() { data_from_ = data_to_ = 0; }
+  void forget_data() {
+    data_from_.store(0, std::memory_order_relaxed);
+    data_to_.store(0, std::memory_order_relaxed);
+  }
 
   int fd_ = -1;
   std::uint64_t size_ = 0;
   bool fast_zero_ = false;
   bool regular_ = false;
-  std::uint64_t data_from_ = 0, data_to_ = 0;  // a run known to be data, [from, to)
+  // A run known to be data, [from, to), shared by the event loops. The two halves are read
+  // and written apart, so a loop may see the start of one run with the end of another; that
+  // can only make allocation() say "data" for a hole, which is always correct (a hole reads
+  // as zeroes either way), and only until the next SEEK_DATA sets a whole run again.
+  std::atomic<std::uint64_t> data_from_{0}, data_to_{0};
 };
 
 }  // namespace

@@ -27,6 +27,8 @@ using nbdwire::event_kind;
 constexpr int recvs_per_wakeup = 16;  // fairness between busy connections
 // WRITE payloads from this size on are received straight into a memory export.
 constexpr std::uint64_t direct_receive_min = 64 * 1024;
+// While a large WRITE payload arrives over TCP, epoll waits for this much of it (or the rest).
+constexpr std::size_t lowat_max = 256 * 1024;
 // File READ data read ahead of sending; past this many bytes per connection the server stops
 // taking requests until the client has read its replies.
 constexpr std::size_t staged_limit = 64u * 1024 * 1024;
@@ -199,6 +201,7 @@ bool feed(connection& c) {
       case event_kind::blocked: c.held = true; return true;
       case event_kind::request:
         count(c, ev.req);
+        c.header_first = false;
         if (!on_request(c, ev)) return false;
         break;
       case event_kind::request_refused: count(c, ev.req); break;
@@ -269,6 +272,23 @@ ssize_t receive_some(connection& c, std::byte* dst, std::size_t len) {
   return recv(c.fd, dst, len, 0);
 }
 
+/// SO_RCVLOWAT on a TCP connection (not under TLS, whose records the kernel cannot count).
+void set_lowat(connection& c, std::size_t n) {
+  if (!c.tcp || c.tls || n == c.lowat) return;
+  const int v = static_cast<int>(n);
+  if (setsockopt(c.fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) == 0) c.lowat = n;
+}
+
+/// recv() of the rest of a WRITE payload straight into the export, with up to `extra` bytes
+/// after it (the next request's header) into the empty input buffer.
+ssize_t receive_payload(connection& c, std::byte* dst, std::size_t len, std::size_t extra) {
+  std::array<iovec, 2> iov{{{dst, len}, {c.in.get() + c.end, extra}}};
+  msghdr mh{};
+  mh.msg_iov = iov.data();
+  mh.msg_iovlen = iov.size();
+  return recvmsg(c.fd, &mh, 0);
+}
+
 }  // namespace
 
 void log(const connection& c, const std::string& what) {
@@ -332,6 +352,8 @@ bool service(connection& c, bool readable) {
     if (!buffered && (!readable || drained || recvs-- == 0)) return true;
     std::byte* direct = nullptr;
     std::size_t want = 0;
+    // The size of a request header: after a large WRITE, what is read into the buffer.
+    const std::size_t header = c.m.negotiated().extended_headers ? 32 : 28;
     if (c.start == c.end && c.writing.active) {
       // WRITE data due next with nothing buffered: receive it straight into the export.
       // Small payloads come through the input buffer with the next headers instead: one
@@ -340,6 +362,7 @@ bool service(connection& c, bool readable) {
           ip && ip->cookie == c.writing.req.cookie && ip->length >= direct_receive_min) {
         direct = c.store().in_place(ip->offset);
         want = static_cast<std::size_t>(ip->length);
+        c.header_first = direct != nullptr;  // file exports take payloads through the buffer
       }
     }
     if (!direct && c.end == input_buffer_size) {
@@ -349,8 +372,22 @@ bool service(connection& c, bool readable) {
       c.end -= c.start;
       c.start = 0;
     }
-    if (!direct) want = input_buffer_size - c.end;
-    const ssize_t n = receive_some(c, direct ? direct : c.in.get() + c.end, want);
+    if (!direct) {
+      want = input_buffer_size - c.end;
+      // After a large WRITE: only the next header (and the end of this WRITE's payload, when
+      // too little of it is left to receive in place), so that a payload behind it is not
+      // read into the buffer and copied again (a 1 MiB WRITE used to bring up to 256 KiB of
+      // the next one's payload along).
+      if (c.header_first) {
+        std::size_t limit = header;
+        if (const auto ip = c.m.incoming_payload(); ip && c.writing.active) limit += static_cast<std::size_t>(ip->length);
+        if (c.end - c.start < limit) want = std::min(want, limit - (c.end - c.start));
+      }
+    }
+    // In place, the next request's header comes along in the same recvmsg() (not under TLS).
+    const std::size_t extra = direct && !c.tls ? header : 0;
+    const ssize_t n = extra ? receive_payload(c, direct, want, extra)
+                            : receive_some(c, direct ? direct : c.in.get() + c.end, want);
     if (n > 0) {
       // Mid-WRITE the rest of the payload is usually on its way (clients often send header
       // and data separately): only a short read at a request boundary ends the turn.
@@ -359,8 +396,13 @@ bool service(connection& c, bool readable) {
         c.end += static_cast<std::size_t>(n);
         continue;
       }
-      (void)c.m.consume_incoming_payload(static_cast<std::uint64_t>(n));
-      if (!c.m.incoming_payload() && !finish_write(c)) return false;
+      const std::size_t payload = std::min(static_cast<std::size_t>(n), want);
+      c.end += static_cast<std::size_t>(n) - payload;  // the next header, or part of it
+      (void)c.m.consume_incoming_payload(payload);
+      if (!c.m.incoming_payload()) {
+        set_lowat(c, 1);
+        if (!finish_write(c)) return false;
+      }
       continue;
     }
     if (n == 0) {
@@ -370,7 +412,14 @@ bool service(connection& c, bool readable) {
       return false;  // the client is gone: nothing more can be delivered
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN) return true;
+    if (errno == EAGAIN) {
+      // Mid-payload: epoll wakes this loop once a good part of the rest is in, not per
+      // segment, so the payload arrives in fewer, larger recv() calls. Never more than the
+      // client still owes: a client waiting for the reply sends nothing else. Through the
+      // buffer (a payload's short tail, the next header) any byte wakes it again.
+      set_lowat(c, direct ? std::min(want, lowat_max) : 1);
+      return true;
+    }
     if (c.tls && errno == EIO) log(c, c.tls->error());
     else if (errno != ECONNRESET) log(c, std::string("receive: ") + std::strerror(errno));
     else if (c.end_reason.empty()) c.end_reason = "the client closed the connection";

@@ -70,6 +70,11 @@ struct connection {
   staging staged;                // file READ data read at request time, in reply order
   bool sendfile_active = false;  // the first payload due is partly sent by sendfile()
   bool held = false;             // input waits until output drains (receive() said blocked)
+  // The last request was a WRITE large enough to be received in place: the next is likely
+  // one too, so its header is read alone (its payload then goes straight to the export).
+  bool header_first = false;
+  bool tcp = false;          // a TCP socket: SO_RCVLOWAT is used while a payload arrives
+  std::size_t lowat = 1;     // the socket's SO_RCVLOWAT
   bool finishing = false;        // DISC or end of input: send what is owed, then close
   // The socket said EAGAIN (or took less than offered): no send is tried again before epoll
   // reports it writable, which would cost a failing system call per request.

@@ -3,7 +3,7 @@
 //
 //   nbdwire-server [--listen HOST:PORT]... [--unix PATH]... [--port N]
 //                  [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]
-//                  [--max-connections N] [--pidfile FILE] [-v] [--shutdown-timeout SECONDS]
+//                  [--max-connections N] [--threads N] [--pidfile FILE] [-v] [--shutdown-timeout SECONDS]
 //                  [--handshake-timeout SECONDS] [--busy-poll USEC] NAME=BACKEND[,OPTIONS]...
 //   BACKEND: memory:SIZE (sparse, lazily allocated) or file:PATH (file or block device)
 //
@@ -12,7 +12,8 @@
 // (pages given back by TRIM or zeroing are holes again); for files, SEEK_DATA/SEEK_HOLE.
 //
 // The adapter only moves bytes: the machine validates and answers the protocol, and these
-// files carry out requests against storage. One epoll loop serves every client (loop.hpp);
+// files carry out requests against storage. Event loops (--threads, one per CPU by default)
+// serve the clients, each connection on one loop (loop.hpp);
 // each connection moves its bytes (connection.hpp) and answers each request as soon as it is
 // carried out (requests.hpp). READ data goes from storage straight into sendmsg() beside its
 // reply header (memory exports without any copy; large file READs go from the page cache to

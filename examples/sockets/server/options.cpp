@@ -24,6 +24,7 @@ void print_usage() {
       "                      [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]\n"
       "                      [--max-connections N] [--pidfile FILE] [-v|--verbose]\n"
       "                      [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]\n"
+      "                      [--threads N]\n"
       "                      [--tls=off|on|require] [--tls-certificates=DIR | --tls-psk=FILE]\n"
       "                      [--tls-verify-peer] [--busy-poll USEC] [--device /dev/nbdN [--ioctl]]\n"
       "                      NAME=BACKEND[,read-only][,tls-only][,description=TEXT]...\n"
@@ -39,6 +40,8 @@ void print_usage() {
       "--listen and --unix may be repeated; without either, sockets passed by systemd socket\n"
       "activation (LISTEN_FDS) are used, else 127.0.0.1:%u (--port changes the port).\n"
       "--max-connections N serves at most N clients at once; others wait to be accepted.\n"
+      "--threads N runs N event loops on N threads (default: one per CPU); each connection is\n"
+      "served by one loop, and a new one goes to the loop serving the fewest.\n"
       "--pidfile FILE is written once the server listens. -v logs each connection to stderr.\n"
       "SIGTERM or SIGINT: new requests get NBD_ESHUTDOWN, requests in flight are answered, and\n"
       "connections still open after --shutdown-timeout seconds (default 5) are closed; file\n"
@@ -143,6 +146,12 @@ settings parse_args(int argc, char** argv) {
       const long n = std::strtol(v.c_str(), &end, 10);
       if (v.empty() || *end != '\0' || n < 1 || n > 1000000) usage_error("bad --max-connections '" + v + "' (1 or more)");
       s.max_connections = static_cast<unsigned>(n);
+    } else if (a == "--threads") {
+      const std::string v = value();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 1024) usage_error("bad --threads '" + v + "' (1 to 1024)");
+      s.threads = static_cast<unsigned>(n);
     } else if (a == "--pidfile") {
       s.pidfile = value();
       if (s.pidfile.empty()) usage_error("empty --pidfile");

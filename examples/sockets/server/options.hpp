@@ -6,7 +6,7 @@
 //                  [--max-connections N] [--pidfile FILE] [-v|--verbose]
 //                  [--device /dev/nbdN [--ioctl]]
 //                  [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]
-//                  [--busy-poll USEC] NAME=BACKEND[,read-only][,description=TEXT]...
+//                  [--busy-poll USEC] [--threads N] NAME=BACKEND[,read-only][,description=TEXT]...
 //   BACKEND: memory:SIZE (sparse, lazily allocated) or file:PATH (file or block device)
 //   With no --listen or --unix, systemd socket activation (LISTEN_FDS) supplies the
 //   listening sockets when present; else 127.0.0.1:10809.
@@ -49,6 +49,9 @@ struct settings {
   /// Connections served at once (0: no limit). At the limit the server stops accepting, as
   /// qemu-nbd --shared does: new clients wait in the listen backlog until one leaves.
   unsigned max_connections = 0;
+  /// Event loops, each on its own thread (--threads; 0: one per online CPU). Each connection
+  /// is served by one loop; loop 0 also accepts and hands connections out.
+  unsigned threads = 0;
   std::string pidfile;  ///< written once listening, removed at exit
   bool verbose = false;  ///< one line per connection, handshake result and disconnect
   /// SIGTERM/SIGINT: stop accepting, refuse new requests with NBD_ESHUTDOWN (options with
