@@ -515,9 +515,57 @@ class server_actor {
   /// One request's whole reply. With structured replies the request's cookie picks how it
   /// goes out (bits 2-3): reply(), or chunks (data and holes, error chunks with and without
   /// offset, block status per context, a closing NONE chunk).
+  /// Calls a caller must not make for request `r` (awaiting its reply): each is refused with
+  /// a caller_misuse or limit_exceeded errc, is not fatal, and changes nothing.
+  static void misuse(nbdwire::server& m, const nbdwire::request& r) {
+    using nbdwire::command;
+    using nbdwire::nbd_error;
+    const std::size_t out = m.pending_output().size(), outstanding = m.outstanding();
+    const auto payload = m.pending_payload();
+    const auto state = m.state();
+    const auto refused = [&](nbdwire::result<void> res) {
+      NBDWIRE_FUZZ_CHECK(!res.has_value());
+      check_errc_named(res.error());
+      const auto c = nbdwire::category(res.error());
+      NBDWIRE_FUZZ_CHECK(c == nbdwire::error_category::caller_misuse || c == nbdwire::error_category::limit_exceeded);
+      NBDWIRE_FUZZ_CHECK(!nbdwire::is_fatal(res.error()) && m.error() == nbdwire::errc::ok && m.state() == state);
+      NBDWIRE_FUZZ_CHECK(m.pending_output().size() == out && m.outstanding() == outstanding && m.pending_payload() == payload);
+    };
+    const std::uint64_t end = r.offset + r.length;  // ranged requests are inside the export
+    // Chunks outside the request's range, of no length, or of another command.
+    refused(m.reply_read_data(r, r.offset, 0, true));
+    refused(m.reply_read_hole(r, end, 1, true));
+    if (r.offset != 0) refused(m.reply_read_data(r, r.offset - 1, 1, true));
+    // Block status in a context never negotiated, or with no extents.
+    const std::array<nbdwire::block_extent, 1> one{{{1, 0}}};
+    const auto not_negotiated = [&m] {
+      std::uint32_t id = 0x7fff0000u;
+      while (m.negotiated().has_meta_context(id)) ++id;
+      return id;
+    }();
+    const auto as_void = [](const nbdwire::result<std::size_t>& res) {
+      return res.has_value() ? nbdwire::result<void>{} : nbdwire::result<void>{res.error()};
+    };
+    refused(as_void(m.reply_block_status(r, not_negotiated, one, true)));
+    refused(as_void(m.reply_block_status(r, m.negotiated().meta_contexts[0].id, {}, true)));
+    // An error chunk that says no error, or whose offset lies outside the request.
+    refused(m.reply_error_chunk(r, nbd_error::ok, "", std::nullopt, true));
+    refused(m.reply_error_chunk(r, nbd_error::eio, "", end, true));
+    // A message over max_string; a successful BLOCK_STATUS without chunks.
+    refused(m.reply(r, nbd_error::eio, too_long_name()));
+    if (r.cmd() == command::block_status) refused(m.reply(r, nbd_error::ok));
+    // A request nobody sent.
+    nbdwire::request bogus = r;
+    bogus.type = 0xffff;
+    refused(m.reply(bogus, nbd_error::ok));
+    refused(m.set_tag(bogus, 1));
+    NBDWIRE_FUZZ_CHECK(!m.tag_of(bogus) && m.chunk_room(bogus) == 0);
+  }
+
   void answer(nbdwire::server& m, const nbdwire::request& r, nbdwire::nbd_error status, run_log& log) {
     using nbdwire::command;
     drain(m, log.output);
+    misuse(m, r);
     const std::size_t start = log.output.size();
     const bool checked = oracle_ && oracle_->begin(r);
     const auto& n = m.negotiated();

@@ -7,11 +7,14 @@
 # line (executions, coverage, exec/s) is appended to BUILD_DIR/fuzz/campaign.log. Crashes are
 # left in BUILD_DIR/fuzz/work/<target>.artifacts/ as crash-*; keep one in fuzz/corpus/<target>/
 # under a name saying what it found (crash-<what>): minimising keeps files named crash-*.
+# NBDWIRE_FUZZ_FAST=1 in the environment runs the targets in fast mode (fuzz/mode.hpp: whole
+# inputs only, no re-feeding split by split; fuzz_split is the same in both modes); the
+# minimising merge always runs in normal mode, so every input kept passes the split checks.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(realpath "${1:?usage: run-fuzz.sh BUILD_DIR SECONDS|--seed DIR... [TARGET...]}")
 shift
-all=(server_handshake client_handshake server_tx client_tx legacy_server legacy_client roundtrip split)
+all=(server_handshake client_handshake server_tx client_tx legacy_server legacy_client roundtrip split codec)
 work=$build/fuzz/work
 mkdir -p "$work"
 
@@ -21,7 +24,7 @@ minimise() {
   local t=$1; shift
   local bin=$build/fuzz/fuzz_$t new=$work/$t.merged
   rm -rf "$new"; mkdir -p "$new" "$work/$t.artifacts"
-  nice -n 19 "$bin" -merge=1 -max_len=4096 -artifact_prefix="$work/$t.artifacts/merge-" "$new" \
+  NBDWIRE_FUZZ_FAST=0 nice -n 19 "$bin" -merge=1 -max_len=4096 -artifact_prefix="$work/$t.artifacts/merge-" "$new" \
     "$root/fuzz/corpus/$t" "$@" >"$work/$t.merge.log" 2>&1
   find "$root/fuzz/corpus/$t" -maxdepth 1 -type f ! -name 'crash-*' -delete
   # a named regression input (crash-*) stays under its name only
@@ -58,6 +61,7 @@ for t in "${targets[@]}"; do
   line=$(grep -E '^#[0-9]+' "$work/$t.log" | tail -n 1)
   execs=$(grep -E 'stat::number_of_executed_units' "$work/$t.log" | awk '{print $2}')
   rate=$(grep -E 'stat::average_exec_per_sec' "$work/$t.log" | awk '{print $2}')
-  echo "$(date -u +%FT%TZ) $t ${seconds}s execs=$execs exec/s=$rate $line" | tee -a "$build/fuzz/campaign.log"
+  mode=normal; [[ ${NBDWIRE_FUZZ_FAST:-0} != 0 ]] && mode=fast
+  echo "$(date -u +%FT%TZ) $t $mode ${seconds}s execs=$execs exec/s=$rate $line" | tee -a "$build/fuzz/campaign.log"
   minimise "$t" "$work/$t"
 done
