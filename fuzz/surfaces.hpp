@@ -15,7 +15,8 @@
 // Server cfg[0] bits: 0 style, 1/6/7 modern protocol (server_handshake: 1 no structured
 //   replies, 6 no extended headers; server_tx: the canned client asks for 1 structured
 //   replies, 6 extended headers, 7 SET_META_CONTEXT of every offered context), 2 no_zeroes
-//   off, 3 on_eof at the end, 4 direct payload, 5 begin_shutdown. cfg[7] bits 6-7: the
+//   off, 3 on_eof at the end, 4 direct payload, 5 begin_shutdown (at transmission; in
+//   server_handshake after the second option answered). cfg[7] bits 6-7: the
 //   contexts the server offers (none, base:allocation, + qemu:dirty-bitmap:b, reversed).
 // Client ccfg bits: 0 no_zeroes, 1 fallback to EXPORT_NAME, 2 on_eof at the end, 3 read
 //   payload through incoming_payload(); client_handshake: 4 ask for structured replies,
@@ -464,6 +465,11 @@ class server_actor {
         break;
       case event_kind::option_answered:
         NBDWIRE_FUZZ_CHECK(m.state() == nbdwire::server_state::negotiating);
+        // server_handshake with cfg[0] bit 5: the server begins to shut down after answering
+        // two options (later options get ERR_SHUTDOWN, EXPORT_NAME a close).
+        if (st_.shutdown && !st_.canned && ++answered_ == 2) m.begin_shutdown();
+        if (m.shutting_down() && e.option != static_cast<std::uint32_t>(nbdwire::option::abort) && answered_ > 2)
+          NBDWIRE_FUZZ_CHECK(e.reply == nbdwire::reply_type::err_shutdown);
         // "There is no ERR_TLS_REQD in NOTLS mode or once TLS is up."
         if (e.reply == nbdwire::reply_type::err_tls_reqd)
           NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::server_tls::off && !m.tls_active());
@@ -662,6 +668,7 @@ class server_actor {
   }
 
   const server_setup& st_;
+  std::size_t answered_ = 0;  ///< options answered
   std::unique_ptr<reply_oracle> oracle_;
   std::vector<nbdwire::request> deferred_;
   nbdwire::request cur_{};
