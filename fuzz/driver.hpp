@@ -150,6 +150,7 @@ class drain_mode {
 
 template <class Machine>
 void drain_pieces(Machine& m, bytes& out);
+inline void check_errc_named(nbdwire::errc e);
 
 /// Moves everything a machine wants sent into `out`; payload marks are filled with the
 /// export pattern. Checks the outbox bound and that a payload is asked for only once its
@@ -172,8 +173,11 @@ void drain_whole(Machine& m, bytes& out) {
     NBDWIRE_FUZZ_CHECK(p->length != 0);
     const std::uint64_t shown = std::min<std::uint64_t>(p->length, 65536);
     for (std::uint64_t i = 0; i < shown; ++i) out.push_back(pattern_byte(p->offset + i));
-    if (p->length != ~std::uint64_t{0})
-      NBDWIRE_FUZZ_CHECK(m.consume_payload(p->length + 1).error() == nbdwire::errc::payload_overrun);
+    if (p->length != ~std::uint64_t{0}) {
+      const auto over = m.consume_payload(p->length + 1);
+      NBDWIRE_FUZZ_CHECK(over.error() == nbdwire::errc::payload_overrun);
+      check_errc_named(over.error());
+    }
     NBDWIRE_FUZZ_CHECK(m.consume_payload(p->length).has_value());
   }
 }

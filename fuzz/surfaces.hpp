@@ -866,6 +866,9 @@ class client_actor {
         break;
       }
       case event_kind::greeting:
+        // No request before transmission: refused, nothing queued.
+        refused_unchanged(m, [&m] { return m.submit(nbdwire::command::read, 0, 0, 512); });
+        [[fallthrough]];
       case event_kind::option_done:
       case event_kind::option_refused:
         if (m.can_send_option()) next_option(m);
@@ -901,6 +904,9 @@ class client_actor {
       }
       case event_kind::ready:
         NBDWIRE_FUZZ_CHECK(m.state() == nbdwire::client_state::transmission);
+        // No option once in transmission: refused, nothing queued.
+        refused_unchanged(m, [&m] { return m.go("", 0); });
+        refused_unchanged(m, [&m] { return m.list(); });
         submit_more(m, log);
         break;
       case event_kind::payload: {
@@ -951,6 +957,18 @@ class client_actor {
     if (m.state() == nbdwire::client_state::closed) NBDWIRE_FUZZ_CHECK(m.in_flight() == 0);
     drain(m, log.output);
     NBDWIRE_FUZZ_CHECK(m.drained() == (m.in_flight() == 0));
+  }
+
+  /// `r` must be a refusal that left the machine as it was.
+  template <class Call>
+  static void refused_unchanged(nbdwire::client& m, Call call) {
+    const std::size_t out = m.pending_output().size(), in_flight = m.in_flight();
+    const auto state = m.state();
+    const auto r = call();
+    NBDWIRE_FUZZ_CHECK(!r.has_value());
+    check_refusal(r.error());
+    NBDWIRE_FUZZ_CHECK(m.pending_output().size() == out && m.in_flight() == in_flight && m.state() == state);
+    NBDWIRE_FUZZ_CHECK(m.error() == nbdwire::errc::ok);
   }
 
   /// A call that was refused must leave the machine as it was.
