@@ -19,20 +19,29 @@ work=$build/fuzz/work
 mkdir -p "$work"
 
 # minimise TARGET DIR...: corpus/TARGET := the smallest set of inputs of corpus/TARGET and
-# DIRs with the same coverage, named by SHA-256.
+# DIRs with the same coverage, named by SHA-256 (hand-named inputs the merge keeps keep their
+# names).
 minimise() {
   local t=$1; shift
   local bin=$build/fuzz/fuzz_$t new=$work/$t.merged
   rm -rf "$new"; mkdir -p "$new" "$work/$t.artifacts"
   NBDWIRE_FUZZ_FAST=0 nice -n 19 "$bin" -merge=1 -max_len=4096 -artifact_prefix="$work/$t.artifacts/merge-" "$new" \
     "$root/fuzz/corpus/$t" "$@" >"$work/$t.merge.log" 2>&1
+  # Hand-named inputs (any name but a SHA-256) keep their names when the merge keeps them.
+  local -A names=()
+  local c
+  for c in "$root/fuzz/corpus/$t"/*; do
+    [[ -f $c ]] || continue
+    local base=${c##*/}
+    [[ $base =~ ^[0-9a-f]{64}$ ]] || names[$(sha256sum <"$c" | cut -c1-64)]=$base
+  done
   find "$root/fuzz/corpus/$t" -maxdepth 1 -type f ! -name 'crash-*' -delete
   # a named regression input (crash-*) stays under its name only
   local named; named=$(for c in "$root/fuzz/corpus/$t"/crash-*; do [[ -f $c ]] && sha256sum <"$c" | cut -c1-64; done; true)
   for f in "$new"/*; do
     local h; h=$(sha256sum <"$f" | cut -c1-64)
     grep -qx "$h" <<<"$named" && continue
-    cp "$f" "$root/fuzz/corpus/$t/$h"
+    cp "$f" "$root/fuzz/corpus/$t/${names[$h]:-$h}"
   done
   echo "$t: $(ls "$root/fuzz/corpus/$t" | wc -l) inputs, $(du -sb "$root/fuzz/corpus/$t" | cut -f1) bytes"
 }
