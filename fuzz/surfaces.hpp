@@ -479,6 +479,12 @@ class server_actor {
         auto twin = std::make_unique<nbdwire::server>(m);
         const auto early = twin->receive(bytes_view{});
         NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
+        // Failed is terminal: later input is dropped, end of input reports the same error.
+        const std::array<std::byte, 3> more{};
+        const auto later = twin->receive(more);
+        NBDWIRE_FUZZ_CHECK(later.consumed == more.size() && later.ev.kind == event_kind::need_more);
+        const auto eof = twin->on_eof();
+        NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == nbdwire::errc::receive_while_tls_starting);
         // The TLS layer as identity (see the client side).
         NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::server_tls::off && !m.tls_active());
         NBDWIRE_FUZZ_CHECK(m.tls_started().has_value());
@@ -859,6 +865,12 @@ class client_actor {
         auto twin = std::make_unique<nbdwire::client>(m);
         const auto early = twin->receive(bytes_view{});
         NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
+        // Failed is terminal: later input is dropped, end of input reports the same error.
+        const std::array<std::byte, 3> more{};
+        const auto later = twin->receive(more);
+        NBDWIRE_FUZZ_CHECK(later.consumed == more.size() && later.ev.kind == event_kind::need_more);
+        const auto eof = twin->on_eof();
+        NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == nbdwire::errc::receive_while_tls_starting);
         // The TLS layer as identity: the handshake succeeds and the same stream goes on.
         NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::client_tls::off && !m.tls_active());
         NBDWIRE_FUZZ_CHECK(m.tls_started().has_value());
