@@ -193,7 +193,8 @@ void server_loop::loop(worker& w) {
       const int fd = evs[i].data.fd;
       if (fd == w.wake) {
         std::uint64_t v = 0;
-        (void)read(w.wake, &v, sizeof v);
+        // Resets the eventfd; EAGAIN means another wake-up was already read: nothing lost.
+        [[maybe_unused]] const ssize_t got = read(w.wake, &v, sizeof v);
         if (acceptor) retry_accept_ = {};  // a connection closed somewhere: try accepting again
         adopt_handoffs(w);
         if (phase_ != running) break;  // the shutdown may have stepped the connections
@@ -300,7 +301,8 @@ void server_loop::add(const worker& w, int fd, std::uint32_t mask) {
 
 void server_loop::wake(const worker& w) {
   const std::uint64_t one = 1;
-  (void)write(w.wake, &one, sizeof one);
+  // EAGAIN only when the counter is saturated: the loop is due to wake up anyway.
+  [[maybe_unused]] const ssize_t put = write(w.wake, &one, sizeof one);
 }
 
 /// Puts the listeners in loop 0's epoll set or takes them out. Out, pending clients wait in
