@@ -408,3 +408,28 @@ map_all_data() {
         fail "map does not show the whole export as data"
     log "   map: the whole export is data"
 }
+
+# hold_clients SOCKET N SECONDS: N raw connections that read the greeting (when accepted) and
+# stay open for SECONDS; prints how many got a greeting within 1 s of connecting.
+hold_clients() {
+    python3 - "$@" <<'EOF'
+import socket, sys, time
+path, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    socks.append(s)
+greeted = 0
+deadline = time.time() + 1
+for s in socks:
+    s.settimeout(max(0.01, deadline - time.time()))
+    try:
+        if len(s.recv(18)) > 0:
+            greeted += 1
+    except socket.timeout:
+        pass
+print(greeted, flush=True)
+time.sleep(secs)
+EOF
+}

@@ -14,31 +14,6 @@ mode=${1:?mode: options, max-conn, activation, fd-limit or sigterm}
 need_server
 need_peer nbdinfo python3
 
-# hold_clients SOCKET N SECONDS: N raw connections that read the greeting (when accepted) and
-# stay open for SECONDS; prints how many got a greeting within 1 s of connecting.
-hold_clients() {
-    python3 - "$@" <<'EOF'
-import socket, sys, time
-path, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-socks = []
-for _ in range(n):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    socks.append(s)
-greeted = 0
-deadline = time.time() + 1
-for s in socks:
-    s.settimeout(max(0.01, deadline - time.time()))
-    try:
-        if len(s.recv(18)) > 0:
-            greeted += 1
-    except socket.timeout:
-        pass
-print(greeted, flush=True)
-time.sleep(secs)
-EOF
-}
-
 # cpu_ticks PID: user + system clock ticks the process has used.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
