@@ -55,8 +55,32 @@
 #define NBDWIRE_MAX_READ_RANGES 4
 #endif
 
+/// Optional parts of the client machine, for firmware that only reads and writes blocks
+/// (docs/firmware.md). 0 compiles a part out of nbdwire::client: its options are never sent,
+/// calls that need it are refused with errc::feature_not_built, a configuration or hand-over
+/// that needs it leaves the machine failed with that code, and a server that uses it anyway
+/// breaks the protocol as it would with the feature not negotiated. The server machine is
+/// unaffected.
+///   NBDWIRE_CLIENT_STRUCTURED_REPLIES  structured replies, extended headers, metadata
+///                                      contexts and BLOCK_STATUS: every reply is simple
+///   NBDWIRE_CLIENT_STARTTLS            NBD_OPT_STARTTLS: client_tls::off only
+///   NBDWIRE_CLIENT_LEGACY_1997         the 1997 framing (handshake_style::legacy_1997)
+#ifndef NBDWIRE_CLIENT_STRUCTURED_REPLIES
+#define NBDWIRE_CLIENT_STRUCTURED_REPLIES 1
+#endif
+#ifndef NBDWIRE_CLIENT_STARTTLS
+#define NBDWIRE_CLIENT_STARTTLS 1
+#endif
+#ifndef NBDWIRE_CLIENT_LEGACY_1997
+#define NBDWIRE_CLIENT_LEGACY_1997 1
+#endif
+
 namespace nbdwire {
 NBDWIRE_BEGIN_NAMESPACE
+
+inline constexpr bool client_has_structured_replies = NBDWIRE_CLIENT_STRUCTURED_REPLIES != 0;
+inline constexpr bool client_has_starttls = NBDWIRE_CLIENT_STARTTLS != 0;
+inline constexpr bool client_has_legacy_1997 = NBDWIRE_CLIENT_LEGACY_1997 != 0;
 
 inline constexpr std::size_t max_string = NBDWIRE_MAX_STRING;
 inline constexpr std::size_t max_in_flight = NBDWIRE_MAX_IN_FLIGHT;

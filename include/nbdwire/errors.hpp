@@ -135,6 +135,7 @@ enum class error_category : std::uint8_t {
   X(structured_replies_off, 628, caller_misuse, false, "a chunk call on a connection without structured replies") \
   X(error_chunk_needs_error, 629, caller_misuse, false, "reply_error_chunk() with nbd_error::ok") \
   X(no_extents, 630, caller_misuse, false, "reply_block_status() with no extents") \
+  X(feature_not_built, 631, caller_misuse, false, "needs a client part this build leaves out (NBDWIRE_CLIENT_*, config.hpp); a machine constructed with it is failed") \
   /* -- TLS ("TLS support"; STARTTLS) */ \
   X(tls_oldstyle_server, 800, tls_policy, true, "TLS is required but the server greets oldstyle (no STARTTLS possible)") \
   X(tls_server_not_fixed_newstyle, 801, tls_policy, true, "TLS is required but the server is not fixed newstyle") \

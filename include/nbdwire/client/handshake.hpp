@@ -56,6 +56,10 @@ class client_handshake {
     }
     return failed_event();
   }
+  /// The 1997 framing is in use (never, in a build without it: config.hpp).
+  [[nodiscard]] bool legacy_framing() const noexcept {
+    return client_has_legacy_1997 && neg_.style == handshake_style::legacy_1997;
+  }
   [[nodiscard]] event failed_event() const noexcept {
     event made = make_event(event_kind::failed);
     made.error = error_;
@@ -160,7 +164,7 @@ class client_handshake {
     const std::uint64_t second = load_be<std::uint64_t>(head.data() + 8);
     if (second == magic::oldstyle) {
       // Oldstyle has no options, so no STARTTLS: a downgrade when TLS is required.
-      if (cfg_.tls == client_tls::require) return ev = fail(errc::tls_oldstyle_server), n;
+      if (client_has_starttls && cfg_.tls == client_tls::require) return ev = fail(errc::tls_oldstyle_server), n;
       n += stash_.fill(in.subspan(n), sizeof(oldstyle_greeting));
       if (stash_.size() < sizeof(oldstyle_greeting)) return n;
       const auto g = decode<oldstyle_greeting>(stash_.view());
@@ -180,14 +184,15 @@ class client_handshake {
     const std::uint16_t hflags = g.handshake_flags.get();  // unknown bits: SHOULD ignore
     fixed_ = (hflags & handshake_flag::fixed_newstyle) != 0;
     // STARTTLS is an option: fixed newstyle only (libnbd CVE-2019-14842 was this downgrade).
-    if (cfg_.tls == client_tls::require && !fixed_) return ev = fail(errc::tls_server_not_fixed_newstyle), n;
+    if (client_has_starttls && cfg_.tls == client_tls::require && !fixed_)
+      return ev = fail(errc::tls_server_not_fixed_newstyle), n;
     greeting_flags_ = hflags;
     no_zeroes_ = cfg_.no_zeroes && (hflags & handshake_flag::no_zeroes) != 0;
     neg_.style = fixed_ ? handshake_style::fixed_newstyle : handshake_style::newstyle;
     const std::uint32_t cflags =
         (fixed_ ? client_flag::fixed_newstyle : 0u) | (no_zeroes_ ? client_flag::no_zeroes : 0u);
     out_.put_record(make_client_flags(cflags));  // the outbox is empty at this point
-    if (cfg_.tls != client_tls::off && fixed_) {
+    if (client_has_starttls && cfg_.tls != client_tls::off && fixed_) {
       // STARTTLS before any other option; `greeting` is reported once TLS is settled.
       out_.put_record(make_option_header(option::starttls, 0));
       opt_ = option::starttls;
@@ -239,7 +244,8 @@ class client_handshake {
     if (static_cast<std::uint32_t>(reply_) & reply_type_error_bit) dec_.start_error_reply(len);
     else if (reply_ == reply_type::server) dec_.start_server(len);
     else if (reply_ == reply_type::info) dec_.start_info(len);
-    else dec_.start_meta_context(len);
+    else if (client_has_structured_replies) dec_.start_meta_context(len);
+    else return ev = fail(errc::option_reply_type_unexpected), n;  // check_reply_header refused it
     if (const body_errc e = dec_.error(); e != body_errc::ok) return ev = fail(machine_errc(e)), n;
     move(client_trigger::reply_with_data);
     return n + on_option_reply_data(in.subspan(n), ev);
@@ -265,7 +271,7 @@ class client_handshake {
         if (len < 2) return errc::info_reply_too_short;
         return len > 2 + max_string ? errc::info_reply_too_long : errc::ok;
       case reply_type::meta_context:
-        if (opt_ != option::list_meta_context && opt_ != option::set_meta_context)
+        if (!client_has_structured_replies || (opt_ != option::list_meta_context && opt_ != option::set_meta_context))
           return errc::option_reply_type_unexpected;
         if (len < 4) return errc::meta_context_reply_too_short;
         return len > 4 + max_string ? errc::reply_string_too_long : errc::ok;
@@ -309,6 +315,7 @@ class client_handshake {
         return e;
       }
       default: {  // meta_context
+        if (!client_has_structured_replies) return fail(errc::option_reply_type_unexpected);
         if (opt_ == option::set_meta_context) {
           // Ids are the server's choice ("Metadata querying"); 0 is a valid id.
           if (neg_.meta_context_count == max_meta_contexts) return fail(errc::too_many_meta_contexts);
@@ -343,7 +350,7 @@ class client_handshake {
       made.data = message;
       return made;
     }
-    if (opt_ == option::starttls) {
+    if (client_has_starttls && opt_ == option::starttls) {
       if (cfg_.tls == client_tls::require) {
         // "A client that wants only TLS SHOULD terminate": soft, with ABORT (in the room
         // every other message leaves free), and the connection fails.
@@ -356,7 +363,7 @@ class client_handshake {
     // A refused preliminary is not a failure: the plan goes on without it. SET_META_CONTEXT
     // replaces earlier contexts even when it fails.
     if (opt_ == option::set_meta_context) neg_.meta_context_count = 0;
-    if (in_preliminary()) return next_plan_step();
+    if (client_has_structured_replies && in_preliminary()) return next_plan_step();
     if (opt_ == option::go && reply_ == reply_type::err_unsup && cfg_.fallback_to_export_name &&
         !neg_.extended_headers) {
       // An old server: "fall back to NBD_OPT_EXPORT_NAME" ("NBD_OPT_GO").
@@ -377,8 +384,11 @@ class client_handshake {
 
   event on_ack() noexcept {
     const std::uint32_t o = static_cast<std::uint32_t>(opt_);
+    // A build without STARTTLS or structured replies never sends their options: their cases
+    // end at once, and their code is not linked.
     switch (opt_) {
       case option::starttls: {
+        if (!client_has_starttls) break;
         // receive() stops here: what follows the ACK is TLS (or an injection; never NBD).
         move(client_trigger::starttls_acked);
         event made = make_event(event_kind::start_tls);
@@ -393,14 +403,16 @@ class client_handshake {
           return made;
         }
       case option::extended_headers:
+        if (!client_has_structured_replies) break;
         // [ext] Extended headers take precedence over, and imply, structured replies.
         neg_.extended_headers = neg_.structured_replies = true;
         return next_plan_step();
       case option::structured_reply:
+        if (!client_has_structured_replies) break;
         neg_.structured_replies = true;
         return next_plan_step();
       case option::set_meta_context:
-        if (in_preliminary()) return next_plan_step();
+        if (client_has_structured_replies && in_preliminary()) return next_plan_step();
         break;
       case option::go:
       case option::info:

@@ -47,12 +47,14 @@ struct client_config {
   bool no_zeroes = true;                 ///< set C_NO_ZEROES when the server offers NO_ZEROES
   bool fallback_to_export_name = true;   ///< GO refused with ERR_UNSUP: send EXPORT_NAME ("NBD_OPT_GO")
   /// Before GO, INFO or LIST_META_CONTEXT, ask for extended headers, then (if refused)
-  /// structured replies; each at most once per connection. A refusal is not an error.
-  bool request_extended_headers = true;
-  bool request_structured_replies = true;
+  /// structured replies; each at most once per connection. A refusal is not an error. A
+  /// build without structured replies (NBDWIRE_CLIENT_STRUCTURED_REPLIES=0) asks for neither.
+  bool request_extended_headers = client_has_structured_replies;
+  bool request_structured_replies = client_has_structured_replies;
   /// Contexts to select with SET_META_CONTEXT before GO (e.g. "base:allocation"); caller-owned,
   /// must outlive the machine. Sent only once structured replies are on.
   std::span<const std::string_view> meta_contexts{};
+  /// Anything but off needs NBDWIRE_CLIENT_STARTTLS (errc::feature_not_built).
   client_tls tls = client_tls::off;
 };
 

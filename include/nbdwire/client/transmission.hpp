@@ -59,8 +59,8 @@ class client_transmission : protected client_handshake {
     if (c == command::disc) return errc::disc_needs_disconnect;
     const request r{0, static_cast<std::uint16_t>(c), flags, offset, length};
     if (const auto v = check_request(r, neg_, false); v != verdict::ok) return to_errc(v);
-    const bool legacy = neg_.style == handshake_style::legacy_1997;
-    const bool extended = neg_.extended_headers;
+    const bool legacy = legacy_framing();
+    const bool extended = client_has_structured_replies && neg_.extended_headers;
     if (legacy) {
       // The 1997 framing knows READ (0) and WRITE (1) only, with 32-bit offset and length.
       if (c != command::read && c != command::write) return errc::command_not_advertised;
@@ -93,7 +93,7 @@ class client_transmission : protected client_handshake {
   /// NBD_CMD_DISC: no more requests; the 1997 framing has no disconnect message (closing
   /// the socket is the disconnect). Fits the obligation room.
   void queue_disc() noexcept {
-    if (neg_.style != handshake_style::legacy_1997)
+    if (!legacy_framing())
       put_request(command::disc, 0, (++sequence_ << 16) | 0xffffu, 0, 0);  // the cookie is never a slot
     move(client_trigger::disc_sent);
   }
@@ -101,10 +101,10 @@ class client_transmission : protected client_handshake {
   /// A request header in the negotiated framing, into the outbox (whose room was checked).
   NBDWIRE_SIZE_OUTLINE void put_request(command c, std::uint16_t flags, std::uint64_t cookie, std::uint64_t offset,
                                         std::uint64_t length) noexcept {
-    if (neg_.style == handshake_style::legacy_1997) {
+    if (legacy_framing()) {
       out_.put_record(make_legacy_1997_request(c, cookie, static_cast<std::uint32_t>(offset),
                                                static_cast<std::uint32_t>(length)));
-    } else if (neg_.extended_headers) {
+    } else if (client_has_structured_replies && neg_.extended_headers) {
       // [ext] A WRITE's length is its payload length, flagged PAYLOAD_LEN.
       const std::uint16_t f = c == command::write ? static_cast<std::uint16_t>(flags | command_flag::payload_len) : flags;
       out_.put_record(make_extended_request(c, f, cookie, offset, length));
@@ -125,7 +125,7 @@ class client_transmission : protected client_handshake {
   /// whole header in the input is read in place; a split one is stashed, its magic first so
   /// that a wrong one is refused at once.
   std::size_t on_reply_header(bytes_view in, event& ev) noexcept {
-    const bool legacy = neg_.style == handshake_style::legacy_1997;
+    const bool legacy = legacy_framing();
     const bool at_start = stash_.size() == 0 && in.size() >= 4;
     std::size_t n = at_start ? 4 : stash_.fill(in, 4);
     if (!at_start && stash_.size() < 4) return n;
@@ -135,11 +135,12 @@ class client_transmission : protected client_handshake {
       if (m != magic::legacy_1997_reply) return ev = fail(errc::bad_reply_magic), n;
       size = sizeof(legacy_1997_reply);
     } else if (m == magic::simple_reply) {
-      if (neg_.extended_headers) return ev = fail(errc::simple_reply_in_extended_mode), n;
+      if (client_has_structured_replies && neg_.extended_headers) return ev = fail(errc::simple_reply_in_extended_mode), n;
       size = sizeof(simple_reply_header);
-    } else if (m == magic::structured_reply && neg_.structured_replies && !neg_.extended_headers) {
+    } else if (client_has_structured_replies && m == magic::structured_reply && neg_.structured_replies &&
+               !neg_.extended_headers) {
       size = sizeof(structured_reply_header);
-    } else if (m == magic::extended_reply && neg_.extended_headers) {
+    } else if (client_has_structured_replies && m == magic::extended_reply && neg_.extended_headers) {
       size = sizeof(extended_reply_header);
     } else if (m == magic::structured_reply || m == magic::extended_reply) {
       return ev = fail(errc::structured_reply_not_negotiated), n;
@@ -156,8 +157,8 @@ class client_transmission : protected client_handshake {
       if (stash_.size() < size) return n;
       h = stash_.view();
     }
-    if (m == magic::simple_reply || legacy) {
-      ev = on_simple_reply(h, legacy);
+    if (!client_has_structured_replies || m == magic::simple_reply || legacy) {
+      ev = on_simple_reply(h);
       stash_.clear();
       return n;
     }
@@ -169,7 +170,8 @@ class client_transmission : protected client_handshake {
   }
 
   // "Simple reply message" (and the 1997 reply): header, then READ data on success.
-  event on_simple_reply(bytes_view h, bool legacy) noexcept {
+  event on_simple_reply(bytes_view h) noexcept {
+    const bool legacy = legacy_framing();
     std::uint64_t cookie = 0;
     std::uint32_t err = 0;
     if (legacy) {
@@ -188,11 +190,12 @@ class client_transmission : protected client_handshake {
     cookie_slot& slot = slots_[*s];
     const request& r = slot.req;
     // With structured replies a READ MUST be answered in chunks, even an error.
-    if (r.cmd() == command::read && neg_.structured_replies) return fail(errc::simple_reply_to_read);
+    if (client_has_structured_replies && r.cmd() == command::read && neg_.structured_replies)
+      return fail(errc::simple_reply_to_read);
     const nbd_error status = legacy ? (err ? nbd_error::eio : nbd_error::ok) : normalize_error(err);
     if (r.cmd() == command::read && status == nbd_error::ok && r.length != 0) {
       // The data follows as payload events; it covers the READ, and ends the reply.
-      (void)slot.coverage.add(r, r.offset, r.length);
+      if (client_has_structured_replies) (void)slot.coverage.add(r, r.offset, r.length);
       chunk_ = {*s, reply_flag::done, 0, 0, 0};
       payload_ = {cookie, r.offset, r.length, slot.tag};
       move(client_trigger::read_data_due);
@@ -388,7 +391,8 @@ class client_transmission : protected client_handshake {
   /// answered; otherwise the first error reported is the request's status.
   event finish(std::size_t s) noexcept {
     const cookie_slot& slot = slots_[s];
-    if (!slot.errored) {
+    // Without structured replies a READ's data is its simple reply's, whole by construction.
+    if (client_has_structured_replies && !slot.errored) {
       if (slot.req.cmd() == command::read && slot.coverage.covered() != slot.req.length) return fail(errc::read_incomplete);
       if (slot.req.cmd() == command::block_status &&
           slot.contexts_seen != (neg_.meta_context_count >= 32 ? ~0u : (1u << neg_.meta_context_count) - 1))

@@ -4,7 +4,8 @@
 // NBD error the spec names (checklist 3.3). Same table, two mappings.
 #pragma once
 
-#include <cstdint>  // fixed-width integers
+#include <cstdint>   // fixed-width integers
+#include <iterator>  // std::size
 
 #include "nbdwire/bytes.hpp"
 #include "nbdwire/constants.hpp"
@@ -27,22 +28,25 @@ struct command_rule {
   bool carries_payload = false;      ///< bounded by the maximum payload (READ, WRITE)
 };
 
+/// The rules, indexed by command number (a table rather than a switch: smaller code). Fields
+/// in command_rule's order.
+inline constexpr command_rule command_rules[] = {
+    {true, command_flag::fua | command_flag::df, 0, false, true, false, false, true},                         // READ
+    {true, command_flag::fua, 0, true, true, true, false, true},                                              // WRITE
+    {true, 0, 0, false, false, false, true, false},                                                           // DISC
+    {true, command_flag::fua, transmission_flag::send_flush, false, false, false, true, false},               // FLUSH
+    {true, command_flag::fua, transmission_flag::send_trim, true, true, false, false, false},                 // TRIM
+    {true, command_flag::fua, transmission_flag::send_cache, false, true, false, false, false},               // CACHE
+    {true, command_flag::fua | command_flag::no_hole | command_flag::fast_zero, transmission_flag::send_write_zeroes,
+     true, true, true, false, false},                                                                         // WRITE_ZEROES
+    {true, command_flag::fua | command_flag::req_one, 0, false, true, false, false, false},                   // BLOCK_STATUS
+    {true, 0, transmission_flag::send_resize, true, false, false, false, false},                              // RESIZE
+};
+
+static_assert(std::size(command_rules) == static_cast<std::size_t>(command::resize) + 1);
+
 [[nodiscard]] constexpr command_rule rule_for(std::uint16_t type) noexcept {
-  using namespace transmission_flag;
-  namespace f = command_flag;
-  switch (static_cast<command>(type)) {
-    case command::read: return {true, f::fua | f::df, 0, false, true, false, false, true};
-    case command::write: return {true, f::fua, 0, true, true, true, false, true};
-    case command::disc: return {true, 0, 0, false, false, false, true, false};
-    case command::flush: return {true, f::fua, send_flush, false, false, false, true, false};
-    case command::trim: return {true, f::fua, send_trim, true, true, false, false, false};
-    case command::cache: return {true, f::fua, send_cache, false, true, false, false, false};
-    case command::write_zeroes:
-      return {true, f::fua | f::no_hole | f::fast_zero, send_write_zeroes, true, true, true, false, false};
-    case command::block_status: return {true, f::fua | f::req_one, 0, false, true, false, false, false};
-    case command::resize: return {true, 0, send_resize, true, false, false, false, false};
-  }
-  return {};
+  return type < std::size(command_rules) ? command_rules[type] : command_rule{};
 }
 
 /// The transmission flag a command flag needs ("Command flags").
