@@ -46,11 +46,13 @@ NBDWIRE_BEGIN_NAMESPACE
 class client : private detail::client_transmission {
  public:
   explicit client(const client_config& cfg = {}) noexcept : client_transmission(cfg) {
-    // Never plaintext when TLS was asked for; never greeting-based when the 1997 framing was.
-    if ((!client_has_starttls && cfg.tls != client_tls::off) ||
-        (!client_has_legacy_1997 && cfg.style == handshake_style::legacy_1997)) {
-      (void)fail(errc::feature_not_built);
-      return;
+    if constexpr (!client_has_starttls || !client_has_legacy_1997) {
+      // Never plaintext when TLS was asked for; never greeting-based when the 1997 framing was.
+      if ((!client_has_starttls && cfg.tls != client_tls::off) ||
+          (!client_has_legacy_1997 && cfg.style == handshake_style::legacy_1997)) {
+        (void)fail(errc::feature_not_built);
+        return;
+      }
     }
     if (cfg.style == handshake_style::legacy_1997) {
       // No handshake: size and read-only state come from configuration (checklist 1.1).
@@ -74,10 +76,12 @@ class client : private detail::client_transmission {
       (void)fail(errc::invalid_config);
       return;
     }
-    if ((!client_has_structured_replies && (n.structured_replies || n.extended_headers || n.meta_context_count != 0)) ||
-        (!client_has_legacy_1997 && n.style == handshake_style::legacy_1997)) {
-      (void)fail(errc::feature_not_built);
-      return;
+    if constexpr (!client_has_structured_replies || !client_has_legacy_1997) {
+      if ((!client_has_structured_replies && (n.structured_replies || n.extended_headers || n.meta_context_count != 0)) ||
+          (!client_has_legacy_1997 && n.style == handshake_style::legacy_1997)) {
+        (void)fail(errc::feature_not_built);
+        return;
+      }
     }
     move(client_trigger::handshake_skipped);
   }
@@ -192,7 +196,7 @@ class client : private detail::client_transmission {
   /// must stay valid until that final event.
   result<void> list_meta_context(std::string_view export_name, std::span<const std::string_view> queries = {}) noexcept {
     // The spec says SHOULD NOT before structured replies: a build without them never sends it.
-    if (!client_has_structured_replies) return errc::feature_not_built;
+    if constexpr (!client_has_structured_replies) return errc::feature_not_built;
     return start_plan(option::list_meta_context, export_name, 0, queries);
   }
 
@@ -319,7 +323,7 @@ class client : private detail::client_transmission {
       case client_state::chunk_payload:
       case client_state::disconnecting_chunk_payload:
         // Reached only through a structured reply header, which a build without them refuses.
-        if (!client_has_structured_replies) return ev = fail(errc::illegal_transition), 0;
+        if constexpr (!client_has_structured_replies) return ev = fail(errc::illegal_transition), 0;
         return on_chunk_payload(in, ev);
       case client_state::read_data:
       case client_state::disconnecting_read_data: return on_read_data(in, ev);

@@ -65,12 +65,12 @@ class client_body_decoder {
     switch (kind_) {
       case kind::server: return u_.server.decode(in);
       case kind::info: return u_.info.decode(in);
-      case kind::meta_context: if (sr) return u_.meta.decode(in); break;
+      case kind::meta_context: if constexpr (sr) return u_.meta.decode(in); break;
       case kind::error_reply: return u_.err_reply.decode(in);
-      case kind::offset_data: if (sr) return u_.data.decode(in); break;
-      case kind::offset_hole: if (sr) return u_.hole.decode(in); break;
-      case kind::block_status: if (sr) return u_.status.decode(in); break;
-      case kind::error_chunk: if (sr) return u_.err_chunk.decode(in); break;
+      case kind::offset_data: if constexpr (sr) return u_.data.decode(in); break;
+      case kind::offset_hole: if constexpr (sr) return u_.hole.decode(in); break;
+      case kind::block_status: if constexpr (sr) return u_.status.decode(in); break;
+      case kind::error_chunk: if constexpr (sr) return u_.err_chunk.decode(in); break;
       case kind::none: break;
     }
     return {0, {.kind = body_item::done}};
@@ -80,12 +80,12 @@ class client_body_decoder {
     switch (kind_) {
       case kind::server: return u_.server.error();
       case kind::info: return u_.info.error();
-      case kind::meta_context: if (sr) return u_.meta.error(); break;
+      case kind::meta_context: if constexpr (sr) return u_.meta.error(); break;
       case kind::error_reply: return u_.err_reply.error();
-      case kind::offset_data: if (sr) return u_.data.error(); break;
-      case kind::offset_hole: if (sr) return u_.hole.error(); break;
-      case kind::block_status: if (sr) return u_.status.error(); break;
-      case kind::error_chunk: if (sr) return u_.err_chunk.error(); break;
+      case kind::offset_data: if constexpr (sr) return u_.data.error(); break;
+      case kind::offset_hole: if constexpr (sr) return u_.hole.error(); break;
+      case kind::block_status: if constexpr (sr) return u_.status.error(); break;
+      case kind::error_chunk: if constexpr (sr) return u_.err_chunk.error(); break;
       case kind::none: break;
     }
     return body_errc::ok;

@@ -244,7 +244,7 @@ class client_handshake {
     if (static_cast<std::uint32_t>(reply_) & reply_type_error_bit) dec_.start_error_reply(len);
     else if (reply_ == reply_type::server) dec_.start_server(len);
     else if (reply_ == reply_type::info) dec_.start_info(len);
-    else if (client_has_structured_replies) dec_.start_meta_context(len);
+    else if constexpr (client_has_structured_replies) dec_.start_meta_context(len);
     else return ev = fail(errc::option_reply_type_unexpected), n;  // check_reply_header refused it
     if (const body_errc e = dec_.error(); e != body_errc::ok) return ev = fail(machine_errc(e)), n;
     move(client_trigger::reply_with_data);
@@ -315,7 +315,7 @@ class client_handshake {
         return e;
       }
       default: {  // meta_context
-        if (!client_has_structured_replies) return fail(errc::option_reply_type_unexpected);
+        if constexpr (!client_has_structured_replies) return fail(errc::option_reply_type_unexpected);
         if (opt_ == option::set_meta_context) {
           // Ids are the server's choice ("Metadata querying"); 0 is a valid id.
           if (neg_.meta_context_count == max_meta_contexts) return fail(errc::too_many_meta_contexts);
@@ -388,7 +388,7 @@ class client_handshake {
     // end at once, and their code is not linked.
     switch (opt_) {
       case option::starttls: {
-        if (!client_has_starttls) break;
+        if constexpr (!client_has_starttls) break;
         // receive() stops here: what follows the ACK is TLS (or an injection; never NBD).
         move(client_trigger::starttls_acked);
         event made = make_event(event_kind::start_tls);
@@ -403,12 +403,12 @@ class client_handshake {
           return made;
         }
       case option::extended_headers:
-        if (!client_has_structured_replies) break;
+        if constexpr (!client_has_structured_replies) break;
         // [ext] Extended headers take precedence over, and imply, structured replies.
         neg_.extended_headers = neg_.structured_replies = true;
         return next_plan_step();
       case option::structured_reply:
-        if (!client_has_structured_replies) break;
+        if constexpr (!client_has_structured_replies) break;
         neg_.structured_replies = true;
         return next_plan_step();
       case option::set_meta_context:

@@ -52,7 +52,7 @@ struct option_request_out {
       }
       case option::list_meta_context:
       case option::set_meta_context:
-        if (!client_has_structured_replies) return {0, 0, body_errc::encode_body_too_long};  // never sent
+        if constexpr (!client_has_structured_replies) return {0, 0, body_errc::encode_body_too_long};  // never sent
         return encode_meta_context_request(out, name, queries);
       case option::export_name: return encode_export_name(out, name);
       default: return {};
@@ -93,7 +93,7 @@ class option_plan {
                    : done == client_state::awaiting_sr_reply || done == client_state::sr_reply_data             ? 2
                    : done == client_state::awaiting_set_meta_reply || done == client_state::set_meta_reply_data ? 3
                                                                                                               : 0;
-    if (!client_has_structured_replies) return final_;  // no preliminaries in this build
+    if constexpr (!client_has_structured_replies) return final_;  // no preliminaries in this build
     if (at < 1 && cfg.request_extended_headers && !asked_ext_) return option::extended_headers;
     if (at < 2 && cfg.request_structured_replies && !asked_sr_ && !n.structured_replies)
       return option::structured_reply;
