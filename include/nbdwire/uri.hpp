@@ -14,6 +14,8 @@
 // therefore only valid while the text it was parsed from is.
 //
 // No <string>, no iostream, no exceptions: usable in firmware, and in constant expressions.
+// Parts: uri/errors.hpp (uri_errc, uri_result), uri/syntax.hpp (percent-decoding, hosts,
+// ports); this header holds the uri type and parse_uri().
 #pragma once
 
 #include <array>        // std::array: owned storage
@@ -27,6 +29,8 @@
 #include "nbdwire/config.hpp"
 #include "nbdwire/constants.hpp"
 #include "nbdwire/errors.hpp"
+#include "nbdwire/uri/errors.hpp"  // uri_errc, uri_result
+#include "nbdwire/uri/syntax.hpp"  // percent-decoding, hosts, ports
 #include "nbdwire/version.hpp"
 
 /// Longest host (decoded): a DNS name is at most 253 characters (RFC 1035), an IPv6 address
@@ -49,80 +53,6 @@ inline constexpr std::size_t uri_max_socket = NBDWIRE_URI_MAX_SOCKET;
 /// The vsock CID of the host (VMADDR_CID_HOST): where nbd+vsock:/// connects (libnbd's default).
 inline constexpr std::uint32_t vsock_cid_host = 2;
 
-/// Why a URI was refused. Numbers are stable.
-enum class uri_errc : std::uint8_t {
-  ok = 0,
-  no_scheme = 1,              ///< no "scheme:" prefix
-  unknown_scheme = 2,         ///< not one of nbd, nbds, nbd+unix, nbds+unix, nbd+vsock, nbds+vsock
-  invalid_character = 3,      ///< a control character or space (never part of a URI, RFC 3986 §2)
-  bad_percent_escape = 4,     ///< '%' not followed by two hex digits (RFC 3986 §2.1)
-  nul_character = 5,          ///< %00 where NUL is not allowed (export names: "Conventions")
-  bad_host = 6,               ///< a character a host name may not contain, or an empty IPv6 literal
-  bad_ipv6 = 7,               ///< a bracketed host that is not an IPv6 address (RFC 3986 §3.2.2, RFC 6874)
-  host_too_long = 8,          ///< host longer than uri_max_host
-  bad_port = 9,               ///< port empty or not decimal digits
-  port_out_of_range = 10,     ///< port 0 or above 65535 (vsock: above 2^32 - 1)
-  bad_vsock_cid = 11,         ///< a vsock host that is not a 32-bit decimal CID
-  host_not_allowed = 12,      ///< +unix URI with a host or port (it names its socket in the query)
-  path_not_absolute = 13,     ///< a path that does not start with '/'
-  export_name_too_long = 14,  ///< export name above max_string bytes (spec "Conventions": 4096)
-  socket_missing = 15,        ///< +unix URI without socket= ("NBD URI socket parameter": MUST)
-  socket_too_long = 16,       ///< socket path above uri_max_socket bytes
-  socket_not_allowed = 17,    ///< socket= in a TCP or vsock URI
-  duplicate_parameter = 18,   ///< a known query parameter given twice
-  bad_tls_verify_peer = 19,   ///< tls-verify-peer other than 0 or 1
-  buffer_too_small = 20,      ///< uri_decode(): the output buffer is too short
-};
-
-[[nodiscard]] constexpr std::string_view to_string(uri_errc e) noexcept {
-  switch (e) {
-    case uri_errc::ok: return "ok";
-    case uri_errc::no_scheme: return "no scheme";
-    case uri_errc::unknown_scheme: return "unknown scheme";
-    case uri_errc::invalid_character: return "invalid character";
-    case uri_errc::bad_percent_escape: return "malformed percent-encoding";
-    case uri_errc::nul_character: return "NUL character (%00) not allowed here";
-    case uri_errc::bad_host: return "bad host";
-    case uri_errc::bad_ipv6: return "bad IPv6 address";
-    case uri_errc::host_too_long: return "host too long";
-    case uri_errc::bad_port: return "bad port";
-    case uri_errc::port_out_of_range: return "port out of range";
-    case uri_errc::bad_vsock_cid: return "bad vsock CID";
-    case uri_errc::host_not_allowed: return "a Unix socket URI has no host or port";
-    case uri_errc::path_not_absolute: return "the path must start with '/'";
-    case uri_errc::export_name_too_long: return "export name too long";
-    case uri_errc::socket_missing: return "a Unix socket URI needs socket=PATH";
-    case uri_errc::socket_too_long: return "socket path too long";
-    case uri_errc::socket_not_allowed: return "socket= belongs to Unix socket URIs";
-    case uri_errc::duplicate_parameter: return "query parameter given twice";
-    case uri_errc::bad_tls_verify_peer: return "tls-verify-peer must be 0 or 1";
-    case uri_errc::buffer_too_small: return "buffer too small";
-  }
-  return "unknown URI error";
-}
-
-/// A value or a uri_errc: the shape of result<T>, for URI errors. Never throws, never
-/// allocates; value() on an error is a contract violation and traps.
-template <class T>
-class [[nodiscard]] uri_result {
- public:
-  constexpr uri_result(T v) noexcept : value_(std::move(v)) {}    // NOLINT: implicit by design
-  constexpr uri_result(uri_errc e) noexcept : error_(e) {}        // NOLINT: implicit by design
-  [[nodiscard]] constexpr bool has_value() const noexcept { return error_ == uri_errc::ok; }
-  constexpr explicit operator bool() const noexcept { return has_value(); }
-  [[nodiscard]] constexpr uri_errc error() const noexcept { return error_; }
-  [[nodiscard]] constexpr const T& value() const noexcept {
-    if (!has_value()) contract_violation();
-    return value_;
-  }
-  [[nodiscard]] constexpr const T& operator*() const noexcept { return value(); }
-  [[nodiscard]] constexpr const T* operator->() const noexcept { return &value(); }
-
- private:
-  T value_{};
-  uri_errc error_ = uri_errc::ok;
-};
-
 enum class uri_transport : std::uint8_t { tcp, unix_socket, vsock };
 enum class uri_host_kind : std::uint8_t {
   none,  ///< no host given (TCP: the client picks a default, e.g. localhost)
@@ -130,163 +60,6 @@ enum class uri_host_kind : std::uint8_t {
   ipv4,  ///< dotted-decimal IPv4 address
   ipv6,  ///< IPv6 address from brackets (host() has no brackets; a zone follows '%')
 };
-
-namespace detail {
-
-[[nodiscard]] constexpr int uri_hex(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-[[nodiscard]] constexpr bool uri_control(char c) noexcept {
-  const auto u = static_cast<unsigned char>(c);
-  return u <= 0x20 || u == 0x7f;
-}
-
-/// s.substr(pos, n) without its bounds check, which names the exception runtime even where
-/// exceptions are off (firmware images must not link it). `pos` is clamped to the size.
-[[nodiscard]] constexpr std::string_view uri_sub(std::string_view s, std::size_t pos,
-                                                 std::size_t n = std::string_view::npos) noexcept {
-  if (pos > s.size()) pos = s.size();
-  return {s.data() + pos, n < s.size() - pos ? n : s.size() - pos};
-}
-
-/// Percent-decodes `raw` (RFC 3986 §2.1). With `out`, writes the bytes there (at most
-/// `limit`; `too_long` when more). NUL is refused unless `nul_first_ok` and it is byte 0
-/// (an abstract Unix socket: "NBD URI socket parameter"). Returns the decoded length.
-[[nodiscard]] constexpr uri_result<std::size_t> uri_decode_into(std::string_view raw, char* out, std::size_t limit,
-                                                                uri_errc too_long, bool nul_first_ok = false) noexcept {
-  std::size_t n = 0;
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    char c = raw[i];
-    if (uri_control(c)) return uri_errc::invalid_character;
-    if (c == '%') {
-      if (raw.size() - i < 3) return uri_errc::bad_percent_escape;
-      const int hi = uri_hex(raw[i + 1]), lo = uri_hex(raw[i + 2]);
-      if (hi < 0 || lo < 0) return uri_errc::bad_percent_escape;
-      c = static_cast<char>(hi * 16 + lo);
-      i += 2;
-      if (c == '\0' && !(nul_first_ok && n == 0)) return uri_errc::nul_character;
-    }
-    if (n == limit) return too_long;
-    if (out) out[n] = c;
-    ++n;
-  }
-  return n;
-}
-
-[[nodiscard]] constexpr bool uri_iequal(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (x != b[i]) return false;
-  }
-  return true;
-}
-
-/// Decimal digits only, at most `max`; nullopt otherwise (empty, a sign, overflow).
-[[nodiscard]] constexpr std::optional<std::uint64_t> uri_number(std::string_view s, std::uint64_t max) noexcept {
-  if (s.empty()) return std::nullopt;
-  std::uint64_t v = 0;
-  for (const char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(c - '0');
-    if (v > max) return std::nullopt;
-  }
-  return v;
-}
-
-/// dotted-decimal IPv4: four decimal octets (RFC 3986 §3.2.2 dec-octet, no leading zeroes).
-[[nodiscard]] constexpr bool uri_is_ipv4(std::string_view s) noexcept {
-  int parts = 0;
-  while (true) {
-    const std::size_t dot = s.find('.');
-    const std::string_view part = detail::uri_sub(s, 0, dot);
-    if (part.empty() || part.size() > 3 || (part.size() > 1 && part[0] == '0')) return false;
-    if (!uri_number(part, 255)) return false;
-    ++parts;
-    if (dot == std::string_view::npos) break;
-    s.remove_prefix(dot + 1);
-  }
-  return parts == 4;
-}
-
-/// IPv6address of RFC 3986 §3.2.2: eight 16-bit groups, one "::" standing for one or more
-/// zero groups, optionally ending in an IPv4 address (which counts as two groups).
-[[nodiscard]] constexpr bool uri_is_ipv6(std::string_view s) noexcept {
-  if (s.empty()) return false;
-  int groups = 0;
-  bool compressed = false;
-  std::size_t i = 0;
-  if (s.starts_with("::")) {
-    compressed = true;
-    i = 2;
-    if (i == s.size()) return true;
-  } else if (s[0] == ':') {
-    return false;
-  }
-  while (i < s.size()) {
-    std::size_t j = i;
-    while (j < s.size() && s[j] != ':') ++j;
-    const std::string_view g = detail::uri_sub(s, i, j - i);
-    if (g.find('.') != std::string_view::npos) {
-      // an embedded IPv4 address must be last
-      if (j != s.size() || !uri_is_ipv4(g)) return false;
-      groups += 2;
-      break;
-    }
-    if (g.empty() || g.size() > 4) return false;
-    for (const char c : g)
-      if (uri_hex(c) < 0) return false;
-    ++groups;
-    if (j == s.size()) break;
-    // j is at ':'
-    if (j + 1 < s.size() && s[j + 1] == ':') {
-      if (compressed) return false;
-      compressed = true;
-      i = j + 2;
-      if (i == s.size()) break;
-    } else {
-      i = j + 1;
-      if (i == s.size()) return false;  // a trailing single ':'
-    }
-  }
-  return compressed ? groups <= 7 : groups == 8;
-}
-
-/// A port: digits only (else bad_port), at most `max` and, when `nonzero`, not 0 (else
-/// port_out_of_range).
-[[nodiscard]] constexpr uri_result<std::uint32_t> uri_port(std::string_view port, std::uint64_t max,
-                                                           bool nonzero) noexcept {
-  if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos) return uri_errc::bad_port;
-  const auto p = uri_number(port, max);
-  if (!p || (nonzero && *p == 0)) return uri_errc::port_out_of_range;
-  return static_cast<std::uint32_t>(*p);
-}
-
-/// A character of RFC 3986 reg-name besides pct-encoded: unreserved or sub-delims.
-[[nodiscard]] constexpr bool uri_reg_name_char(char c) noexcept {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  constexpr std::string_view other = "-._~!$&'()*+,;=%";
-  return other.find(c) != std::string_view::npos;
-}
-
-}  // namespace detail
-
-/// Percent-decodes one component of a URI (a raw view from `uri`, e.g. tls_certificates())
-/// into `out`. Refuses malformed escapes and %00. Returns the decoded length.
-[[nodiscard]] constexpr uri_result<std::size_t> uri_decode(std::string_view raw, std::span<char> out) noexcept {
-  return detail::uri_decode_into(raw, out.data(), out.size(), uri_errc::buffer_too_small);
-}
-
-/// Bytes uri_decode() produces for `raw` (0 when it is malformed).
-[[nodiscard]] constexpr std::size_t uri_decoded_size(std::string_view raw) noexcept {
-  const auto r = detail::uri_decode_into(raw, nullptr, raw.size(), uri_errc::buffer_too_small);
-  return r ? r.value() : 0;
-}
 
 /// One query parameter, as written: `key` and `value` still percent-encoded.
 struct uri_parameter {
