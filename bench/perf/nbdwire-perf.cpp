@@ -9,8 +9,10 @@
 // the requests and decodes the replies. A burst of requests goes out in one sendmsg() (headers
 // from the machine's outbox and WRITE data from the slot buffers, nbdwire::send_plan); replies
 // come in with one recv() into a 256 KiB buffer (large READ data straight into its slot
-// buffer). Latency is taken from CLOCK_MONOTONIC once per burst sent and once per recv(), into
-// a log-linear histogram; CPU per I/O is the threads' user + system time (RUSAGE_THREAD) over
+// buffer). When replies come a few at a time (a slow server), the connection sleeps for the
+// time several of them take before the next recv() (--coalesce), so one wakeup takes several:
+// the sleep and the wakeup are most of a blocking client's CPU per I/O. Latency is taken from
+// CLOCK_MONOTONIC once per burst sent and once per recv(), into a log-linear histogram; CPU per I/O is the threads' user + system time (RUSAGE_THREAD) over
 // the measured window divided by the I/Os completed in it. `--help` documents the options,
 // the output and the exit codes; bench/README.md has the same.
 #include <nbdwire/nbdwire.hpp>
@@ -85,6 +87,7 @@ struct options {
   std::uint64_t seed = 1;
   bool structured_replies = true;
   bool extended_headers = false;
+  std::optional<unsigned> coalesce;  // replies per wakeup to wait for; default iodepth / 8
 };
 
 constexpr const char* usage_text =
@@ -114,6 +117,11 @@ constexpr const char* usage_text =
     "                      per block in flight.\n"
     "  --no-structured-replies  do not ask for structured replies (asked for by default)\n"
     "  --extended-headers  ask for extended headers (not asked for by default)\n"
+    "  --coalesce=K        when replies arrive fewer than K at a time, sleep for the time K of\n"
+    "                      them take before the next recv(), instead of waking for each; only\n"
+    "                      with 2*K requests in flight, requests below 64 KiB. 0 or 1: never.\n"
+    "                      Default iodepth/8 (4 at --iodepth=32; off below 16). Latency is taken\n"
+    "                      when a reply is read, so it includes that sleep\n"
     "  --json              print one JSON object instead of the summary\n"
     "  -h, --help          this text\n"
     "\n"
@@ -124,7 +132,8 @@ constexpr const char* usage_text =
     "JSON keys: uri, rw, bs, iodepth, connections, rwmixread, offset, size, ramp_s, runtime_s,\n"
     "  structured_replies, extended_headers, ios, reads, writes, bytes, errors, iops,\n"
     "  bytes_per_s, mib_per_s, lat_min_us, lat_mean_us, lat_p50_us, lat_p99_us, lat_p999_us,\n"
-    "  lat_max_us, cpu_user_s, cpu_sys_s, cpu_us_per_io, verify, verified_reads,\n"
+    "  lat_max_us, cpu_user_s, cpu_sys_s, cpu_us_per_io, coalesce, recv_calls (blocking recv()\n"
+    "  calls in the window, all connections), naps (--coalesce sleeps), verify, verified_reads,\n"
     "  unverified_reads, mismatches, first_mismatch_offset (null when none), error (null or\n"
     "  the first error).\n"
     "\n"
@@ -211,6 +220,8 @@ options parse_options(int argc, char** argv) {
       o.offset = number(0, UINT64_MAX);
     } else if (name == "ios") {
       o.ios = number(1, UINT64_MAX);
+    } else if (name == "coalesce") {
+      o.coalesce = static_cast<unsigned>(number(0, nbdwire::max_in_flight));
     } else if (name == "seed") {
       o.seed = number(0, UINT64_MAX);
     } else {
@@ -218,6 +229,8 @@ options parse_options(int argc, char** argv) {
     }
   }
   if (o.uri_text.empty()) usage_error("no URI");
+  if (!o.coalesce) o.coalesce = o.iodepth / 8;
+  if (*o.coalesce < 2 || o.bs >= 64 * 1024) o.coalesce = 0;  // large payloads bypass the input buffer
   if (o.ios && !o.runtime_given) o.runtime = 0;
   if (!o.ios && o.runtime <= 0) usage_error("--runtime must be above 0 without --ios");
   if (o.verify && (o.bs < 16 || o.bs % 8 != 0)) usage_error("--verify needs --bs a multiple of 8, at least 16");
@@ -441,6 +454,7 @@ class worker {
   std::string mismatch_text, error_text, fatal;
   cpu_times cpu{};
   std::int64_t window_start = 0, window_end = 0;
+  std::uint64_t recv_calls = 0, naps = 0;  // in the window: blocking recv() calls that returned; sleeps
 
   [[nodiscard]] const nbdwire::negotiated& negotiated() const { return c_->negotiated(); }
 
@@ -521,6 +535,7 @@ class worker {
       if (!measuring && now >= p_->ramp_end) {
         measuring = true;
         cpu0_ = thread_cpu();
+        recv0_ = recv_calls_, naps0_ = naps_;
         window_start = p_->ramp_end;
       }
       if (!stopping && ((p_->deadline && now >= p_->deadline) || (quota_ && completed_ == quota_))) {
@@ -548,6 +563,18 @@ class worker {
         }
         flags = MSG_DONTWAIT;
       }
+      // Coalescing (--coalesce=K): the last wakeup brought fewer than K replies, so the server
+      // answers a few at a time. Sleep for the time K replies take (measured over the last
+      // wakeups) before the recv(), so that one wakeup takes K of them; the server keeps at
+      // least K requests to work on. A sleep and a wakeup cost the same for 1 reply or for K.
+      const unsigned k = *o_.coalesce;
+      if (ipos_ == iend_ && !flags && k && last_batch_ < k && c_->in_flight() >= 2 * k && gap_ns_ > 0) {
+        const std::int64_t nap = std::min<std::int64_t>(gap_ns_ * k, max_nap_ns);
+        timespec ts{0, static_cast<long>(nap)};
+        (void)nanosleep(&ts, nullptr);
+        ++naps_;
+      }
+      const std::uint64_t done_before = completed_;
       if (ipos_ == iend_) {
         const auto pay = c_->incoming_payload();
         ssize_t n;
@@ -566,6 +593,7 @@ class worker {
           }
           return set_fatal(errno == EAGAIN ? "no reply from the server for 30 s" : "recv: " + errno_text(errno));
         }
+        if (!flags) ++recv_calls_;
         if (n == 0) {
           const auto ev = c_->on_eof();
           if (ev.kind == nbdwire::event_kind::disconnected && stopping) break;
@@ -576,6 +604,14 @@ class worker {
       }
       now = now_ns();
       if (!drain_input(now)) return;
+      if (const std::uint64_t got = completed_ - done_before; got) {  // the time per reply, for the next sleep
+        if (prev_wake_) {
+          const std::int64_t sample = (now - prev_wake_) / static_cast<std::int64_t>(got);
+          gap_ns_ = gap_ns_ ? gap_ns_ + (sample - gap_ns_) / 8 : sample;
+        }
+        prev_wake_ = now;
+        last_batch_ = got;
+      }
       if (c_->finished()) break;
     }
     if (!stopping) end_measuring(last_done_);
@@ -584,6 +620,7 @@ class worker {
  private:
   static constexpr std::size_t in_cap = 256 * 1024;
   static constexpr std::uint64_t direct_min = 64 * 1024;
+  static constexpr std::int64_t max_nap_ns = 1000000;  // --coalesce sleeps at most 1 ms
 
   bool fail_with(std::string why) {
     fatal = std::move(why);
@@ -596,6 +633,7 @@ class worker {
   void end_measuring(std::int64_t at) {
     const cpu_times c1 = thread_cpu();
     cpu = {c1.user - cpu0_.user, c1.sys - cpu0_.sys};
+    recv_calls = recv_calls_ - recv0_, naps = naps_ - naps0_;
     window_end = std::max(at, window_start);
   }
   [[nodiscard]] bool output_queued() const { return !c_->pending_output().empty() || c_->pending_payload(); }
@@ -788,6 +826,9 @@ class worker {
   std::vector<unsigned> free_;
   std::uint64_t first_ = 0, count_ = 0, next_seq_ = 0, quota_ = 0, issued_ = 0, completed_ = 0;
   std::int64_t last_done_ = 0;
+  std::int64_t prev_wake_ = 0, gap_ns_ = 0;  // --coalesce: the last wakeup with replies, time per reply
+  std::uint64_t last_batch_ = 0;             // replies taken by the last wakeup with any
+  std::uint64_t recv_calls_ = 0, naps_ = 0, recv0_ = 0, naps0_ = 0;
   rng r_{1};
   cpu_times cpu0_{};
   std::string chunk_message_;
@@ -887,6 +928,7 @@ int main(int argc, char** argv) {
   histogram h;
   std::uint64_t ios = 0, reads = 0, writes = 0, bytes = 0, errors = 0, verified = 0, unverified = 0, mismatches = 0;
   double user = 0, sys = 0;
+  std::uint64_t recv_calls = 0, naps = 0;
   std::int64_t window = 0;
   std::optional<std::uint64_t> first_mismatch;
   std::string mismatch_text, first_error, fatal;
@@ -895,6 +937,7 @@ int main(int argc, char** argv) {
     ios += w->ios, reads += w->reads, writes += w->writes, bytes += w->bytes, errors += w->errors;
     verified += w->verified, unverified += w->unverified, mismatches += w->mismatches;
     user += w->cpu.user, sys += w->cpu.sys;
+    recv_calls += w->recv_calls, naps += w->naps;
     window = std::max(window, w->window_end - w->window_start);
     if (w->first_mismatch && (!first_mismatch || *w->first_mismatch < *first_mismatch))
       first_mismatch = w->first_mismatch, mismatch_text = w->mismatch_text;
@@ -916,6 +959,7 @@ int main(int argc, char** argv) {
         "\"errors\": %llu, \"iops\": %.1f, \"bytes_per_s\": %.0f, \"mib_per_s\": %.2f, \"lat_min_us\": %.3f, "
         "\"lat_mean_us\": %.3f, \"lat_p50_us\": %.3f, \"lat_p99_us\": %.3f, \"lat_p999_us\": %.3f, "
         "\"lat_max_us\": %.3f, \"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f, \"cpu_us_per_io\": %.3f, "
+        "\"coalesce\": %u, \"recv_calls\": %llu, \"naps\": %llu, "
         "\"verify\": %s, \"verified_reads\": %llu, \"unverified_reads\": %llu, \"mismatches\": %llu, "
         "\"first_mismatch_offset\": %s, \"error\": %s}\n",
         json_string(o.uri_text).c_str(), mode_name(o.rw).data(), static_cast<unsigned long long>(o.bs), o.iodepth,
@@ -925,7 +969,8 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(writes), static_cast<unsigned long long>(bytes),
         static_cast<unsigned long long>(errors), iops, bps, bps / 1048576.0, static_cast<double>(h.min()) / 1e3,
         h.mean() / 1e3, h.percentile(50) / 1e3, h.percentile(99) / 1e3, h.percentile(99.9) / 1e3,
-        static_cast<double>(h.max()) / 1e3, user, sys, cpu_per_io, o.verify ? "true" : "false",
+        static_cast<double>(h.max()) / 1e3, user, sys, cpu_per_io, *o.coalesce,
+        static_cast<unsigned long long>(recv_calls), static_cast<unsigned long long>(naps), o.verify ? "true" : "false",
         static_cast<unsigned long long>(verified), static_cast<unsigned long long>(unverified),
         static_cast<unsigned long long>(mismatches),
         first_mismatch ? std::to_string(*first_mismatch).c_str() : "null",
@@ -941,7 +986,9 @@ int main(int argc, char** argv) {
     std::printf("  latency: p50 %.1f us, p99 %.1f us, p99.9 %.1f us (min %.1f, mean %.1f, max %.1f)\n",
                 h.percentile(50) / 1e3, h.percentile(99) / 1e3, h.percentile(99.9) / 1e3,
                 static_cast<double>(h.min()) / 1e3, h.mean() / 1e3, static_cast<double>(h.max()) / 1e3);
-    std::printf("  client CPU: %.2f us per I/O (user %.3f s, system %.3f s)\n", cpu_per_io, user, sys);
+    std::printf("  client CPU: %.2f us per I/O (user %.3f s, system %.3f s); %.2f I/Os per recv(), %llu sleeps\n",
+                cpu_per_io, user, sys, recv_calls ? static_cast<double>(ios) / static_cast<double>(recv_calls) : 0.0,
+                static_cast<unsigned long long>(naps));
     if (o.verify)
       std::printf("  verify:  %llu reads checked, %llu not checkable (never written), %llu mismatches\n",
                   static_cast<unsigned long long>(verified), static_cast<unsigned long long>(unverified),

@@ -46,7 +46,7 @@ d = json.load(open(sys.argv[1]))
 bs = int(sys.argv[2])
 keys = """uri rw bs iodepth connections rwmixread offset size ramp_s runtime_s structured_replies
 extended_headers ios reads writes bytes errors iops bytes_per_s mib_per_s lat_min_us lat_mean_us
-lat_p50_us lat_p99_us lat_p999_us lat_max_us cpu_user_s cpu_sys_s cpu_us_per_io verify
+lat_p50_us lat_p99_us lat_p999_us lat_max_us cpu_user_s cpu_sys_s cpu_us_per_io coalesce recv_calls naps verify
 verified_reads unverified_reads mismatches first_mismatch_offset error""".split()
 missing = [k for k in keys if k not in d]
 assert not missing, f"missing keys {missing}"
