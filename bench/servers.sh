@@ -285,7 +285,7 @@ PY
 }
 
 results=$out/results.tsv
-printf 'round\ttransport\tworkload\tclient\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\tclient_cpu_s\tlat_p50_us\tlat_p99_us\n' >"$results"
+printf 'round\ttransport\tworkload\tclient\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\tclient_cpu_s\tlat_p50_us\tlat_p99_us\tload1\n' >"$results"
 
 for t in $transports; do
     for s in $servers; do start "$s" "$t"; done
@@ -319,8 +319,8 @@ for r in $(seq "$rounds"); do
                     ios=$(sed 's/^ios=\([0-9]*\).*/\1/' <<<"$line")
                     cpu=$(sed 's/.*server_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
                     ccpu=$(sed 's/.*client_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
-                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" - "$s" "$iops" "$bw" "$ios" \
-                        "$cpu" "$ccpu" - - >>"$results"
+                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" - "$s" "$iops" "$bw" "$ios" \
+                        "$cpu" "$ccpu" - - "$(cut -d' ' -f1 /proc/loadavg)" >>"$results"
                     say "round $r $t $w $s: $iops IOPS, cpu ${cpu}s"
                     continue
                 fi
@@ -340,9 +340,10 @@ for r in $(seq "$rounds"); do
                     sleep 0.2  # let a forking server reap the connection's child
                     c1=$(cpu_ticks "$p")
                     cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')
-                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$c" "$s" "$iops" "$bw" "$ios" \
-                        "$cpu" "$ccpu" "$p50" "$p99" >>"$results"
-                    say "round $r $t $w $s $c: $iops IOPS, server cpu ${cpu}s, client cpu ${ccpu}s"
+                    load=$(cut -d' ' -f1 /proc/loadavg)
+                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$c" "$s" "$iops" "$bw" "$ios" \
+                        "$cpu" "$ccpu" "$p50" "$p99" "$load" >>"$results"
+                    say "round $r $t $w $s $c: $iops IOPS, server cpu ${cpu}s, client cpu ${ccpu}s, load $load"
                 done
             done
         done
