@@ -5,7 +5,8 @@
 #
 #   bench/servers.sh [--build DIR] [--rounds N] [--runtime SECONDS] [--size SIZE]
 #                    [--transports "unix tcp"] [--workloads "NAME..."] [--servers "NAME..."]
-#                    [--clients "fio perf"] [--out DIR] [--alt BINARY] [--busy-poll USEC] [--tls]
+#                    [--clients "fio perf"] [--out DIR] [--alt BINARY] [--busy-poll USEC]
+#                    [--tls | --tls-plain]
 #
 # Installs nothing: it uses the peers found on PATH (missing ones are skipped with a note) and
 # nbdwire-server / nbdwire-socket-bound / nbdwire-perf from the build tree DIR (default
@@ -31,9 +32,13 @@
 # exports (--span), so large blocks miss the CPU caches as every server's storage does.
 #
 # --tls runs every server with TLS required, X.509 certificates made for the run by certtool
-# (nbdwire-server --tls=require, nbdkit --tls=require, qemu-nbd with a tls-creds-x509 object),
-# and fio connects with nbds:// URIs; the bound rows and nbd-server are left out by default
-# (and nbdwire-perf, which has no TLS).
+# (nbdwire-server --tls=require, nbdkit --tls=require, qemu-nbd with a tls-creds-x509 object);
+# fio and nbdwire-perf connect with nbds:// URIs, both finding the CA in $HOME/.pki/libnbd (a
+# HOME made for the run). The transports are then called unix+tls and tcp+tls in the results.
+# --tls-plain runs every server both ways in the same rounds, each transport in plaintext and
+# with TLS (unix, tcp, unix+tls, tcp+tls), so TLS can be stated as a ratio to plaintext. The
+# bound rows and nbd-server (which always asks for a client certificate) have no TLS variant,
+# and are left out of the default server list with either option.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -65,14 +70,17 @@ while [ $# -gt 0 ]; do
         --alt) alt=$2; shift 2 ;;
         --busy-poll) busy_poll=$2; shift 2 ;;
         --tls) tls=1; shift ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --tls-plain) tls=2; shift ;;
+        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "servers.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
 
 say() { echo "servers.sh: $*" >&2; }
-if [ "$tls" = 1 ] && [ "$servers_given" = 0 ]; then servers="nbdwire-mem nbdwire-file nbdkit-mem nbdkit-file qemu-nbd"; fi
-if [ "$tls" = 1 ] && [ "$clients_given" = 0 ]; then clients=fio; fi
+if [ "$tls" != 0 ] && [ "$servers_given" = 0 ]; then servers="nbdwire-mem nbdwire-file nbdkit-mem nbdkit-file qemu-nbd"; fi
+# TLS transports are named TRANSPORT+tls.
+if [ "$tls" = 1 ]; then transports=$(for t in $transports; do printf '%s+tls ' "$t"; done)
+elif [ "$tls" = 2 ]; then transports="$transports $(for t in $transports; do printf '%s+tls ' "$t"; done)"; fi
 for c in $clients; do
     case $c in fio|perf) ;; *) say "unknown client $c (fio or perf)"; exit 2 ;; esac
 done
@@ -108,7 +116,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ "$tls" = 1 ]; then
+if [ "$tls" != 0 ]; then
     command -v certtool >/dev/null || { say "--tls needs certtool (gnutls-bin)"; exit 1; }
     pki=$work/pki
     mkdir -p "$pki/server" "$pki/client"
@@ -151,20 +159,21 @@ wait_ready() {  # wait_ready TRANSPORT ADDR PID
 declare -A uri pid_of
 # start SERVER TRANSPORT: starts one server instance; sets uri[] and pid_of[] (or skips it).
 start() {
-    local s=$1 t=$2 key=$1/$2 addr img p listen e
-    if [ "$t" = unix ]; then addr=$work/$s.sock; else addr=$(free_port); fi
+    local s=$1 t=$2 key=$1/$2 addr img p listen e bt=${2%+tls} tls_on=0
+    [ "$t" = "$bt" ] || tls_on=1
+    if [ "$bt" = unix ]; then addr=$work/$s-$t.sock; else addr=$(free_port); fi
     img=$work/img/$s-$t.img
     case $s in
         nbdwire-*|nbdkit-*|qemu-nbd|nbd-server) ;;
         *) return 0 ;;
     esac
     case $s in *-file|*-file-alt|qemu-nbd|nbd-server) cp "$work/img/base" "$img" ;; esac
-    if [ "$t" = unix ]; then listen=(--unix "$addr"); else listen=(--listen "127.0.0.1:$addr"); fi
+    if [ "$bt" = unix ]; then listen=(--unix "$addr"); else listen=(--listen "127.0.0.1:$addr"); fi
     local bin=$build/examples/nbdwire-server
     case $s in *-alt) bin=$alt ;; esac
     # TLS arguments of each server (--tls).
     local wtls=() ktls=() qtls=()
-    if [ "$tls" = 1 ]; then
+    if [ "$tls_on" = 1 ]; then
         wtls=(--tls=require "--tls-certificates=$pki/server")
         ktls=(--tls=require "--tls-certificates=$pki/server")
         qtls=(--object "tls-creds-x509,id=tls0,dir=$pki/server,endpoint=server,verify-peer=off" --tls-creds tls0)
@@ -179,21 +188,21 @@ start() {
             p=$! ;;
         nbdkit-*)
             have nbdkit || { say "nbdkit not installed: skipping $s"; return 0; }
-            if [ "$t" = unix ]; then listen=(-U "$addr"); else listen=(-i 127.0.0.1 -p "$addr"); fi
+            if [ "$bt" = unix ]; then listen=(-U "$addr"); else listen=(-i 127.0.0.1 -p "$addr"); fi
             if [ "$s" = nbdkit-mem ]; then nbdkit -f "${listen[@]}" "${ktls[@]}" memory "$bytes" >"$work/$s-$t.log" 2>&1 &
             else nbdkit -f "${listen[@]}" "${ktls[@]}" file "$img" >"$work/$s-$t.log" 2>&1 &
             fi
             p=$! ;;
         qemu-nbd)
             have qemu-nbd || { say "qemu-nbd not installed: skipping"; return 0; }
-            if [ "$t" = unix ]; then listen=(-k "$addr"); else listen=(-b 127.0.0.1 -p "$addr"); fi
+            if [ "$bt" = unix ]; then listen=(-k "$addr"); else listen=(-b 127.0.0.1 -p "$addr"); fi
             qemu-nbd -f raw -t -x e "${listen[@]}" "${qtls[@]}" "$img" >"$work/$s-$t.log" 2>&1 &
             p=$! ;;
         nbd-server)
             have nbd-server || { say "nbd-server not installed: skipping"; return 0; }
             {
                 echo "[generic]"
-                if [ "$t" = unix ]; then echo "    unixsock = $addr"
+                if [ "$bt" = unix ]; then echo "    unixsock = $addr"
                 else echo "    listenaddr = 127.0.0.1"; echo "    port = $addr"; fi
                 echo "[e]"
                 echo "    exportname = $img"
@@ -207,14 +216,14 @@ start() {
             p=$(cat "$work/$s-$t.pid") ;;
     esac
     pids+=("$p")
-    if ! wait_ready "$t" "$addr" "$p"; then
+    if ! wait_ready "$bt" "$addr" "$p"; then
         say "$s ($t) did not start:"; cat "$work/$s-$t.log" >&2; return 0
     fi
     pid_of[$key]=$p
     case $s in nbdkit-*) e="" ;; *) e=e ;; esac
-    if [ "$tls" = 1 ]; then
-        if [ "$t" = unix ]; then uri[$key]="nbds+unix:///$e?socket=$addr"; else uri[$key]="nbds://localhost:$addr/$e"; fi
-    elif [ "$t" = unix ]; then uri[$key]="nbd+unix:///$e?socket=$addr"; else uri[$key]="nbd://127.0.0.1:$addr/$e"; fi
+    if [ "$tls_on" = 1 ]; then
+        if [ "$bt" = unix ]; then uri[$key]="nbds+unix:///$e?socket=$addr"; else uri[$key]="nbds://localhost:$addr/$e"; fi
+    elif [ "$bt" = unix ]; then uri[$key]="nbd+unix:///$e?socket=$addr"; else uri[$key]="nbd://127.0.0.1:$addr/$e"; fi
 }
 
 # workload NAME -> fio arguments, and the socket-bound arguments.
@@ -285,7 +294,7 @@ PY
 }
 
 results=$out/results.tsv
-printf 'round\ttransport\tworkload\tclient\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\tclient_cpu_s\tlat_p50_us\tlat_p99_us\n' >"$results"
+printf 'round\ttransport\tworkload\tclient\tserver\tiops\tbytes_per_s\tios\tserver_cpu_s\tclient_cpu_s\tlat_p50_us\tlat_p99_us\tload1\n' >"$results"
 
 for t in $transports; do
     for s in $servers; do start "$s" "$t"; done
@@ -311,6 +320,7 @@ for r in $(seq "$rounds"); do
         for w in $workloads; do
             for s in "${order[@]}"; do
                 if [ "$s" = bound ] || [ "$s" = bound-storage ]; then
+                    [ "$t" = "${t%+tls}" ] || continue  # no TLS variant
                     span=0
                     [ "$s" = bound-storage ] && span=$bytes
                     line=$("$build/bench/nbdwire-socket-bound" "--$t" $(bound_args "$w") --seconds "$runtime" --span "$span")
@@ -319,8 +329,8 @@ for r in $(seq "$rounds"); do
                     ios=$(sed 's/^ios=\([0-9]*\).*/\1/' <<<"$line")
                     cpu=$(sed 's/.*server_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
                     ccpu=$(sed 's/.*client_cpu_s=\([0-9.]*\).*/\1/' <<<"$line")
-                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" - "$s" "$iops" "$bw" "$ios" \
-                        "$cpu" "$ccpu" - - >>"$results"
+                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" - "$s" "$iops" "$bw" "$ios" \
+                        "$cpu" "$ccpu" - - "$(cut -d' ' -f1 /proc/loadavg)" >>"$results"
                     say "round $r $t $w $s: $iops IOPS, cpu ${cpu}s"
                     continue
                 fi
@@ -340,9 +350,10 @@ for r in $(seq "$rounds"); do
                     sleep 0.2  # let a forking server reap the connection's child
                     c1=$(cpu_ticks "$p")
                     cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN { printf "%.3f", (b - a) / hz }')
-                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$c" "$s" "$iops" "$bw" "$ios" \
-                        "$cpu" "$ccpu" "$p50" "$p99" >>"$results"
-                    say "round $r $t $w $s $c: $iops IOPS, server cpu ${cpu}s, client cpu ${ccpu}s"
+                    load=$(cut -d' ' -f1 /proc/loadavg)
+                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$w" "$c" "$s" "$iops" "$bw" "$ios" \
+                        "$cpu" "$ccpu" "$p50" "$p99" "$load" >>"$results"
+                    say "round $r $t $w $s $c: $iops IOPS, server cpu ${cpu}s, client cpu ${ccpu}s, load $load"
                 done
             done
         done

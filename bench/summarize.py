@@ -10,7 +10,8 @@ generator's own) CPU seconds per million I/Os. Then, per load generator, the sub
 the best peer in each round (the best of every server whose name does not start with
 "nbdwire" and is not the bound), and against the bound. Then nbdwire-perf against fio on the
 same server in the same round: client CPU per I/O (perf / fio), rate (perf / fio) and median
-p50 latency of each.
+p50 latency of each. With TLS transports (TRANSPORT+tls, servers.sh --tls-plain), each server
+over TLS against itself in plaintext in the same round: rate and server CPU per I/O.
 
 The bound rows (nbdwire-socket-bound) have no load generator ("-"): they appear in every
 load generator's tables. Results from before the client column count as fio.
@@ -153,6 +154,37 @@ def main():
                 print(f"| {t} | {w} | {s} | {med(fc, '%.1f')} | {med(pc, '%.1f')} | {med(cr, '%.2f')} | "
                       f"{med(rr, '%.2f')} | {f'{min(rr):.2f}-{max(rr):.2f}' if rr else '-'} | "
                       f"{med(fl, '%.1f')} | {med(pl, '%.1f')} |")
+
+    # TLS against plaintext: the same server, load generator and workload in the same round.
+    tls_keys = [k for k in order if k[0].endswith("+tls") and (k[0][:-4], k[1], k[2]) in data]
+    if tls_keys:
+        print("\nTLS against plaintext: the same server and load generator in the same round (medians of per-round ratios)")
+        print("| transport | workload | load generator | server | TLS rate | TLS / plain rate | min-max | "
+              "TLS / plain server CPU per I/O | TLS server CPU s / M I/O | TLS client CPU s / M I/O |")
+        print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+        for t, w, c in tls_keys:
+            big = "1m" in w
+            unit = "GiB/s" if big else "kIOPS"
+            tls, plain = data[(t, w, c)], data[(t[:-4], w, c)]
+            for s, by_round in tls.items():
+                rr, cr, vals, cpu, ccpu = [], [], [], [], []
+                for rd, r in by_round.items():
+                    vals.append(rate(r, big))
+                    if (v := per_io(r, "server_cpu_s")) is not None:
+                        cpu.append(v)
+                    if (v := per_io(r, "client_cpu_s")) is not None:
+                        ccpu.append(v)
+                    p = plain.get(s, {}).get(rd)
+                    if not p:
+                        continue
+                    if rate(p, big) > 0:
+                        rr.append(rate(r, big) / rate(p, big))
+                    a_cpu, b_cpu = per_io(r, "server_cpu_s"), per_io(p, "server_cpu_s")
+                    if a_cpu is not None and b_cpu:
+                        cr.append(a_cpu / b_cpu)
+                print(f"| {t} | {w} | {NAMES.get(c, c)} | {s} | {med(vals, '%.2f')} {unit} | {med(rr, '%.2f')} | "
+                      f"{f'{min(rr):.2f}-{max(rr):.2f}' if rr else '-'} | {med(cr, '%.2f')} | {med(cpu, '%.1f')} | "
+                      f"{med(ccpu, '%.1f')} |")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@
 // the requests and decodes the replies. A burst of requests goes out in one sendmsg() (headers
 // from the machine's outbox and WRITE data from the slot buffers, nbdwire::send_plan); replies
 // come in with one recv() into a 256 KiB buffer (large READ data straight into its slot
-// buffer). Latency is taken from CLOCK_MONOTONIC once per burst sent and once per recv(), into
-// a log-linear histogram; CPU per I/O is the threads' user + system time (RUSAGE_THREAD) over
+// buffer). When replies come a few at a time (a slow server), the connection sleeps for the
+// time several of them take before the next recv() (--coalesce), so one wakeup takes several:
+// the sleep and the wakeup are most of a blocking client's CPU per I/O. Latency is taken from
+// CLOCK_MONOTONIC once per burst sent and once per recv(), into a log-linear histogram; CPU per I/O is the threads' user + system time (RUSAGE_THREAD) over
 // the measured window divided by the I/Os completed in it. `--help` documents the options,
 // the output and the exit codes; bench/README.md has the same.
 #include <nbdwire/nbdwire.hpp>
@@ -46,6 +48,11 @@
 #include <vector>
 
 #include "../../examples/sockets/common.hpp"  // parse_size: the sizes every nbdwire tool takes
+#if NBDWIRE_PERF_TLS
+#include <fcntl.h>
+
+#include "../../examples/sockets/tls_uri.hpp"  // nbds:// URIs, credentials, STARTTLS (GnuTLS)
+#endif
 
 namespace {
 
@@ -85,12 +92,15 @@ struct options {
   std::uint64_t seed = 1;
   bool structured_replies = true;
   bool extended_headers = false;
+  std::optional<unsigned> coalesce;  // replies per wakeup to wait for; default iodepth / 8
 };
 
 constexpr const char* usage_text =
     "usage: nbdwire-perf URI [OPTIONS]\n"
     "\n"
-    "An NBD load generator. URI is nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH.\n"
+    "An NBD load generator. URI is nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH,\n"
+    "or nbds:// and nbds+unix:// for TLS, with nbdwire-client's tls-* parameters (tls-certificates=DIR,\n"
+    "tls-psk-file=FILE, tls-hostname=, tls-verify-peer=, tls-type=).\n"
     "Options take --name=value or --name value. SIZE accepts k, m, g, t (binary: 4k = 4096).\n"
     "\n"
     "  --rw=MODE           randread (default), randwrite, read, write, randrw, rw\n"
@@ -114,6 +124,11 @@ constexpr const char* usage_text =
     "                      per block in flight.\n"
     "  --no-structured-replies  do not ask for structured replies (asked for by default)\n"
     "  --extended-headers  ask for extended headers (not asked for by default)\n"
+    "  --coalesce=K        when replies arrive fewer than K at a time, sleep for the time K of\n"
+    "                      them take before the next recv(), instead of waking for each; only\n"
+    "                      with 2*K requests in flight, requests below 64 KiB. 0 or 1: never.\n"
+    "                      Default iodepth/8 (4 at --iodepth=32; off below 16). Latency is taken\n"
+    "                      when a reply is read, so it includes that sleep\n"
     "  --json              print one JSON object instead of the summary\n"
     "  -h, --help          this text\n"
     "\n"
@@ -124,7 +139,8 @@ constexpr const char* usage_text =
     "JSON keys: uri, rw, bs, iodepth, connections, rwmixread, offset, size, ramp_s, runtime_s,\n"
     "  structured_replies, extended_headers, ios, reads, writes, bytes, errors, iops,\n"
     "  bytes_per_s, mib_per_s, lat_min_us, lat_mean_us, lat_p50_us, lat_p99_us, lat_p999_us,\n"
-    "  lat_max_us, cpu_user_s, cpu_sys_s, cpu_us_per_io, verify, verified_reads,\n"
+    "  lat_max_us, cpu_user_s, cpu_sys_s, cpu_us_per_io, coalesce, recv_calls (blocking recv()\n"
+    "  calls in the window, all connections), naps (--coalesce sleeps), verify, verified_reads,\n"
     "  unverified_reads, mismatches, first_mismatch_offset (null when none), error (null or\n"
     "  the first error).\n"
     "\n"
@@ -211,6 +227,8 @@ options parse_options(int argc, char** argv) {
       o.offset = number(0, UINT64_MAX);
     } else if (name == "ios") {
       o.ios = number(1, UINT64_MAX);
+    } else if (name == "coalesce") {
+      o.coalesce = static_cast<unsigned>(number(0, nbdwire::max_in_flight));
     } else if (name == "seed") {
       o.seed = number(0, UINT64_MAX);
     } else {
@@ -218,6 +236,8 @@ options parse_options(int argc, char** argv) {
     }
   }
   if (o.uri_text.empty()) usage_error("no URI");
+  if (!o.coalesce) o.coalesce = o.iodepth / 8;
+  if (*o.coalesce < 2 || o.bs >= 64 * 1024) o.coalesce = 0;  // large payloads bypass the input buffer
   if (o.ios && !o.runtime_given) o.runtime = 0;
   if (!o.ios && o.runtime <= 0) usage_error("--runtime must be above 0 without --ios");
   if (o.verify && (o.bs < 16 || o.bs % 8 != 0)) usage_error("--verify needs --bs a multiple of 8, at least 16");
@@ -418,18 +438,29 @@ struct aligned_free {
   void operator()(std::byte* p) const { std::free(p); }
 };
 
+#if NBDWIRE_PERF_TLS
+using tls_credentials_ptr = std::shared_ptr<const examples::tls_credentials>;
+#else
+using tls_credentials_ptr = std::shared_ptr<const void>;
+#endif
+
 class worker {
  public:
-  worker(const nbdwire::uri& u, const options& o, unsigned index) : u_(u), o_(o), index_(index) {
+  worker(const nbdwire::uri& u, const options& o, unsigned index, nbdwire::client_tls tls, tls_credentials_ptr creds)
+      : u_(u), o_(o), index_(index), creds_(std::move(creds)) {
     nbdwire::client_config cfg;
     cfg.request_structured_replies = o.structured_replies;
     cfg.request_extended_headers = o.extended_headers;
+    cfg.tls = tls;
     c_ = std::make_unique<nbdwire::client>(cfg);
     in_.reset(static_cast<std::byte*>(std::aligned_alloc(4096, in_cap)));
   }
   worker(const worker&) = delete;
   worker& operator=(const worker&) = delete;
   ~worker() {
+#if NBDWIRE_PERF_TLS
+    if (tls_) tls_->bye();
+#endif
     if (fd_ >= 0) close(fd_);
   }
 
@@ -441,6 +472,7 @@ class worker {
   std::string mismatch_text, error_text, fatal;
   cpu_times cpu{};
   std::int64_t window_start = 0, window_end = 0;
+  std::uint64_t recv_calls = 0, naps = 0;  // in the window: blocking recv() calls that returned; sleeps
 
   [[nodiscard]] const nbdwire::negotiated& negotiated() const { return c_->negotiated(); }
 
@@ -452,40 +484,83 @@ class worker {
     (void)setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     const std::string name = "export '" + std::string(u_.export_name()) + "'";
     for (;;) {
+#if NBDWIRE_PERF_TLS
+      if (tls_) {
+        if (examples::send_queued_tls(*tls_, *c_) != examples::send_status::done)
+          return fail_with("send: " + (errno == EIO ? tls_->error() : errno_text(errno)));
+      } else
+#endif
       for (auto out = c_->pending_output(); !out.empty(); out = c_->pending_output()) {
         const ssize_t n = send(fd_, out.data(), out.size(), MSG_NOSIGNAL);
         if (n < 0) return fail_with("send: " + errno_text(errno));
         c_->consume_output(static_cast<std::size_t>(n));
       }
-      const ssize_t got = recv(fd_, in_.get(), in_cap, 0);
-      if (got < 0) return fail_with("handshake: " + errno_text(errno));
+      const ssize_t got = receive(in_.get(), in_cap);
+      if (got < 0) {
+#if NBDWIRE_PERF_TLS
+        if (tls_) return fail_with(name + ": " + (errno == EIO && tls_->error().find("alert") != std::string::npos
+                                                      ? tls_->error()
+                                                      : std::string(examples::tls_closed_text)));
+#endif
+        return fail_with("handshake: " + errno_text(errno));
+      }
       if (got == 0) {
+#if NBDWIRE_PERF_TLS
+        if (tls_) return fail_with(name + ": " + examples::tls_closed_text);
+#endif
         const auto ev = c_->on_eof();
         return fail_with(name + ": the server closed the connection during the handshake" +
                          (ev.kind == nbdwire::event_kind::failed ? " (" + std::string(to_string(ev.error)) + ")" : ""));
       }
       nbdwire::bytes_view in(in_.get(), static_cast<std::size_t>(got));
       nbdwire::receive_result r;
+      bool tls_began = false;  // then the machine is asked again (with no input) for its next step
       do {
+        tls_began = false;
         r = c_->receive(in);
         in = in.subspan(r.consumed);
         switch (r.ev.kind) {
+          case nbdwire::event_kind::start_tls:  // STARTTLS acknowledged: the rest of the input is TLS's
+#if NBDWIRE_PERF_TLS
+            try {
+              tls_ = examples::start_client_tls(fd_, *c_, in, creds_);
+            } catch (const examples::failure& e) {
+              return fail_with(name + ": " + e.what());
+            }
+            in = {};
+            tls_began = true;
+            break;
+#else
+            return fail_with(name + ": this nbdwire-perf has no TLS");
+#endif
           case nbdwire::event_kind::greeting:
             if (const auto g = c_->go(u_.export_name()); !g) return fail_with("GO: " + std::string(to_string(g.error())));
             break;
           case nbdwire::event_kind::option_refused:
+            if (r.ev.reply == nbdwire::reply_type::err_tls_reqd)
+              return fail_with(name + ": the server requires TLS (use nbds:// or nbds+unix://)");
             return fail_with(name + " refused: " + std::string(to_string(r.ev.reply)) +
                              (r.ev.data.empty() ? "" : ": " + std::string(reinterpret_cast<const char*>(r.ev.data.data()),
                                                                         r.ev.data.size())));
           case nbdwire::event_kind::ready:
             if (!in.empty()) return fail_with(name + ": the server sent data before any request");
+#if NBDWIRE_PERF_TLS
+            // TLS: the socket is non-blocking from here (a blocking send() inside GnuTLS could
+            // wait for a server that waits for us to read); run() waits in poll().
+            if (tls_ && fcntl(fd_, F_SETFL, fcntl(fd_, F_GETFL) | O_NONBLOCK) != 0)
+              return fail_with("fcntl: " + errno_text(errno));
+#endif
             return true;
-          case nbdwire::event_kind::failed: return fail_with(name + ": " + std::string(to_string(r.ev.error)));
+          case nbdwire::event_kind::failed:
+#if NBDWIRE_PERF_TLS
+            if (const auto t = examples::tls_failure_text(r.ev.error)) return fail_with(name + ": " + *t);
+#endif
+            return fail_with(name + ": " + std::string(to_string(r.ev.error)));
           case nbdwire::event_kind::closed:
           case nbdwire::event_kind::disconnected: return fail_with(name + ": the server ended the handshake");
           default: break;
         }
-      } while (r.call_again());
+      } while (tls_began || r.call_again());
     }
   }
 
@@ -521,6 +596,7 @@ class worker {
       if (!measuring && now >= p_->ramp_end) {
         measuring = true;
         cpu0_ = thread_cpu();
+        recv0_ = recv_calls_, naps0_ = naps_;
         window_start = p_->ramp_end;
       }
       if (!stopping && ((p_->deadline && now >= p_->deadline) || (quota_ && completed_ == quota_))) {
@@ -535,10 +611,25 @@ class worker {
       if (!send_output()) return;
       const bool queued = output_queued();
       if (disc && !queued) break;  // NBD_CMD_DISC is out and nothing is in flight: done
-      // Wait for input, or for room to send when output is queued (then without blocking in recv).
+      // Coalescing (--coalesce=K): the last wakeup brought fewer than K replies, so the server
+      // answers a few at a time. Sleep for the time K replies take (measured over the last
+      // wakeups) before the recv(), so that one wakeup takes K of them; the server keeps at
+      // least K requests to work on. A sleep and a wakeup cost the same for 1 reply or for K.
+      const unsigned k = *o_.coalesce;
+      if (ipos_ == iend_ && !queued && k && last_batch_ < k && c_->in_flight() >= 2 * k && gap_ns_ > 0 &&
+          (!tls_active() || (tls_drained_ && !tls_pending()))) {
+        const std::int64_t nap = std::min<std::int64_t>(gap_ns_ * k, max_nap_ns);
+        timespec ts{0, static_cast<long>(nap)};
+        (void)nanosleep(&ts, nullptr);
+        ++naps_;
+      }
+      // Wait for input, or for room to send when output is queued (then without blocking in
+      // recv). Over TLS the socket is non-blocking: wait in poll() unless TLS holds decrypted
+      // input already.
       int flags = 0;
-      if (queued) {
-        pollfd pf{fd_, POLLIN | POLLOUT, 0};
+      const bool must_poll = queued || (tls_active() && ipos_ == iend_ && tls_drained_ && !tls_pending());
+      if (must_poll) {
+        pollfd pf{fd_, static_cast<short>(POLLIN | (queued ? POLLOUT : 0)), 0};
         const int pr = poll(&pf, 1, 30000);
         if (pr < 0 && errno != EINTR) return set_fatal("poll: " + errno_text(errno));
         if (pr == 0) return set_fatal("the server took nothing and sent nothing for 30 s");
@@ -548,23 +639,36 @@ class worker {
         }
         flags = MSG_DONTWAIT;
       }
+      if (tls_active()) flags = MSG_DONTWAIT;
       if (ipos_ == iend_) {
         const auto pay = c_->incoming_payload();
         ssize_t n;
         if (pay && pay->length >= direct_min) {  // large READ data: straight into its slot buffer
           slot& s = slots_[pay->tag];
-          n = recv(fd_, s.buf + (pay->offset - s.offset), static_cast<std::size_t>(pay->length), flags);
+          n = receive(s.buf + (pay->offset - s.offset), static_cast<std::size_t>(pay->length), flags);
           if (n > 0) (void)c_->consume_incoming_payload(static_cast<std::uint64_t>(n));
         } else {
-          n = recv(fd_, in_.get(), in_cap, flags);
+          n = receive(in_.get(), in_cap, flags);
           if (n > 0) ipos_ = 0, iend_ = static_cast<std::size_t>(n);
         }
         if (n < 0) {
           if (errno == EINTR || (flags && errno == EAGAIN)) {
             now = now_ns();
+            if (tls_active() && errno == EAGAIN) {  // TLS: the wakeup has taken all there was
+              tls_drained_ = true;
+              end_wakeup(now);
+            }
             continue;
           }
-          return set_fatal(errno == EAGAIN ? "no reply from the server for 30 s" : "recv: " + errno_text(errno));
+          return set_fatal(errno == EAGAIN ? "no reply from the server for 30 s"
+                           : tls_active() && errno == EIO ? "TLS: " + tls_error()
+                                                          : "recv: " + errno_text(errno));
+        }
+        if (tls_active()) {
+          if (tls_drained_) ++recv_calls_;  // the first read after a wait
+          tls_drained_ = false;
+        } else if (!flags) {
+          ++recv_calls_;
         }
         if (n == 0) {
           const auto ev = c_->on_eof();
@@ -575,7 +679,10 @@ class worker {
         }
       }
       now = now_ns();
+      const std::uint64_t done_before = completed_;
       if (!drain_input(now)) return;
+      wake_replies_ += completed_ - done_before;
+      if (!tls_active()) end_wakeup(now);  // TLS reads one record per call: its wakeup ends at EAGAIN
       if (c_->finished()) break;
     }
     if (!stopping) end_measuring(last_done_);
@@ -584,6 +691,47 @@ class worker {
  private:
   static constexpr std::size_t in_cap = 256 * 1024;
   static constexpr std::uint64_t direct_min = 64 * 1024;
+  static constexpr std::int64_t max_nap_ns = 1000000;  // --coalesce sleeps at most 1 ms
+
+  [[nodiscard]] bool tls_active() const {
+#if NBDWIRE_PERF_TLS
+    return tls_ != nullptr;
+#else
+    return false;
+#endif
+  }
+  [[nodiscard]] bool tls_pending() const {
+#if NBDWIRE_PERF_TLS
+    return tls_ && tls_->pending() > 0;
+#else
+    return false;
+#endif
+  }
+  [[nodiscard]] std::string tls_error() const {
+#if NBDWIRE_PERF_TLS
+    if (tls_) return tls_->error();
+#endif
+    return {};
+  }
+  /// recv() from the socket, or from the TLS session (always non-blocking; `flags` unused).
+  ssize_t receive(void* dst, std::size_t len, int flags = 0) {
+#if NBDWIRE_PERF_TLS
+    if (tls_) return tls_->recv(dst, len);
+#endif
+    return recv(fd_, dst, len, flags);
+  }
+
+  /// A wakeup ends: the time per reply since the last one that brought any (for --coalesce).
+  void end_wakeup(std::int64_t now) {
+    if (wake_replies_ == 0) return;
+    if (prev_wake_) {
+      const std::int64_t sample = (now - prev_wake_) / static_cast<std::int64_t>(wake_replies_);
+      gap_ns_ = gap_ns_ ? gap_ns_ + (sample - gap_ns_) / 8 : sample;
+    }
+    prev_wake_ = now;
+    last_batch_ = wake_replies_;
+    wake_replies_ = 0;
+  }
 
   bool fail_with(std::string why) {
     fatal = std::move(why);
@@ -596,6 +744,7 @@ class worker {
   void end_measuring(std::int64_t at) {
     const cpu_times c1 = thread_cpu();
     cpu = {c1.user - cpu0_.user, c1.sys - cpu0_.sys};
+    recv_calls = recv_calls_ - recv0_, naps = naps_ - naps0_;
     window_end = std::max(at, window_start);
   }
   [[nodiscard]] bool output_queued() const { return !c_->pending_output().empty() || c_->pending_payload(); }
@@ -657,11 +806,20 @@ class worker {
 
   /// Headers from the outbox and WRITE data from the slot buffers, one sendmsg() per plan.
   bool send_output() {
+    const auto map = [&](const nbdwire::payload_span& p) {
+      const slot& s = slots_[p.tag];
+      return nbdwire::bytes_view{s.buf + (p.offset - s.offset), static_cast<std::size_t>(p.length)};
+    };
+#if NBDWIRE_PERF_TLS
+    if (tls_) {  // one TLS record (at most 16 KiB) per send(), as nbdwire-client sends
+      const auto st = examples::send_queued_tls(*tls_, *c_, map, [](const nbdwire::payload_span&) {});
+      if (st != examples::send_status::failed) return true;  // done, or the socket is full
+      set_fatal("send: " + (errno == EIO ? "TLS: " + tls_->error() : errno_text(errno)));
+      return false;
+    }
+#endif
     for (;;) {
-      nbdwire::send_plan<64> plan(*c_, [&](const nbdwire::payload_span& p) {
-        const slot& s = slots_[p.tag];
-        return nbdwire::bytes_view{s.buf + (p.offset - s.offset), static_cast<std::size_t>(p.length)};
-      });
+      nbdwire::send_plan<64> plan(*c_, map);
       if (plan.empty()) return true;
       iovec iov[64];
       msghdr mh{};
@@ -788,9 +946,18 @@ class worker {
   std::vector<unsigned> free_;
   std::uint64_t first_ = 0, count_ = 0, next_seq_ = 0, quota_ = 0, issued_ = 0, completed_ = 0;
   std::int64_t last_done_ = 0;
+  std::int64_t prev_wake_ = 0, gap_ns_ = 0;  // --coalesce: the last wakeup with replies, time per reply
+  std::uint64_t last_batch_ = 0;             // replies taken by the last wakeup with any
+  std::uint64_t wake_replies_ = 0;           // replies taken by this wakeup so far
+  bool tls_drained_ = true;                  // TLS: the last read found nothing (wait in poll next)
+  std::uint64_t recv_calls_ = 0, naps_ = 0, recv0_ = 0, naps0_ = 0;
   rng r_{1};
   cpu_times cpu0_{};
   std::string chunk_message_;
+  tls_credentials_ptr creds_;
+#if NBDWIRE_PERF_TLS
+  std::unique_ptr<examples::tls_session> tls_;
+#endif
 };
 
 // ---- output ---------------------------------------------------------------------------------
@@ -815,11 +982,33 @@ int main(int argc, char** argv) {
   const options o = parse_options(argc, argv);
   const auto u = nbdwire::parse_uri(o.uri_text);
   if (!u) usage_error("bad URI " + o.uri_text + ": " + std::string(to_string(u.error())));
-  if (u->wants_tls()) usage_error("TLS (nbds://, tls-* parameters) is not supported by nbdwire-perf");
   if (u->transport == nbdwire::uri_transport::vsock) usage_error("vsock URIs are not supported by nbdwire-perf");
+  // TLS: nbds:// requires it, nbd:// with tls-certificates= or tls-psk-file= tries it; the
+  // URI's TLS settings as nbdwire-client takes them, credentials loaded once for all connections.
+  nbdwire::client_tls tls = nbdwire::client_tls::off;
+  tls_credentials_ptr creds;
+  if (u->wants_tls()) {
+#if NBDWIRE_PERF_TLS
+    examples::client_uri cu;
+    try {
+      cu = examples::parse_client_uri(o.uri_text);
+    } catch (const examples::failure& e) {
+      usage_error(e.what());
+    }
+    tls = examples::tls_policy(cu);
+    try {
+      if (examples::may_use_tls(cu)) creds = examples::client_credentials(cu.tls_config);
+    } catch (const examples::failure& e) {
+      std::fprintf(stderr, "nbdwire-perf: %s\n", e.what());
+      return 1;
+    }
+#else
+    usage_error("TLS (nbds://, tls-* parameters): this nbdwire-perf was built without GnuTLS");
+#endif
+  }
 
   std::vector<std::unique_ptr<worker>> workers;
-  for (unsigned i = 0; i < o.connections; ++i) workers.push_back(std::make_unique<worker>(*u, o, i));
+  for (unsigned i = 0; i < o.connections; ++i) workers.push_back(std::make_unique<worker>(*u, o, i, tls, creds));
   plan p;
   p.o = &o;
   std::vector<std::uint32_t> gens;
@@ -887,6 +1076,7 @@ int main(int argc, char** argv) {
   histogram h;
   std::uint64_t ios = 0, reads = 0, writes = 0, bytes = 0, errors = 0, verified = 0, unverified = 0, mismatches = 0;
   double user = 0, sys = 0;
+  std::uint64_t recv_calls = 0, naps = 0;
   std::int64_t window = 0;
   std::optional<std::uint64_t> first_mismatch;
   std::string mismatch_text, first_error, fatal;
@@ -895,6 +1085,7 @@ int main(int argc, char** argv) {
     ios += w->ios, reads += w->reads, writes += w->writes, bytes += w->bytes, errors += w->errors;
     verified += w->verified, unverified += w->unverified, mismatches += w->mismatches;
     user += w->cpu.user, sys += w->cpu.sys;
+    recv_calls += w->recv_calls, naps += w->naps;
     window = std::max(window, w->window_end - w->window_start);
     if (w->first_mismatch && (!first_mismatch || *w->first_mismatch < *first_mismatch))
       first_mismatch = w->first_mismatch, mismatch_text = w->mismatch_text;
@@ -916,6 +1107,7 @@ int main(int argc, char** argv) {
         "\"errors\": %llu, \"iops\": %.1f, \"bytes_per_s\": %.0f, \"mib_per_s\": %.2f, \"lat_min_us\": %.3f, "
         "\"lat_mean_us\": %.3f, \"lat_p50_us\": %.3f, \"lat_p99_us\": %.3f, \"lat_p999_us\": %.3f, "
         "\"lat_max_us\": %.3f, \"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f, \"cpu_us_per_io\": %.3f, "
+        "\"coalesce\": %u, \"recv_calls\": %llu, \"naps\": %llu, "
         "\"verify\": %s, \"verified_reads\": %llu, \"unverified_reads\": %llu, \"mismatches\": %llu, "
         "\"first_mismatch_offset\": %s, \"error\": %s}\n",
         json_string(o.uri_text).c_str(), mode_name(o.rw).data(), static_cast<unsigned long long>(o.bs), o.iodepth,
@@ -925,7 +1117,8 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(writes), static_cast<unsigned long long>(bytes),
         static_cast<unsigned long long>(errors), iops, bps, bps / 1048576.0, static_cast<double>(h.min()) / 1e3,
         h.mean() / 1e3, h.percentile(50) / 1e3, h.percentile(99) / 1e3, h.percentile(99.9) / 1e3,
-        static_cast<double>(h.max()) / 1e3, user, sys, cpu_per_io, o.verify ? "true" : "false",
+        static_cast<double>(h.max()) / 1e3, user, sys, cpu_per_io, *o.coalesce,
+        static_cast<unsigned long long>(recv_calls), static_cast<unsigned long long>(naps), o.verify ? "true" : "false",
         static_cast<unsigned long long>(verified), static_cast<unsigned long long>(unverified),
         static_cast<unsigned long long>(mismatches),
         first_mismatch ? std::to_string(*first_mismatch).c_str() : "null",
@@ -941,7 +1134,9 @@ int main(int argc, char** argv) {
     std::printf("  latency: p50 %.1f us, p99 %.1f us, p99.9 %.1f us (min %.1f, mean %.1f, max %.1f)\n",
                 h.percentile(50) / 1e3, h.percentile(99) / 1e3, h.percentile(99.9) / 1e3,
                 static_cast<double>(h.min()) / 1e3, h.mean() / 1e3, static_cast<double>(h.max()) / 1e3);
-    std::printf("  client CPU: %.2f us per I/O (user %.3f s, system %.3f s)\n", cpu_per_io, user, sys);
+    std::printf("  client CPU: %.2f us per I/O (user %.3f s, system %.3f s); %.2f I/Os per recv(), %llu sleeps\n",
+                cpu_per_io, user, sys, recv_calls ? static_cast<double>(ios) / static_cast<double>(recv_calls) : 0.0,
+                static_cast<unsigned long long>(naps));
     if (o.verify)
       std::printf("  verify:  %llu reads checked, %llu not checkable (never written), %llu mismatches\n",
                   static_cast<unsigned long long>(verified), static_cast<unsigned long long>(unverified),

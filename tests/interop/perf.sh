@@ -1,5 +1,5 @@
 # nbdwire-perf (bench/perf/) against a memory export of nbdkit or nbdwire-server:
-#   bash perf.sh NBDWIRE-SERVER NBDWIRE-CLIENT NBDWIRE-PERF (nbdkit | nbdwire-server)
+#   bash perf.sh NBDWIRE-SERVER NBDWIRE-CLIENT NBDWIRE-PERF (nbdkit | nbdwire-server | nbdwire-server-tls)
 # - usage errors exit 2, --help exits 0;
 # - a randrw --verify run with two connections checks reads against what it wrote (exit 0,
 #   no mismatch, reads verified);
@@ -10,6 +10,9 @@
 #   min <= p50 <= p99 <= p99.9 <= max, bytes = ios x bs);
 # - an error reply (nbdkit's error filter) or writes to a read-only export exit 1;
 # - nbdkit: TCP, oldstyle and no structured replies work too.
+# nbdwire-server-tls: nbdwire-server --tls=require and nbds+unix:// URIs (X.509 certificates
+# made by tls-lib.sh): --verify runs with 4 KiB and 1 MiB blocks succeed over TLS (exit 0,
+# reads verified); a plaintext URI, the wrong CA and a bad tls-* parameter fail (1, 1 and 2).
 . "$(dirname "$0")/lib.sh"
 
 PERF=${1-}
@@ -27,7 +30,12 @@ case $MODE in
     nbdwire-server)
         start_server_unix e=memory:$size ro=memory:1M,read-only
         uri=$(unix_uri e) ;;
-    *) fail "unknown mode '$MODE' (nbdkit or nbdwire-server)" ;;
+    nbdwire-server-tls)
+        . "$(dirname "$0")/tls-lib.sh"
+        tls_make_pki "$T/pki"
+        start_server_unix --tls=require --tls-certificates="$T/pki/server" e=memory:$size
+        uri="nbds+unix:///e?socket=$SERVER_SOCK&tls-certificates=$T/pki/client" ;;
+    *) fail "unknown mode '$MODE' (nbdkit, nbdwire-server or nbdwire-server-tls)" ;;
 esac
 
 # perf_json NAME ARGS...: nbdwire-perf --json as a step; the object in $T/NAME.json.
@@ -46,7 +54,7 @@ d = json.load(open(sys.argv[1]))
 bs = int(sys.argv[2])
 keys = """uri rw bs iodepth connections rwmixread offset size ramp_s runtime_s structured_replies
 extended_headers ios reads writes bytes errors iops bytes_per_s mib_per_s lat_min_us lat_mean_us
-lat_p50_us lat_p99_us lat_p999_us lat_max_us cpu_user_s cpu_sys_s cpu_us_per_io verify
+lat_p50_us lat_p99_us lat_p999_us lat_max_us cpu_user_s cpu_sys_s cpu_us_per_io coalesce recv_calls naps verify
 verified_reads unverified_reads mismatches first_mismatch_offset error""".split()
 missing = [k for k in keys if k not in d]
 assert not missing, f"missing keys {missing}"
@@ -64,6 +72,34 @@ print(f"ios {d['ios']}, {d['iops']:.0f} IOPS, p50/p99/p99.9 {d['lat_p50_us']}/{d
       f"{d['cpu_us_per_io']} us CPU per I/O", file=sys.stderr)
 PY
 }
+
+# TLS: verify runs over nbds+unix://, then the refusals; the rest of this script is plaintext.
+if [ "$MODE" = nbdwire-server-tls ]; then
+    perf_json tls-randrw "$uri" --rw=randrw --verify --bs=4k --iodepth=32 --connections=2 --runtime=1 --size=4m
+    check_json "$T/tls-randrw.json" 4096
+    python3 - "$T/tls-randrw.json" <<'PY' || fail "the randrw --verify run over TLS checked no reads or did no writes"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["verify"] is True and d["verified_reads"] > 0 and d["writes"] > 0 and d["connections"] == 2
+PY
+    # 1 MiB blocks: READ data received straight into the request's buffer, through TLS.
+    perf_json tls-write "$uri" --rw=write --verify --bs=1m --iodepth=4 --size=8m --ios=8
+    check_json "$T/tls-write.json" $((1024 * 1024))
+    perf_json tls-read "$uri" --rw=read --verify --bs=1m --iodepth=4 --size=8m --ios=8
+    check_json "$T/tls-read.json" $((1024 * 1024))
+    expect_eq "$(json_get "$T/tls-read.json" verified_reads)" 8 "1 MiB blocks read back over TLS and verified"
+    perf_json tls-randread "$uri" --rw=randread --bs=4k --iodepth=32 --runtime=0.5
+    check_json "$T/tls-randread.json" 4096
+    step_fails "plaintext against a TLS-only server" "$PERF" "nbd+unix:///e?socket=$SERVER_SOCK" --runtime=0.3
+    grep -q "requires TLS" "$T/step.err" || fail "stderr does not say the server requires TLS"
+    step_fails "a server certificate from another CA" "$PERF" \
+        "nbds+unix:///e?socket=$SERVER_SOCK&tls-certificates=$T/pki/wrong-ca" --runtime=0.3
+    usage_rc=0
+    timeout 20 "$PERF" "nbds+unix:///e?socket=$SERVER_SOCK&tls-type=anon" >/dev/null 2>"$T/anon.err" || usage_rc=$?
+    expect_eq "$usage_rc" 2 "exit status for tls-type=anon (a usage error)"
+    log PASS
+    exit 0
+fi
 
 # 1. Usage errors exit 2 and say why; --help exits 0.
 usage_fails() {
@@ -84,7 +120,7 @@ usage_fails "$uri" --frobnicate
 usage_fails "$uri" --runtime
 usage_fails "$uri" "$uri"
 usage_fails "not-a-uri"
-usage_fails "nbds+unix:///?socket=$T/x.sock"
+usage_fails "nbds+unix:///?socket=$T/x.sock&tls-type=anon"
 step "nbdwire-perf --help" "$PERF" --help >"$T/help.txt"
 grep -q -- "--verify" "$T/help.txt" || fail "--help does not document --verify"
 grep -q "first_mismatch_offset" "$T/help.txt" || fail "--help does not list the JSON keys"
