@@ -53,7 +53,8 @@ class tls_session {
   virtual long send(const void* buf, std::size_t len) = 0;
   /// After `again`: true when the socket must become writable, false when readable.
   [[nodiscard]] virtual bool wants_write() const = 0;
-  /// Decrypted bytes buffered inside the session (readable without the socket saying so).
+  /// Bytes buffered inside the session, decrypted or read ahead from the socket: recv() makes
+  /// progress on them without the socket saying it is readable.
   [[nodiscard]] virtual std::size_t pending() const = 0;
   /// What failed, worded for the user ("certificate verification failed: ...").
   [[nodiscard]] virtual const std::string& error() const = 0;
