@@ -477,6 +477,9 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
         NBDWIRE_FUZZ_CHECK(m.finished());
         actor.on_closed(m, log);
         drain(m, log.output);
+        // The peer closing the connection afterwards is no error: closed, and nothing changes.
+        const auto eof = m.on_eof();
+        NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::closed && m.error() == nbdwire::errc::ok && m.finished());
         terminal = true;
         break;
       }

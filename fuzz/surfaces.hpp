@@ -640,6 +640,9 @@ class server_actor {
     } else if (status != nbdwire::nbd_error::ok) {
       const std::optional<std::uint64_t> at =
           ranged_req ? std::optional<std::uint64_t>(r.offset + r.length / 2) : std::nullopt;
+      // An error message is shortened to the room left (at a UTF-8 boundary): with all of
+      // it, as in the run that sends everything at once, both send it whole.
+      if (style == 1 || style == 2) flush(m, log.output);
       if (style == 1) ok([&] { return m.reply(r, status, "fuzz error"); });
       else if (style == 2) ok([&] { return m.reply_error_chunk(r, status, "error at offset", at, true); });
       else {
@@ -664,9 +667,12 @@ class server_actor {
       } else if (style == 2) {  // all hole
         if (r.length <= 0xffffffffu) ok([&] { return m.reply_read_hole(r, r.offset, static_cast<std::uint32_t>(r.length), true); });
         else ok([&] { return m.reply_read_data(r, r.offset, r.length, true); });
-      } else {  // back to front, then NONE
-        ok([&] { return m.reply_read_data(r, r.offset + half, rest, false); });
-        if (half) ok([&] { return m.reply_read_data(r, r.offset, half, false); });
+      } else {  // back to front in up to four data chunks, then NONE: more chunks than the
+                // request's reservation holds, which take room as they go
+        const std::uint64_t q = r.length / 4;
+        std::uint64_t end = r.offset + r.length;
+        for (int i = 0; i < 3 && q != 0; ++i, end -= q) ok([&] { return m.reply_read_data(r, end - q, q, false); });
+        ok([&] { return m.reply_read_data(r, r.offset, end - r.offset, false); });
         ok([&] { return m.reply_done(r); });
       }
     } else if (status_chunks && n.meta_context_count != 0) {

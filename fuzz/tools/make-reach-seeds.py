@@ -99,6 +99,14 @@ def slow_reader_seeds():
     tx = tx_cfg + reads + request("disc", 0xd15c, 0, 0)
     yield "split", "slow-reader-pipelined-reads-limit-1", split(1, 2, tx, (100,))
     yield "split", "slow-reader-pipelined-reads-limit-7", split(1, 6, tx, (100, 1000))
+    # READs answered in four data chunks each (cookie style 3), more than a reply reserves:
+    # with the data marks piling up, a chunk finds no payload mark left (outbox_full) until
+    # the caller has sent what is queued. (The first READ, one chunk, shifts the count so
+    # that the marks run out inside a reply rather than between two requests.)
+    chunked = request("read", 0, 0, 1) + b"".join(
+        request("read", ((i + 1) << 4) | (3 << 2), i * 512, 8) for i in range(20)) + request("disc", 0xd15c, 0, 0)
+    yield "split", "slow-reader-pipelined-chunked-reads-limit-1", split(
+        1, 2, tx_cfg + chunked, (len(chunked) - 2, len(chunked) - 2))
     # The same with simple replies: 16-byte headers and READ data.
     simple = server_cfg(b0=0x00, size=2) + reads + request("disc", 0xd15c, 0, 0)
     yield "split", "slow-reader-pipelined-reads-simple-limit-1", split(1, 2, simple, (28,))
