@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Hand-built seeds for paths the captured sessions and make-modern-seeds.py do not start
 from (see docs/fuzzing.md, "Reach"): a server shutting down mid-handshake, and a client that
-does not read while it sends (a server whose caller sends a few bytes at a time). Writes OUT/<target>/<name>; add them to the corpora with
+does not read while it sends (a server whose caller sends a few bytes at a time), and error
+chunks padded after their fields. Writes OUT/<target>/<name>; add them to the corpora with
 `fuzz/tools/run-fuzz.sh BUILD --seed OUT` (minimised) or copy them in under their names.
 
   fuzz/tools/make-reach-seeds.py OUT
@@ -112,11 +113,21 @@ def slow_reader_seeds():
     yield "split", "slow-reader-pipelined-reads-simple-limit-1", split(1, 2, simple, (28,))
 
 
+def codec_seeds():
+    """fuzz_codec: kind[1] (9: error chunk) chunk type[2] declared length[4] cut count[1] then
+    the body. Error chunks with bytes after their fields: the strict decoder refuses them
+    (error_chunk_trailing_data), the client's tolerant decoder skips them (checklist 6.5)."""
+    err = struct.pack(">IH", 5, 2) + b"ab" + b"\0\0\0\0"
+    yield "codec", "error-chunk-with-slop", bytes([9]) + struct.pack(">HIB", 0x8001, len(err), 0) + err
+    off = struct.pack(">IH", 22, 3) + b"eio" + struct.pack(">Q", 4096) + b"xyz"
+    yield "codec", "error-offset-chunk-with-slop", bytes([9]) + struct.pack(">HIB", 0x8002, len(off), 0) + off
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     out = sys.argv[1]
-    for target, name, data in list(seeds()) + list(slow_reader_seeds()):
+    for target, name, data in list(seeds()) + list(slow_reader_seeds()) + list(codec_seeds()):
         os.makedirs(os.path.join(out, target), exist_ok=True)
         with open(os.path.join(out, target, name), "wb") as f:
             f.write(data)
