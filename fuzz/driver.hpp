@@ -148,8 +148,29 @@ class drain_mode {
   bool saved_;
 };
 
+/// When non-zero, each drain() sends at most `drain_limit` bytes of the outbox (payloads, which
+/// come from the caller's storage, go out whole), as a caller on a slow socket whose send()
+/// takes only part of what it is offered: the rest waits for the next drain, and the machine
+/// queues behind it (the outbox compacts, and fills up: `blocked`, or `outbox_full` for a
+/// chunk). Set for a run by limit_mode (server runs only: surfaces.hpp).
+inline std::size_t drain_limit = 0;
+
+/// Sets the limit of the drains made while it lives.
+class limit_mode {
+ public:
+  explicit limit_mode(std::size_t limit) noexcept : saved_(drain_limit) { drain_limit = limit; }
+  ~limit_mode() { drain_limit = saved_; }
+  limit_mode(const limit_mode&) = delete;
+  limit_mode& operator=(const limit_mode&) = delete;
+
+ private:
+  std::size_t saved_;
+};
+
 template <class Machine>
 void drain_pieces(Machine& m, bytes& out);
+template <class Machine>
+void drain_limited(Machine& m, bytes& out);
 inline void check_errc_named(nbdwire::errc e);
 
 /// Moves everything a machine wants sent into `out`; payload marks are filled with the
@@ -257,10 +278,48 @@ void drain_pieces(Machine& m, bytes& out) {
   }
 }
 
+/// drain() with a limit (drain_limit): at most that many bytes of the outbox, consumed in one
+/// step each time it stops short; a payload reached within them goes out whole.
+template <class Machine>
+void drain_limited(Machine& m, bytes& out) {
+  std::size_t budget = drain_limit;
+  for (int guard = 0;; ++guard) {
+    NBDWIRE_FUZZ_CHECK(guard < 1'000'000);
+    const bytes_view o = m.pending_output();
+    NBDWIRE_FUZZ_CHECK(o.size() <= nbdwire::outbox_size);
+    const auto p = m.pending_payload();
+    const std::size_t k = std::min(o.size(), budget);
+    out.insert(out.end(), o.begin(), o.begin() + static_cast<std::ptrdiff_t>(k));
+    m.consume_output(k);
+    budget -= k;
+    if (k < o.size()) {
+      // What is left is what was not taken, at the front of the queue, and no payload is due.
+      NBDWIRE_FUZZ_CHECK(m.pending_output().size() == o.size() - k && m.pending_output().data() == o.data() + k);
+      NBDWIRE_FUZZ_CHECK(m.consume_payload(1).error() == nbdwire::errc::no_payload_due);
+      return;
+    }
+    if (!p) return;
+    NBDWIRE_FUZZ_CHECK(m.pending_output().empty());
+    NBDWIRE_FUZZ_CHECK(p->length != 0);
+    const std::uint64_t shown = std::min<std::uint64_t>(p->length, 65536);
+    for (std::uint64_t i = 0; i < shown; ++i) out.push_back(pattern_byte(p->offset + i));
+    NBDWIRE_FUZZ_CHECK(m.consume_payload(p->length).has_value());
+  }
+}
+
 template <class Machine>
 void drain(Machine& m, bytes& out) {
-  if (drain_through_pieces) drain_pieces(m, out);
+  if (drain_limit != 0) drain_limited(m, out);
+  else if (drain_through_pieces) drain_pieces(m, out);
   else drain_whole(m, out);
+}
+
+/// Sends everything queued, limit or not: before a reply is checked, at the end of a run, and
+/// when the machine is blocked behind bytes a limited drain left.
+template <class Machine>
+void flush(Machine& m, bytes& out) {
+  const limit_mode none(0);
+  drain(m, out);
 }
 
 /// Checks that apply to every event of either machine.
@@ -386,6 +445,15 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
         }
         break;
       }
+      if (kind == event_kind::blocked && drain_limit != 0 && (!m.pending_output().empty() || m.pending_payload())) {
+        // Blocked behind the bytes a limited drain left: the caller waits until it can send
+        // them all, and tries again. The run that sends everything at once has no such block,
+        // and must see the same events.
+        flush(m, log.output);
+        NBDWIRE_FUZZ_CHECK(++idle < 4 || r.consumed != 0);
+        if (r.consumed != 0) idle = 0;
+        continue;
+      }
       append(log, r.ev);
       actor.on_event(m, r.ev, log);
       drain(m, log.output);
@@ -409,6 +477,9 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
         NBDWIRE_FUZZ_CHECK(m.finished());
         actor.on_closed(m, log);
         drain(m, log.output);
+        // The peer closing the connection afterwards is no error: closed, and nothing changes.
+        const auto eof = m.on_eof();
+        NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::closed && m.error() == nbdwire::errc::ok && m.finished());
         terminal = true;
         break;
       }
@@ -434,6 +505,7 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
     actor.on_closed(m, log);
     drain(m, log.output);
   }
+  flush(m, log.output);
   log.final_error = m.error();
   return log;
 }

@@ -195,6 +195,45 @@ bool reencode(body_kind k, std::uint16_t type, const decoded& d, bytes_view body
   return true;
 }
 
+/// The client machine's tolerant error-chunk decoder (slop after the fields is skipped,
+/// checklist 6.5) against the strict one on the same chunk: a type without the error bit is
+/// refused by both, before any byte; where the strict decoder accepts ERROR or ERROR_OFFSET,
+/// the tolerant one reports the same error value, message and offset; where the strict one
+/// refuses trailing bytes after the message, the tolerant one skips them and reports the error
+/// value and the message.
+void check_tolerant(std::uint16_t type, std::uint64_t len, bytes_view body, const decoded& strict) {
+  const auto d = std::make_unique<tolerant_error_chunk_decoder>(type, len);
+  const decoded t = run(*d, body, len, {});
+  if ((type & chunk_type_error_bit) == 0) {
+    CODEC_CHECK(strict.consumed == 0 && strict.items.size() == 1 &&
+                strict.items[0].error == body_errc::error_chunk_not_error_type);
+    CODEC_CHECK(t.consumed == 0 && t.items.size() == 1 && t.items[0].error == body_errc::error_chunk_not_error_type);
+    return;
+  }
+  if (strict.items.empty() || t.items.empty()) return;  // the chunk is not all here
+  const item& last = t.items.back();
+  const bool known = type == static_cast<std::uint16_t>(chunk_type::error) ||
+                     type == static_cast<std::uint16_t>(chunk_type::error_offset);
+  if (!known) return;
+  const bool with_offset = type == static_cast<std::uint16_t>(chunk_type::error_offset);
+  const item& s_end = strict.items.back();
+  if (s_end.kind == body_item::done) {
+    CODEC_CHECK(last.kind == body_item::done && t.consumed == strict.consumed);
+    const item& msg = strict.items.at(0);
+    CODEC_CHECK(t.items.size() == 2);
+    const item& got = t.items.at(0);
+    CODEC_CHECK(got.kind == (with_offset ? body_item::error_offset : body_item::error_message));
+    CODEC_CHECK(got.text == msg.text && got.error_value == msg.error_value);
+    if (with_offset) CODEC_CHECK(got.offset == strict.items.at(1).offset);
+  } else if (s_end.error == body_errc::error_chunk_trailing_data && len <= body.size()) {
+    // The whole chunk is here: the tolerant decoder reads it to the end.
+    CODEC_CHECK(last.kind == body_item::done && t.consumed == len && t.items.size() == 2);
+    CODEC_CHECK(t.items.at(0).error_value == load_be<std::uint32_t>(body.data()));
+    const std::size_t n = load_be<std::uint16_t>(body.data() + 4);
+    CODEC_CHECK(t.items.at(0).text == std::string(as_chars(body.subspan(6, n))));
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -226,6 +265,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
 
   const decoded whole = decode(kind, t16, length, body, {});
+  if (kind == body_kind::error_chunk) check_tolerant(t16, length, body, whole);
   // Fast mode (mode.hpp): the whole body only.
   if (!nbdwire_fuzz::fast_mode() && !(decode(kind, t16, length, body, cuts) == whole))
     violated("same items at the fuzzer's cuts", __LINE__);

@@ -2,6 +2,8 @@
 // Fuzz target, differential: one input for any surface, fed whole and cut at positions the
 // fuzzer chooses, must give the same events, output and end state.
 // Input: surface[1] cut count[1] cuts[count × 2] then that surface's input (surfaces.hpp).
+// Count bit 0: the split run drains through pending_pieces(); bit 1: a server's split run
+// sends at most a few bytes each time (drain_limit, driver.hpp): count bits 2-3 pick how many.
 #include "surfaces.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -18,6 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const run_log whole = run_surface(s, input, {});
   // An odd cut count drains the split run through pending_pieces(), which must send the same.
   const drain_mode pieces((count & 1) != 0);
+  const server_limit_mode limit((count & 2) != 0 ? drain_limits[(count >> 2) % drain_limits.size()] : 0);
   check_same(whole, run_surface(s, input, normalise(at, stream)));
   return 0;
 }

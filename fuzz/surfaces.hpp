@@ -53,6 +53,22 @@ inline constexpr std::size_t surface_count = 6;
 /// must behave the same. Set for a run by handover_mode.
 inline bool start_from_handover = false;
 
+/// Server surfaces: the drain limit (driver.hpp, drain_limit) of server runs; client runs
+/// always send everything (a client's calls fail when its outbox is full). Set by
+/// server_limit_mode.
+inline std::size_t server_limit = 0;
+
+class server_limit_mode {
+ public:
+  explicit server_limit_mode(std::size_t limit) noexcept : saved_(server_limit) { server_limit = limit; }
+  ~server_limit_mode() { server_limit = saved_; }
+  server_limit_mode(const server_limit_mode&) = delete;
+  server_limit_mode& operator=(const server_limit_mode&) = delete;
+
+ private:
+  std::size_t saved_;
+};
+
 inline bool same_negotiated(const nbdwire::negotiated& a, const nbdwire::negotiated& b) {
   return a.style == b.style && a.export_size == b.export_size && a.transmission_flags == b.transmission_flags &&
          a.block_size == b.block_size && a.block_size_advertised == b.block_size_advertised &&
@@ -504,7 +520,8 @@ class server_actor {
     // After DISC or a close, the requests in flight are still answered.
     answer_all(m, log);
     NBDWIRE_FUZZ_CHECK(m.reply(nbdwire::request{}).error() == nbdwire::errc::unknown_request);
-    drain(m, log.output);
+    NBDWIRE_FUZZ_CHECK(m.drained() == (m.pending_output().empty() && !m.pending_payload()));
+    flush(m, log.output);
     NBDWIRE_FUZZ_CHECK(m.drained());
   }
 
@@ -579,10 +596,23 @@ class server_actor {
     drain(m, log.output);
     misuse(m, r);
     const std::size_t start = log.output.size();
-    const bool checked = oracle_ && oracle_->begin(r);
+    // A limited drain leaves earlier replies queued ahead of this one: the oracle, which reads
+    // one reply's bytes, checks the runs that send everything (the whole run is one of them,
+    // and a limited run must send the same bytes as the whole run).
+    const bool queue_empty = m.pending_output().empty() && !m.pending_payload();
+    const bool checked = drain_limit == 0 && queue_empty && oracle_ && oracle_->begin(r);
     const auto& n = m.negotiated();
     const unsigned style = static_cast<unsigned>((r.cookie >> 2) & 3);
-    const auto ok = [&](auto res) {
+    // `call` makes one reply call. A non-final chunk that does not fit behind the bytes a
+    // limited drain left is refused with outbox_full: the caller sends what is queued and
+    // calls again, which must succeed.
+    const auto ok = [&](auto call) {
+      auto res = call();
+      if (!res && res.error() == nbdwire::errc::outbox_full && drain_limit != 0) {
+        NBDWIRE_FUZZ_CHECK(!m.pending_output().empty() || m.pending_payload());
+        flush(m, log.output);
+        res = call();
+      }
       if (!res) {
         std::fprintf(stderr, "server refused to answer command %u (flags %#x, offset %llu, length %llu, style %u): %s\n",
                      static_cast<unsigned>(r.type), static_cast<unsigned>(r.flags),
@@ -599,45 +629,51 @@ class server_actor {
       const bool df_data = n.structured_replies && r.cmd() == command::read && r.length != 0 &&
                            (r.flags & nbdwire::command_flag::df) != 0 && status == nbdwire::nbd_error::ok;
       const auto res = m.reply(r, status);
-      if (df_data && res) {
+      if (df_data && res && queue_empty) {
         // DF: the data goes out as one chunk, which ends the reply (or the reply is an error).
         const bytes_view o = m.pending_output();
         NBDWIRE_FUZZ_CHECK(o.size() >= 20);
         const bool error = (nbdwire::load_be<std::uint16_t>(o.data() + 6) & 0x8000) != 0;
         NBDWIRE_FUZZ_CHECK(error || (nbdwire::load_be<std::uint16_t>(o.data() + 4) & nbdwire::reply_flag::done) != 0);
       }
-      ok(res);
+      ok([&] { return res; });
     } else if (status != nbdwire::nbd_error::ok) {
       const std::optional<std::uint64_t> at =
           ranged_req ? std::optional<std::uint64_t>(r.offset + r.length / 2) : std::nullopt;
-      if (style == 1) ok(m.reply(r, status, "fuzz error"));
-      else if (style == 2) ok(m.reply_error_chunk(r, status, "error at offset", at, true));
+      // An error message is shortened to the room left (at a UTF-8 boundary): with all of
+      // it, as in the run that sends everything at once, both send it whole.
+      if (style == 1 || style == 2) flush(m, log.output);
+      if (style == 1) ok([&] { return m.reply(r, status, "fuzz error"); });
+      else if (style == 2) ok([&] { return m.reply_error_chunk(r, status, "error at offset", at, true); });
       else {
-        ok(m.reply_error_chunk(r, status, {}, std::nullopt, false));
-        ok(m.reply_done(r));
+        ok([&] { return m.reply_error_chunk(r, status, {}, std::nullopt, false); });
+        ok([&] { return m.reply_done(r); });
       }
     } else if (r.cmd() == command::read && r.length != 0 && (r.flags & nbdwire::command_flag::df) != 0) {
       // DF: one OFFSET_DATA chunk covering the request and ending the reply (holes are merged
       // into data); what one compact chunk cannot carry is refused with EOVERFLOW.
       if (!n.extended_headers && r.length > 0xffffffffu - 8) {
         status = nbdwire::nbd_error::eoverflow;
-        ok(m.reply(r, status));
+        ok([&] { return m.reply(r, status); });
       } else {
-        ok(m.reply_read_data(r, r.offset, r.length, true));
+        ok([&] { return m.reply_read_data(r, r.offset, r.length, true); });
       }
     } else if (r.cmd() == command::read && r.length != 0) {
       const std::uint64_t half = r.length / 2, rest = r.length - half;
       if (style == 1) {  // data, then a hole
-        if (half) ok(m.reply_read_data(r, r.offset, half, false));
-        if (rest <= 0xffffffffu) ok(m.reply_read_hole(r, r.offset + half, static_cast<std::uint32_t>(rest), true));
-        else ok(m.reply_read_data(r, r.offset + half, rest, true));
+        if (half) ok([&] { return m.reply_read_data(r, r.offset, half, false); });
+        if (rest <= 0xffffffffu) ok([&] { return m.reply_read_hole(r, r.offset + half, static_cast<std::uint32_t>(rest), true); });
+        else ok([&] { return m.reply_read_data(r, r.offset + half, rest, true); });
       } else if (style == 2) {  // all hole
-        if (r.length <= 0xffffffffu) ok(m.reply_read_hole(r, r.offset, static_cast<std::uint32_t>(r.length), true));
-        else ok(m.reply_read_data(r, r.offset, r.length, true));
-      } else {  // back to front, then NONE
-        ok(m.reply_read_data(r, r.offset + half, rest, false));
-        if (half) ok(m.reply_read_data(r, r.offset, half, false));
-        ok(m.reply_done(r));
+        if (r.length <= 0xffffffffu) ok([&] { return m.reply_read_hole(r, r.offset, static_cast<std::uint32_t>(r.length), true); });
+        else ok([&] { return m.reply_read_data(r, r.offset, r.length, true); });
+      } else {  // back to front in up to four data chunks, then NONE: more chunks than the
+                // request's reservation holds, which take room as they go
+        const std::uint64_t q = r.length / 4;
+        std::uint64_t end = r.offset + r.length;
+        for (int i = 0; i < 3 && q != 0; ++i, end -= q) ok([&] { return m.reply_read_data(r, end - q, q, false); });
+        ok([&] { return m.reply_read_data(r, r.offset, end - r.offset, false); });
+        ok([&] { return m.reply_done(r); });
       }
     } else if (status_chunks && n.meta_context_count != 0) {
       const std::array<nbdwire::block_extent, 3> ex{{
@@ -647,16 +683,22 @@ class server_actor {
       }};
       for (std::size_t i = 0; i < n.meta_context_count; ++i) {
         const bool last = i + 1 == n.meta_context_count && style != 3;
+        // How many extents go in a chunk depends on the room left: all of it, as in the run
+        // that sends everything at once, so that both send the same.
+        flush(m, log.output);
         const auto sent = m.reply_block_status(r, n.meta_contexts[i].id, ex, last);
         NBDWIRE_FUZZ_CHECK(sent.has_value() && *sent >= 1 && *sent <= ex.size());
         if ((r.flags & nbdwire::command_flag::req_one) != 0) NBDWIRE_FUZZ_CHECK(*sent == 1);
         drain(m, log.output);
       }
-      if (style == 3) ok(m.reply_done(r));
+      if (style == 3) ok([&] { return m.reply_done(r); });
     } else {
-      ok(m.reply(r, status));
+      ok([&] { return m.reply(r, status); });
     }
-    if (checked) oracle_->check(bytes_view{log.output}.subspan(start), r, status);
+    if (checked) {
+      flush(m, log.output);
+      oracle_->check(bytes_view{log.output}.subspan(start), r, status);
+    }
   }
 
   void answer_all(nbdwire::server& m, run_log& log) {
@@ -722,6 +764,7 @@ inline void canned_server_handshake(nbdwire::server& m, const server_setup& st, 
     drain(m, log.output);
     if (r.ev.kind == event_kind::ready) ready = true;
   }
+  flush(m, log.output);  // a handed-over machine starts with nothing queued
   NBDWIRE_FUZZ_CHECK(ready && m.state() == nbdwire::server_state::transmission);
   // What the options settled: EXTENDED_HEADERS implies structured replies; contexts need
   // structured replies before SET_META_CONTEXT.
@@ -732,6 +775,7 @@ inline void canned_server_handshake(nbdwire::server& m, const server_setup& st, 
 }
 
 inline run_log run_server(surface s, bytes_view input, const cuts& at) {
+  const limit_mode limit(server_limit);
   reader rd(input);
   const server_setup st = parse_server(rd, s);
   const bytes_view stream = rd.rest();
@@ -1135,6 +1179,17 @@ inline run_log run_surface(surface s, bytes_view input, const cuts& at) {
   }
 }
 
+/// Drain limits of server runs (bytes sent per drain): a byte at a time, less than a header,
+/// about one message, several.
+inline constexpr std::array<std::size_t, 4> drain_limits{1, 7, 64, 1000};
+
+/// A drain limit for a server run, picked by the input.
+inline std::size_t drain_limit_for(bytes_view input) noexcept {
+  std::uint32_t h = 2166136261u;
+  for (std::byte b : input) h = (h ^ static_cast<std::uint8_t>(b)) * 16777619u;
+  return drain_limits[h % drain_limits.size()];
+}
+
 /// How many configuration and action bytes precede the stream of `input` for surface `s`.
 inline std::size_t header_size(surface s, bytes_view input) {
   reader rd(input);
@@ -1162,8 +1217,10 @@ inline void fuzz_surface(surface s, const std::uint8_t* data, std::size_t size) 
       const drain_mode pieces(true);
       check_same(whole, run_surface(s, input, every_byte(stream)));
     }
-    // At seeded cuts, transmission surfaces start from a handed-over machine.
+    // At seeded cuts, transmission surfaces start from a handed-over machine, and a server's
+    // caller sends a limited number of bytes each time (a limit picked by the input).
     const handover_mode handover(true);
+    const server_limit_mode limit(drain_limit_for(input));
     check_same(whole, run_surface(s, input, seeded_cuts(input, stream)));
   }
 }

@@ -5,10 +5,13 @@
 # steady state. Not part of ctest (it runs for minutes); see tests/soak/README.md.
 #
 #   tests/soak/soak.sh [--minutes N] [--clients N] [--size SIZE_MIB] [--tolerance KIB]
-#                      [--server BIN] [--perf BIN] [--keep DIR]
+#                      [--threads N] [--server BIN] [--perf BIN] [--keep DIR]
+#                      [-- SERVER-ARGS...]
 #
 # Defaults: 2 minutes, 64 clients (half on each export), 64 MiB per export, 4096 KiB of RSS
 # tolerance. BINs default to build/gcc/examples/nbdwire-server and build/gcc/bench/nbdwire-perf.
+# --threads N runs nbdwire-server with --threads N event loops (without it the server's own
+# default: one per CPU); arguments after -- go to nbdwire-server as they are, before the exports.
 # Exit 0 when every check passed, 1 on any failure, 2 on a usage error.
 #
 # Phases:
@@ -26,7 +29,8 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-minutes=2 clients=64 size_mib=64 tolerance_kib=4096 keep=""
+minutes=2 clients=64 size_mib=64 tolerance_kib=4096 keep="" threads=""
+server_args=()
 server=$root/build/gcc/examples/nbdwire-server
 perf=$root/build/gcc/bench/nbdwire-perf
 while (($#)); do
@@ -38,7 +42,9 @@ while (($#)); do
     --server) server=$2; shift 2 ;;
     --perf) perf=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
-    -h|--help) sed -n 2,27p "$0"; exit 0 ;;
+    --threads) threads=$2; shift 2 ;;
+    --) shift; server_args+=("$@"); break ;;
+    -h|--help) sed -n 2,30p "$0"; exit 0 ;;
     *) echo "soak: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -46,6 +52,10 @@ for b in "$server" "$perf"; do
   [[ -x $b ]] || { echo "soak: $b is not an executable (build it, or pass --server/--perf)" >&2; exit 2; }
 done
 ((clients >= 2 && clients % 2 == 0)) || { echo "soak: --clients must be even and at least 2" >&2; exit 2; }
+if [[ -n $threads ]]; then
+  [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "soak: --threads must be a positive number" >&2; exit 2; }
+  server_args=(--threads "$threads" "${server_args[@]}")
+fi
 
 if [[ -n $keep ]]; then dir=$keep; mkdir -p "$dir"; else dir=$(mktemp -d "${TMPDIR:-/tmp}/nbdwire-soak.XXXXXX"); fi
 sock=$dir/server.sock
@@ -63,7 +73,7 @@ cleanup() {
 trap cleanup EXIT
 
 truncate -s "${size_mib}M" "$dir/disk.img"
-"$server" --unix "$sock" "mem=memory:${size_mib}M" "file=file:$dir/disk.img" >"$dir/server.log" 2>&1 &
+"$server" --unix "$sock" "${server_args[@]}" "mem=memory:${size_mib}M" "file=file:$dir/disk.img" >"$dir/server.log" 2>&1 &
 spid=$!
 pids+=("$spid")
 for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.1; done
@@ -73,8 +83,8 @@ rss() { awk '/^VmRSS:/ {print $2}' "/proc/$spid/status" 2>/dev/null || echo 0; }
 threads() { awk '/^Threads:/ {print $2}' "/proc/$spid/status" 2>/dev/null || echo 0; }
 json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join(str(d.get(k)) for k in sys.argv[2:]))' "$@"; }
 
-echo "soak: nbdwire-server pid $spid, exports mem and file of $size_mib MiB, $clients clients for $minutes min, in $dir"
-echo "soak: RSS at start: $(rss) KiB"
+echo "soak: nbdwire-server pid $spid (arguments: ${server_args[*]:-none}), exports mem and file of $size_mib MiB, $clients clients for $minutes min, in $dir"
+echo "soak: RSS at start: $(rss) KiB, $(threads) threads; server log: $(head -n 1 "$dir/server.log")"
 
 # 1. prefill
 blocks=$((size_mib * 256))
