@@ -46,13 +46,9 @@ NBDWIRE_BEGIN_NAMESPACE
 class client : private detail::client_transmission {
  public:
   explicit client(const client_config& cfg = {}) noexcept : client_transmission(cfg) {
-    if constexpr (!client_has_starttls || !client_has_legacy_1997) {
-      // Never plaintext when TLS was asked for; never greeting-based when the 1997 framing was.
-      if ((!client_has_starttls && cfg.tls != client_tls::off) ||
-          (!client_has_legacy_1997 && cfg.style == handshake_style::legacy_1997)) {
-        (void)fail(errc::feature_not_built);
-        return;
-      }
+    if (const errc e = config_error(cfg); e != errc::ok) {
+      (void)fail(e);
+      return;
     }
     if (cfg.style == handshake_style::legacy_1997) {
       // No handshake: size and read-only state come from configuration (checklist 1.1).
@@ -72,16 +68,9 @@ class client : private detail::client_transmission {
   /// headers, contexts or the 1997 framing in a build without them, with
   /// errc::feature_not_built.
   explicit client(const nbdwire::negotiated& n, const client_config& cfg = {}) noexcept : client_transmission(n, cfg) {
-    if (!valid(n.block_size)) {
-      (void)fail(errc::invalid_config);
+    if (const errc e = handover_error(n); e != errc::ok) {
+      (void)fail(e);
       return;
-    }
-    if constexpr (!client_has_structured_replies || !client_has_legacy_1997) {
-      if ((!client_has_structured_replies && (n.structured_replies || n.extended_headers || n.meta_context_count != 0)) ||
-          (!client_has_legacy_1997 && n.style == handshake_style::legacy_1997)) {
-        (void)fail(errc::feature_not_built);
-        return;
-      }
     }
     move(client_trigger::handshake_skipped);
   }
@@ -287,6 +276,24 @@ class client : private detail::client_transmission {
   }
 
  private:
+  /// What a configuration asks of this build (config.hpp): never plaintext when TLS was asked
+  /// for, never a greeting when the 1997 framing was. The request comes first in each test,
+  /// the build's constant last.
+  static constexpr errc config_error(const client_config& cfg) noexcept {
+    const bool tls = cfg.tls != client_tls::off;
+    const bool legacy = cfg.style == handshake_style::legacy_1997;
+    return (tls && !client_has_starttls) || (legacy && !client_has_legacy_1997) ? errc::feature_not_built : errc::ok;
+  }
+  /// What a hand-over asks: valid block sizes, and only the parts this build has.
+  static constexpr errc handover_error(const nbdwire::negotiated& n) noexcept {
+    if (!valid(n.block_size)) return errc::invalid_config;
+    const bool structured = n.structured_replies || n.extended_headers || n.meta_context_count != 0;
+    const bool legacy = n.style == handshake_style::legacy_1997;
+    return (structured && !client_has_structured_replies) || (legacy && !client_has_legacy_1997)
+               ? errc::feature_not_built
+               : errc::ok;
+  }
+
   /// One step: consume what the current state expects and report at most one event. The
   /// state alone says which unit comes next.
   std::size_t step(bytes_view in, event& ev) noexcept {
