@@ -56,9 +56,16 @@ class client_handshake {
     }
     return failed_event();
   }
-  /// The 1997 framing is in use (never, in a build without it: config.hpp).
+  /// What the connection's framing is, as this build can have it (config.hpp): a part left
+  /// out is never in use, so its code folds away wherever these are asked.
   [[nodiscard]] bool legacy_framing() const noexcept {
     return client_has_legacy_1997 && neg_.style == handshake_style::legacy_1997;
+  }
+  [[nodiscard]] bool structured_replies_on() const noexcept {
+    return client_has_structured_replies && neg_.structured_replies;
+  }
+  [[nodiscard]] bool extended_headers_on() const noexcept {
+    return client_has_structured_replies && neg_.extended_headers;
   }
   [[nodiscard]] event failed_event() const noexcept {
     event made = make_event(event_kind::failed);

@@ -60,7 +60,7 @@ class client_transmission : protected client_handshake {
     const request r{0, static_cast<std::uint16_t>(c), flags, offset, length};
     if (const auto v = check_request(r, neg_, false); v != verdict::ok) return to_errc(v);
     const bool legacy = legacy_framing();
-    const bool extended = client_has_structured_replies && neg_.extended_headers;
+    const bool extended = extended_headers_on();
     if (legacy) {
       // The 1997 framing knows READ (0) and WRITE (1) only, with 32-bit offset and length.
       if (c != command::read && c != command::write) return errc::command_not_advertised;
@@ -104,7 +104,7 @@ class client_transmission : protected client_handshake {
     if (legacy_framing()) {
       out_.put_record(make_legacy_1997_request(c, cookie, static_cast<std::uint32_t>(offset),
                                                static_cast<std::uint32_t>(length)));
-    } else if (client_has_structured_replies && neg_.extended_headers) {
+    } else if (extended_headers_on()) {
       // [ext] A WRITE's length is its payload length, flagged PAYLOAD_LEN.
       const std::uint16_t f = c == command::write ? static_cast<std::uint16_t>(flags | command_flag::payload_len) : flags;
       out_.put_record(make_extended_request(c, f, cookie, offset, length));
@@ -135,12 +135,11 @@ class client_transmission : protected client_handshake {
       if (m != magic::legacy_1997_reply) return ev = fail(errc::bad_reply_magic), n;
       size = sizeof(legacy_1997_reply);
     } else if (m == magic::simple_reply) {
-      if (client_has_structured_replies && neg_.extended_headers) return ev = fail(errc::simple_reply_in_extended_mode), n;
+      if (extended_headers_on()) return ev = fail(errc::simple_reply_in_extended_mode), n;
       size = sizeof(simple_reply_header);
-    } else if (client_has_structured_replies && m == magic::structured_reply && neg_.structured_replies &&
-               !neg_.extended_headers) {
+    } else if (m == magic::structured_reply && structured_replies_on() && !extended_headers_on()) {
       size = sizeof(structured_reply_header);
-    } else if (client_has_structured_replies && m == magic::extended_reply && neg_.extended_headers) {
+    } else if (m == magic::extended_reply && extended_headers_on()) {
       size = sizeof(extended_reply_header);
     } else if (m == magic::structured_reply || m == magic::extended_reply) {
       return ev = fail(errc::structured_reply_not_negotiated), n;
@@ -190,8 +189,7 @@ class client_transmission : protected client_handshake {
     cookie_slot& slot = slots_[*s];
     const request& r = slot.req;
     // With structured replies a READ MUST be answered in chunks, even an error.
-    if (client_has_structured_replies && r.cmd() == command::read && neg_.structured_replies)
-      return fail(errc::simple_reply_to_read);
+    if (r.cmd() == command::read && structured_replies_on()) return fail(errc::simple_reply_to_read);
     const nbd_error status = legacy ? (err ? nbd_error::eio : nbd_error::ok) : normalize_error(err);
     if (r.cmd() == command::read && status == nbd_error::ok && r.length != 0) {
       // The data follows as payload events; it covers the READ, and ends the reply.
