@@ -119,7 +119,7 @@ class credentials final : public tls_credentials {
 class session final : public tls_session {
  public:
   session(std::shared_ptr<const tls_credentials> c, int fd, std::span<const std::byte> early)
-      : creds_(std::move(c)), fd_(fd), early_(early.begin(), early.end()) {
+      : creds_(std::move(c)), fd_(fd), in_(early.begin(), early.end()), in_end_(early.size()) {
     const auto& cr = static_cast<const credentials&>(*creds_);
     const tls_settings& s = cr.settings();
     int rc = gnutls_init(&s_, (s.server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK);
@@ -187,7 +187,7 @@ class session final : public tls_session {
 
   [[nodiscard]] bool wants_write() const override { return gnutls_record_get_direction(s_) == 1; }
   [[nodiscard]] std::size_t pending() const override {
-    return gnutls_record_check_pending(s_) + (ahead_end_ - ahead_at_);
+    return gnutls_record_check_pending(s_) + (in_end_ - in_at_);
   }
   [[nodiscard]] const std::string& error() const override { return error_; }
   [[nodiscard]] std::string description() const override {
@@ -242,46 +242,37 @@ class session final : public tls_session {
 
   static ssize_t pull(gnutls_transport_ptr_t p, void* data, std::size_t len) {
     auto* self = static_cast<session*>(p);
-    if (self->early_at_ < self->early_.size()) {
-      const std::size_t n = std::min(len, self->early_.size() - self->early_at_);
-      std::memcpy(data, self->early_.data() + self->early_at_, n);
-      self->early_at_ += n;
-      return static_cast<ssize_t>(n);
-    }
-    if (self->ahead_at_ == self->ahead_end_ && len >= read_ahead_from && self->ahead_.empty())
-      self->ahead_.resize(read_ahead_size);  // bulk data: from now on, read ahead
-    if (self->ahead_at_ == self->ahead_end_ && !self->ahead_.empty()) {
-      self->ahead_at_ = self->ahead_end_ = 0;
-      for (;;) {
-        const ssize_t n = ::recv(self->fd_, self->ahead_.data(), self->ahead_.size(), 0);
-        if (n > 0) {
-          self->ahead_end_ = static_cast<std::size_t>(n);
-          break;
-        }
-        if (n == 0) return 0;
-        if (errno == EINTR) continue;
-        gnutls_transport_set_errno(self->s_, errno == EWOULDBLOCK ? EAGAIN : errno);
-        return -1;
+    if (self->in_at_ == self->in_end_) {
+      if (!self->reading_ahead_ && len >= read_ahead_from) {
+        self->reading_ahead_ = true;  // bulk data: from now on, read ahead
+        self->in_.resize(read_ahead_size);
       }
+      if (!self->reading_ahead_) return self->receive(data, len);
+      const ssize_t n = self->receive(self->in_.data(), self->in_.size());
+      if (n <= 0) return n;
+      self->in_at_ = 0;
+      self->in_end_ = static_cast<std::size_t>(n);
     }
-    if (self->ahead_at_ < self->ahead_end_) {
-      const std::size_t n = std::min(len, self->ahead_end_ - self->ahead_at_);
-      std::memcpy(data, self->ahead_.data() + self->ahead_at_, n);
-      self->ahead_at_ += n;
-      return static_cast<ssize_t>(n);
-    }
+    const std::size_t n = std::min(len, self->in_end_ - self->in_at_);
+    std::memcpy(data, self->in_.data() + self->in_at_, n);
+    self->in_at_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  /// recv() on the socket for GnuTLS: bytes, 0 at the end, or -1 with its errno set.
+  ssize_t receive(void* data, std::size_t len) {
     for (;;) {
-      const ssize_t n = ::recv(self->fd_, data, len, 0);
+      const ssize_t n = ::recv(fd_, data, len, 0);
       if (n >= 0) return n;
       if (errno == EINTR) continue;
-      gnutls_transport_set_errno(self->s_, errno == EWOULDBLOCK ? EAGAIN : errno);
+      gnutls_transport_set_errno(s_, errno == EWOULDBLOCK ? EAGAIN : errno);
       return -1;
     }
   }
 
   static int pull_timeout(gnutls_transport_ptr_t p, unsigned int ms) {
     auto* self = static_cast<session*>(p);
-    if (self->early_at_ < self->early_.size() || self->ahead_at_ < self->ahead_end_) return 1;
+    if (self->in_at_ < self->in_end_) return 1;
     pollfd pfd{self->fd_, POLLIN, 0};
     const int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : static_cast<int>(ms);
     return ::poll(&pfd, 1, timeout);
@@ -289,14 +280,15 @@ class session final : public tls_session {
 
   std::shared_ptr<const tls_credentials> creds_;
   int fd_;
-  std::vector<std::byte> early_;
-  std::size_t early_at_ = 0;
-  // Read-ahead (see the top of this file): allocated at the first pull of a large record
-  // body, so a connection that only handshakes and exchanges small messages never has it.
+  // Bytes for GnuTLS not yet given to it: first those received after STARTTLS, then, once
+  // reading ahead (see the top of this file), what each recv() brought. The 64 KiB buffer is
+  // allocated at the first pull of a large record body, so a connection that only handshakes
+  // and exchanges small messages never has it.
   static constexpr std::size_t read_ahead_from = 4096;
   static constexpr std::size_t read_ahead_size = 64 * 1024;
-  std::vector<std::byte> ahead_;
-  std::size_t ahead_at_ = 0, ahead_end_ = 0;
+  std::vector<std::byte> in_;
+  std::size_t in_at_ = 0, in_end_ = 0;
+  bool reading_ahead_ = false;
   gnutls_session_t s_ = nullptr;
   bool peer_gone_ = false;
   std::string error_;
