@@ -132,40 +132,31 @@ inline void append(run_log& log, const nbdwire::event& e) {
                         bytes(e.text.begin(), e.text.end())});
 }
 
-/// How drain() empties a machine's queue: false, pending_output() and pending_payload()
-/// (drain_whole); true, pending_pieces() (drain_pieces). Set for a run by drain_mode.
-inline bool drain_through_pieces = false;
-
-/// Sets the drain of the runs made while it lives.
-class drain_mode {
+/// Sets one of the run modes below (a global the harness reads) while it lives, and puts the
+/// old value back when it ends.
+template <class T>
+class scoped_mode {
  public:
-  explicit drain_mode(bool pieces) noexcept : saved_(drain_through_pieces) { drain_through_pieces = pieces; }
-  ~drain_mode() { drain_through_pieces = saved_; }
-  drain_mode(const drain_mode&) = delete;
-  drain_mode& operator=(const drain_mode&) = delete;
+  scoped_mode(T& mode, T value) noexcept : mode_(mode), saved_(mode) { mode = value; }
+  ~scoped_mode() { mode_ = saved_; }
+  scoped_mode(const scoped_mode&) = delete;
+  scoped_mode& operator=(const scoped_mode&) = delete;
 
  private:
-  bool saved_;
+  T& mode_;
+  T saved_;
 };
+
+/// How drain() empties a machine's queue: false, pending_output() and pending_payload()
+/// (drain_whole); true, pending_pieces() (drain_pieces). Set for a run with scoped_mode.
+inline bool drain_through_pieces = false;
 
 /// When non-zero, each drain() sends at most `drain_limit` bytes of the outbox (payloads, which
 /// come from the caller's storage, go out whole), as a caller on a slow socket whose send()
 /// takes only part of what it is offered: the rest waits for the next drain, and the machine
 /// queues behind it (the outbox compacts, and fills up: `blocked`, or `outbox_full` for a
-/// chunk). Set for a run by limit_mode (server runs only: surfaces.hpp).
+/// chunk). Set for a run with scoped_mode (server runs only: surfaces.hpp).
 inline std::size_t drain_limit = 0;
-
-/// Sets the limit of the drains made while it lives.
-class limit_mode {
- public:
-  explicit limit_mode(std::size_t limit) noexcept : saved_(drain_limit) { drain_limit = limit; }
-  ~limit_mode() { drain_limit = saved_; }
-  limit_mode(const limit_mode&) = delete;
-  limit_mode& operator=(const limit_mode&) = delete;
-
- private:
-  std::size_t saved_;
-};
 
 template <class Machine>
 void drain_pieces(Machine& m, bytes& out);
@@ -318,7 +309,7 @@ void drain(Machine& m, bytes& out) {
 /// when the machine is blocked behind bytes a limited drain left.
 template <class Machine>
 void flush(Machine& m, bytes& out) {
-  const limit_mode none(0);
+  const scoped_mode<std::size_t> none(drain_limit, 0);
   drain(m, out);
 }
 

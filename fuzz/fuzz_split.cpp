@@ -19,8 +19,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t stream = input.size() - header_size(s, input);
   const run_log whole = run_surface(s, input, {});
   // An odd cut count drains the split run through pending_pieces(), which must send the same.
-  const drain_mode pieces((count & 1) != 0);
-  const server_limit_mode limit((count & 2) != 0 ? drain_limits[(count >> 2) % drain_limits.size()] : 0);
+  const scoped_mode<bool> pieces(drain_through_pieces, (count & 1) != 0);
+  const scoped_mode<std::size_t> limit(server_limit,
+                                        (count & 2) != 0 ? drain_limits[(count >> 2) % drain_limits.size()] : 0);
   check_same(whole, run_surface(s, input, normalise(at, stream)));
   return 0;
 }

@@ -50,24 +50,13 @@ inline constexpr std::size_t surface_count = 6;
 /// Transmission surfaces (server_tx after its canned GO, client_tx): when set, the machine the
 /// stream is fed to is not the one that did the canned handshake but one built from its
 /// negotiated state (the constructors taking `negotiated`, as after a kernel handover), which
-/// must behave the same. Set for a run by handover_mode.
+/// must behave the same. Set for a run with scoped_mode (driver.hpp).
 inline bool start_from_handover = false;
 
 /// Server surfaces: the drain limit (driver.hpp, drain_limit) of server runs; client runs
 /// always send everything (a client's calls fail when its outbox is full). Set by
-/// server_limit_mode.
+/// scoped_mode (driver.hpp).
 inline std::size_t server_limit = 0;
-
-class server_limit_mode {
- public:
-  explicit server_limit_mode(std::size_t limit) noexcept : saved_(server_limit) { server_limit = limit; }
-  ~server_limit_mode() { server_limit = saved_; }
-  server_limit_mode(const server_limit_mode&) = delete;
-  server_limit_mode& operator=(const server_limit_mode&) = delete;
-
- private:
-  std::size_t saved_;
-};
 
 inline bool same_negotiated(const nbdwire::negotiated& a, const nbdwire::negotiated& b) {
   return a.style == b.style && a.export_size == b.export_size && a.transmission_flags == b.transmission_flags &&
@@ -76,17 +65,6 @@ inline bool same_negotiated(const nbdwire::negotiated& a, const nbdwire::negotia
          a.meta_contexts == b.meta_contexts && a.meta_context_count == b.meta_context_count &&
          a.export_index == b.export_index && a.tls == b.tls;
 }
-
-class handover_mode {
- public:
-  explicit handover_mode(bool on) noexcept : saved_(start_from_handover) { start_from_handover = on; }
-  ~handover_mode() { start_from_handover = saved_; }
-  handover_mode(const handover_mode&) = delete;
-  handover_mode& operator=(const handover_mode&) = delete;
-
- private:
-  bool saved_;
-};
 
 // ---- shared tables ----------------------------------------------------------------------------
 
@@ -775,7 +753,7 @@ inline void canned_server_handshake(nbdwire::server& m, const server_setup& st, 
 }
 
 inline run_log run_server(surface s, bytes_view input, const cuts& at) {
-  const limit_mode limit(server_limit);
+  const scoped_mode<std::size_t> limit(drain_limit, server_limit);
   reader rd(input);
   const server_setup st = parse_server(rd, s);
   const bytes_view stream = rd.rest();
@@ -1214,13 +1192,13 @@ inline void fuzz_surface(surface s, const std::uint8_t* data, std::size_t size) 
   if (stream > 1 && !fast_mode()) {
     if (stream <= 4096) {
       // One byte at a time, draining through pending_pieces(): the same bytes must go out.
-      const drain_mode pieces(true);
+      const scoped_mode<bool> pieces(drain_through_pieces, true);
       check_same(whole, run_surface(s, input, every_byte(stream)));
     }
     // At seeded cuts, transmission surfaces start from a handed-over machine, and a server's
     // caller sends a limited number of bytes each time (a limit picked by the input).
-    const handover_mode handover(true);
-    const server_limit_mode limit(drain_limit_for(input));
+    const scoped_mode<bool> handover(start_from_handover, true);
+    const scoped_mode<std::size_t> limit(server_limit, drain_limit_for(input));
     check_same(whole, run_surface(s, input, seeded_cuts(input, stream)));
   }
 }
