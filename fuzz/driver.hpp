@@ -423,6 +423,8 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
       const event_kind kind = r.ev.kind;
       if (kind != event_kind::failed) NBDWIRE_FUZZ_CHECK(m.error() == nbdwire::errc::ok);  // no silent failure
       NBDWIRE_FUZZ_CHECK(nbdwire::to_string(m.state()) != "unknown");
+      // The handshake style an adapter logs once the connection is ready has a name.
+      if (kind == event_kind::ready) NBDWIRE_FUZZ_CHECK(nbdwire::to_string(m.negotiated().style) != "unknown");
       if (kind == event_kind::need_more) {
         // need_more means every byte given was used, unless the machine can take none.
         if (!chunk.empty()) NBDWIRE_FUZZ_CHECK(r.consumed == 0);

@@ -14,7 +14,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(realpath "${1:?usage: run-fuzz.sh BUILD_DIR SECONDS|--seed DIR... [TARGET...]}")
 shift
-all=(server_handshake client_handshake server_tx client_tx legacy_server legacy_client roundtrip split codec)
+all=(server_handshake client_handshake server_tx client_tx legacy_server legacy_client roundtrip split codec
+  client_minimal)
 work=$build/fuzz/work
 mkdir -p "$work"
 
@@ -63,14 +64,17 @@ targets=("$@")
 for t in "${targets[@]}"; do
   mkdir -p "$work/$t" "$work/$t.artifacts"
   echo "== $t: ${seconds}s"
-  (cd "$work/$t" && nice -n 19 "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -max_len=4096 \
+  # CPU time of the fuzzing itself (user + system of the fuzzer process), for the campaign table.
+  TIMEFORMAT='%U %S'
+  { time (cd "$work/$t" && nice -n 19 "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -max_len=4096 \
       -dict="$root/fuzz/nbd.dict" -artifact_prefix="$work/$t.artifacts/" -print_final_stats=1 \
       "$work/$t" "$root/fuzz/corpus/$t" \
-      >"$work/$t.log" 2>&1) || echo "$t: FAILED, see $work/$t.log"
+      >"$work/$t.log" 2>&1) || echo "$t: FAILED, see $work/$t.log"; } 2>"$work/$t.cpu"
+  cpu=$(awk '{printf "%.0f", $1 + $2}' "$work/$t.cpu")
   line=$(grep -E '^#[0-9]+' "$work/$t.log" | tail -n 1)
   execs=$(grep -E 'stat::number_of_executed_units' "$work/$t.log" | awk '{print $2}')
   rate=$(grep -E 'stat::average_exec_per_sec' "$work/$t.log" | awk '{print $2}')
   mode=normal; [[ ${NBDWIRE_FUZZ_FAST:-0} != 0 ]] && mode=fast
-  echo "$(date -u +%FT%TZ) $t $mode ${seconds}s execs=$execs exec/s=$rate $line" | tee -a "$build/fuzz/campaign.log"
+  echo "$(date -u +%FT%TZ) $t $mode ${seconds}s cpu=${cpu}s execs=$execs exec/s=$rate $line" | tee -a "$build/fuzz/campaign.log"
   minimise "$t" "$work/$t"
 done

@@ -10,7 +10,7 @@ build=$(realpath "${1:?usage: speed.sh BUILD_DIR [SECONDS] [TARGET...]}")
 seconds=${2:-60}
 shift $(($# >= 2 ? 2 : 1))
 targets=("$@")
-((${#targets[@]})) || targets=(server_handshake client_handshake server_tx client_tx legacy_server legacy_client roundtrip codec split)
+((${#targets[@]})) || targets=(server_handshake client_handshake server_tx client_tx legacy_server legacy_client roundtrip codec client_minimal split)
 work=$build/fuzz/speed
 mkdir -p "$work"
 table=$work/table.md

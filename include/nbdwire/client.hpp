@@ -185,7 +185,7 @@ class client : private detail::client_transmission {
   /// must stay valid until that final event.
   result<void> list_meta_context(std::string_view export_name, std::span<const std::string_view> queries = {}) noexcept {
     // The spec says SHOULD NOT before structured replies: a build without them never sends it.
-    if constexpr (!client_has_structured_replies) return errc::feature_not_built;
+    if constexpr (!client_has_structured_replies) return errc::call_not_built;
     return start_plan(option::list_meta_context, export_name, 0, queries);
   }
 

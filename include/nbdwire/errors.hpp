@@ -120,7 +120,7 @@ enum class error_category : std::uint8_t {
   X(no_payload_due, 613, caller_misuse, false, "consume_payload() with no payload owed") \
   X(payload_overrun, 614, caller_misuse, false, "consume_payload() beyond the payload owed") \
   X(legacy_range_too_large, 615, caller_misuse, false, "1997 framing has 32-bit offsets and lengths") \
-  X(invalid_config, 616, caller_misuse, false, "the machine's configuration is inconsistent") \
+  X(invalid_config, 616, caller_misuse, true, "the configuration or hand-over state given to the constructor is inconsistent: the machine is failed from the start") \
   X(unknown_request, 617, caller_misuse, false, "reply() for a request that is not awaiting one") \
   X(length_too_large, 618, caller_misuse, false, "length does not fit the request form (32 bits compact)") \
   X(df_requires_one_chunk, 619, caller_misuse, false, "a DF read is answered by one data chunk covering it, with DONE") \
@@ -135,7 +135,8 @@ enum class error_category : std::uint8_t {
   X(structured_replies_off, 628, caller_misuse, false, "a chunk call on a connection without structured replies") \
   X(error_chunk_needs_error, 629, caller_misuse, false, "reply_error_chunk() with nbd_error::ok") \
   X(no_extents, 630, caller_misuse, false, "reply_block_status() with no extents") \
-  X(feature_not_built, 631, caller_misuse, false, "needs a client part this build leaves out (NBDWIRE_CLIENT_*, config.hpp); a machine constructed with it is failed") \
+  X(feature_not_built, 631, caller_misuse, true, "the configuration or hand-over needs a client part this build leaves out (NBDWIRE_CLIENT_*, config.hpp): the machine is failed from the start") \
+  X(call_not_built, 632, caller_misuse, false, "the call needs a client part this build leaves out (NBDWIRE_CLIENT_*, config.hpp); refused, nothing changed") \
   /* -- TLS ("TLS support"; STARTTLS) */ \
   X(tls_oldstyle_server, 800, tls_policy, true, "TLS is required but the server greets oldstyle (no STARTTLS possible)") \
   X(tls_server_not_fixed_newstyle, 801, tls_policy, true, "TLS is required but the server is not fixed newstyle") \

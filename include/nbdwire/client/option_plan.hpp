@@ -126,7 +126,6 @@ class option_plan {
     name_.fill(name, name.size());
   }
 
-  [[nodiscard]] option final_option() const noexcept { return final_; }
   [[nodiscard]] std::string_view name() const noexcept { return as_chars(name_.view()); }
 
  private:

@@ -34,11 +34,6 @@ class outbox {
     return tail_ + n <= buf_.size();
   }
 
-  /// Appends raw bytes. The caller checked room_for() first.
-  void put(bytes_view b) noexcept {
-    std::copy(b.begin(), b.end(), buf_.begin() + static_cast<std::ptrdiff_t>(tail_));
-    tail_ += b.size();
-  }
   template <class Record>
   void put_record(const Record& r) noexcept {
     tail_ += encode_into(r, mutable_bytes{buf_}.subspan(tail_));
@@ -86,9 +81,6 @@ class outbox {
 
   /// Bytes that can still be queued (after compaction).
   [[nodiscard]] std::size_t free_space() const noexcept { return buf_.size() - (tail_ - head_); }
-
-  /// Bytes queued and not yet sent (payloads not counted).
-  [[nodiscard]] std::size_t used() const noexcept { return tail_ - head_; }
 
   /// Drops `n` sent bytes (n ≤ pending().size(); larger values are clamped).
   void consume(std::size_t n) noexcept {

@@ -53,11 +53,6 @@ class request_table {
       if (s.used && s.req == r) return &s;
     return nullptr;
   }
-  [[nodiscard]] const slot* find_cookie(std::uint64_t cookie) const noexcept {
-    for (const auto& s : slots_)
-      if (s.used && s.req.cookie == cookie) return &s;
-    return nullptr;
-  }
 
   void remove(slot& s) noexcept {
     s.used = false;
