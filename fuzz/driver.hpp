@@ -338,10 +338,15 @@ inline cuts every_byte(std::size_t n) {
   return c;
 }
 
+/// A hash of an input (FNV-1a style from `seed`), for choices a run derives from its input.
+inline std::uint64_t input_hash(bytes_view in, std::uint64_t seed) noexcept {
+  for (std::byte b : in) seed = (seed ^ static_cast<std::uint8_t>(b)) * 0x100000001b3u;
+  return seed;
+}
+
 /// Deterministic pseudo-random cuts seeded by the input itself (splitmix64).
 inline cuts seeded_cuts(bytes_view in, std::size_t n) {
-  std::uint64_t s = 0x9e3779b97f4a7c15u ^ n;
-  for (std::byte b : in) s = (s ^ static_cast<std::uint8_t>(b)) * 0x100000001b3u;
+  std::uint64_t s = input_hash(in, 0x9e3779b97f4a7c15u ^ n);
   auto next = [&s]() {
     s += 0x9e3779b97f4a7c15u;
     std::uint64_t z = s;

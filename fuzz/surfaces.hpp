@@ -1165,9 +1165,7 @@ inline constexpr std::array<std::size_t, 4> drain_limits{1, 7, 64, 1000};
 
 /// A drain limit for a server run, picked by the input.
 inline std::size_t drain_limit_for(bytes_view input) noexcept {
-  std::uint32_t h = 2166136261u;
-  for (std::byte b : input) h = (h ^ static_cast<std::uint8_t>(b)) * 16777619u;
-  return drain_limits[h % drain_limits.size()];
+  return drain_limits[input_hash(input, 0xcbf29ce484222325u) % drain_limits.size()];
 }
 
 /// How many configuration and action bytes precede the stream of `input` for surface `s`.

@@ -66,10 +66,8 @@ def main():
             continue
         start = r["inited"] or (0, 0)
         finding = str(len(findings)) + (" (sanitizer or invariant report in the log)" if r["sanitizer"] else "")
-        print(f"| {t} | {r['wall'] or '-'} | {cpu:.0f} | {r['execs']:,} | {r['rate']:,} | "
-              f"{start[0]:,} → {r['done'][0]:,} | {start[1]:,} → {r['done'][1]:,} | {finding} | {inputs:,} |"
-              if cpu is not None else
-              f"| {t} | {r['wall'] or '-'} | - | {r['execs']:,} | {r['rate']:,} | "
+        cpu_text = "-" if cpu is None else f"{cpu:.0f}"
+        print(f"| {t} | {r['wall'] or '-'} | {cpu_text} | {r['execs']:,} | {r['rate']:,} | "
               f"{start[0]:,} → {r['done'][0]:,} | {start[1]:,} → {r['done'][1]:,} | {finding} | {inputs:,} |")
         total_cpu += cpu or 0
         total_execs += r["execs"] or 0
