@@ -179,12 +179,12 @@ expect_eq() {
 # wait_unix_socket PATH PID: waits until PATH is a socket, failing if PID dies first.
 wait_unix_socket() {
     local i
-    for i in $(seq 200); do
+    for i in $(seq 600); do
         [ -S "$1" ] && return 0
         [ -z "${2-}" ] || kill -0 "$2" 2>/dev/null || fail "server exited before creating $1"
         sleep 0.05
     done
-    fail "no socket at $1 after 10 s"
+    fail "no socket at $1 after 30 s"
 }
 
 _tcp_listening() {
@@ -243,8 +243,9 @@ _start_server_once() {
     timeout -k 5 300 "$NBDWIRE_SERVER" "$@" >"$SERVER_OUT" 2>"$SERVER_ERR" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
-    # Ready once it has printed its line.
-    for i in $(seq 200); do
+    # Ready once it has printed its line (a loaded machine may take seconds; it fails fast if
+    # the server exits).
+    for i in $(seq 600); do
         if [ "$(wc -l <"$SERVER_OUT")" -ge 1 ]; then
             log "   server ready: $(head -n 1 "$SERVER_OUT")"
             return 0

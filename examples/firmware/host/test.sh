@@ -42,7 +42,7 @@ start_peer() {
             PORT=$(free_port)
             bg nbdkit nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$PORT" "$@" file dir="$T/exports"
             PEER_PID=$BG_PID
-            for i in $(seq 200); do
+            for i in $(seq 600); do
                 _tcp_listening "$PORT" && return 0
                 kill -0 "$PEER_PID" 2>/dev/null || break
                 sleep 0.05
@@ -124,14 +124,22 @@ grep -q 'open: TRANSPORT' "$T/step.err" || fail "nothing listening: expected TRA
 # A peer that accepts and never speaks: the tick budget ends the open.
 if [ "$peer" = nbdwire-server ]; then
     need_peer python3
-    PORT=$(free_port)
+    # The listener takes a port the kernel picks (no race with other tests for it) and prints
+    # it; a loaded machine may take seconds to start python, so wait while it is alive.
     bg silent python3 -c '
-import socket, sys, time
-s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1)
-print("ready", flush=True)
-c, _ = s.accept(); time.sleep(60)' "$PORT"
-    for i in $(seq 100); do [ -s "$T/silent.out" ] && break; sleep 0.05; done
-    [ -s "$T/silent.out" ] || fail "the silent listener did not start"
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); time.sleep(60)'
+    for i in $(seq 600); do
+        [ -s "$T/silent.out" ] && break
+        kill -0 "$BG_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    PORT=$(head -n 1 "$T/silent.out")
+    case $PORT in
+    '' | *[!0-9]*) sed 's/^/    | /' "$T/silent.err" >&2; fail "the silent listener did not start" ;;
+    esac
     step_fails "open against a silent peer" "$FIRMWARE_HOST" --timeout-ms 300 "nbd://127.0.0.1:$PORT/mbr" info
     grep -q 'open: TIMEOUT' "$T/step.err" || fail "silent peer: expected TIMEOUT"
 fi
