@@ -313,6 +313,68 @@ void flush(Machine& m, bytes& out) {
   drain(m, out);
 }
 
+// ---- the trace (trace.hpp) --------------------------------------------------------------------
+// Every machine a run drives reports its state changes here. Each move is a row of its table
+// (or, refused by it, a move to failed), leaves the state the previous move reached, and has
+// names; after each call feed() makes, the last move's phase is what state() reports.
+
+template <class State, class Trigger>
+struct move_check {
+  bool seen = false;
+  State last{};
+  std::size_t count = 0;
+
+  static void on_transition(void* context, State from, Trigger on, State to) noexcept;
+  [[nodiscard]] nbdwire::state_trace<State, Trigger> trace() noexcept { return {&on_transition, this}; }
+  /// A new machine: its first move starts the chain.
+  void reset() noexcept { *this = move_check{}; }
+};
+
+inline const auto& table_of(nbdwire::client_state) noexcept { return nbdwire::detail::client_transitions; }
+inline const auto& table_of(nbdwire::server_state) noexcept { return nbdwire::detail::server_transitions; }
+inline constexpr nbdwire::client_state failed_state(nbdwire::client_state) noexcept { return nbdwire::client_state::failed; }
+inline constexpr nbdwire::server_state failed_state(nbdwire::server_state) noexcept { return nbdwire::server_state::failed; }
+
+template <class State, class Trigger>
+void move_check<State, Trigger>::on_transition(void* context, State from, Trigger on, State to) noexcept {
+  auto& c = *static_cast<move_check*>(context);
+  NBDWIRE_FUZZ_CHECK(nbdwire::to_string(from) != "unknown" && nbdwire::to_string(on) != "unknown" &&
+                     nbdwire::to_string(to) != "unknown");
+  NBDWIRE_FUZZ_CHECK(nbdwire::detail::next_state(table_of(from), from, on).value_or(failed_state(from)) == to);
+  if (c.seen) NBDWIRE_FUZZ_CHECK(from == c.last);
+  std::array<char, 96> line{};
+  const std::size_t n = nbdwire::format_transition(std::span<char>(line), from, on, to);
+  NBDWIRE_FUZZ_CHECK(n < line.size() && n == nbdwire::to_string(from).size() + nbdwire::to_string(on).size() +
+                                                  nbdwire::to_string(to).size() + 5);
+  c.seen = true;
+  c.last = to;
+  ++c.count;
+}
+
+inline move_check<nbdwire::client_state, nbdwire::client_trigger> client_moves;
+inline move_check<nbdwire::server_state, nbdwire::server_trigger> server_moves;
+
+inline auto& moves_of(const nbdwire::client&) noexcept { return client_moves; }
+inline auto& moves_of(const nbdwire::server&) noexcept { return server_moves; }
+
+/// The trace agrees with state() (once the machine has moved at all).
+template <class Machine>
+void check_trace(const Machine& m) {
+  const auto& c = moves_of(m);
+  if (c.seen) NBDWIRE_FUZZ_CHECK(nbdwire::detail::phase_of(c.last) == m.state());
+}
+
+/// Runs `use` on a copy of `m` (which reports to the same trace), then puts the trace back
+/// where `m` is.
+template <class Machine, class Use>
+void with_twin(const Machine& m, Use use) {
+  auto& c = moves_of(m);
+  const auto saved = c;
+  auto twin = std::make_unique<Machine>(m);
+  use(*twin);
+  c = saved;
+}
+
 /// Checks that apply to every event of either machine.
 inline void check_event_common(const nbdwire::event& e, bytes_view chunk) {
   NBDWIRE_FUZZ_CHECK(e.data.size() <= 0xffffffffu);
@@ -428,12 +490,14 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
       const event_kind kind = r.ev.kind;
       if (kind != event_kind::failed) NBDWIRE_FUZZ_CHECK(m.error() == nbdwire::errc::ok);  // no silent failure
       NBDWIRE_FUZZ_CHECK(nbdwire::to_string(m.state()) != "unknown");
+      check_trace(m);
       // The handshake style an adapter logs once the connection is ready has a name.
       if (kind == event_kind::ready) NBDWIRE_FUZZ_CHECK(nbdwire::to_string(m.negotiated().style) != "unknown");
       if (kind == event_kind::need_more) {
         // need_more means every byte given was used, unless the machine can take none.
         if (!chunk.empty()) NBDWIRE_FUZZ_CHECK(r.consumed == 0);
         actor.on_need_more(m, log);
+        check_trace(m);
         drain(m, log.output);
         if (!chunk.empty() && r.consumed == 0) {
           // Input the machine cannot take now (e.g. a request while the 1997 framing waits
@@ -454,6 +518,7 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
       }
       append(log, r.ev);
       actor.on_event(m, r.ev, log);
+      check_trace(m);
       drain(m, log.output);
       if (kind == event_kind::failed) {
         NBDWIRE_FUZZ_CHECK(m.error() == r.ev.error);
@@ -504,6 +569,7 @@ run_log feed(Machine& m, Actor& actor, bytes_view stream, const cuts& at, bool e
     drain(m, log.output);
   }
   flush(m, log.output);
+  check_trace(m);
   log.final_error = m.error();
   return log;
 }

@@ -85,6 +85,7 @@ struct pair {
     for (int guard = 0; guard < 100000; ++guard) {
       const auto r = to.receive(in);
       NBDWIRE_FUZZ_CHECK(r.consumed <= in.size());
+      check_trace(to);
       in = in.subspan(r.consumed);
       if (r.ev.kind == event_kind::need_more) {
         NBDWIRE_FUZZ_CHECK(in.empty());
@@ -144,6 +145,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static const std::array<std::string_view, 2> rev{"qemu:dirty-bitmap:b", "base:allocation"};
   const unsigned asked = opt >> 6;
   ccfg.meta_contexts = std::span<const std::string_view>(asked == 3 ? rev.data() : fwd.data(), asked == 3 ? 2 : asked);
+  ccfg.trace = client_moves.trace();
+  st.cfg.trace = server_moves.trace();
+  client_moves.reset();
+  server_moves.reset();
   auto p = std::make_unique<pair>(ccfg, st.cfg);
   if (p->s.state() == nbdwire::server_state::failed) return 0;
   p->to_client();  // greeting

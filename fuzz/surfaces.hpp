@@ -470,15 +470,18 @@ class server_actor {
         break;
       case event_kind::start_tls: {
         // Until tls_started(), the bytes are the TLS layer's: a twin fed any now fails.
-        auto twin = std::make_unique<nbdwire::server>(m);
-        const auto early = twin->receive(bytes_view{});
-        NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
-        // Failed is terminal: later input is dropped, end of input reports the same error.
-        const std::array<std::byte, 3> more{};
-        const auto later = twin->receive(more);
-        NBDWIRE_FUZZ_CHECK(later.consumed == more.size() && later.ev.kind == event_kind::need_more);
-        const auto eof = twin->on_eof();
-        NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == nbdwire::errc::receive_while_tls_starting);
+        with_twin(m, [](nbdwire::server& twin) {
+          const auto early = twin.receive(bytes_view{});
+          NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
+          check_trace(twin);
+          // Failed is terminal: later input is dropped, end of input reports the same error.
+          const std::array<std::byte, 3> more{};
+          const auto later = twin.receive(more);
+          NBDWIRE_FUZZ_CHECK(later.consumed == more.size() && later.ev.kind == event_kind::need_more);
+          const auto eof = twin.on_eof();
+          NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == nbdwire::errc::receive_while_tls_starting);
+          check_trace(twin);
+        });
         // The TLS layer as identity (see the client side).
         NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::server_tls::off && !m.tls_active());
         NBDWIRE_FUZZ_CHECK(m.tls_started().has_value());
@@ -755,8 +758,10 @@ inline void canned_server_handshake(nbdwire::server& m, const server_setup& st, 
 inline run_log run_server(surface s, bytes_view input, const cuts& at) {
   const scoped_mode<std::size_t> limit(drain_limit, server_limit);
   reader rd(input);
-  const server_setup st = parse_server(rd, s);
+  server_setup st = parse_server(rd, s);
+  st.cfg.trace = server_moves.trace();
   const bytes_view stream = rd.rest();
+  server_moves.reset();
   auto m = std::make_unique<nbdwire::server>(st.cfg);
   server_actor actor(st);
   run_log pre;
@@ -766,6 +771,7 @@ inline run_log run_server(surface s, bytes_view input, const cuts& at) {
     canned_server_handshake(*m, st, pre);
     if (start_from_handover) {
       const nbdwire::negotiated n = m->negotiated();
+      server_moves.reset();
       m = std::make_unique<nbdwire::server>(st.cfg, n);
       NBDWIRE_FUZZ_CHECK(m->state() == nbdwire::server_state::transmission && same_negotiated(m->negotiated(), n));
     }
@@ -886,15 +892,18 @@ class client_actor {
     switch (e.kind) {
       case event_kind::start_tls: {
         // Until tls_started(), the bytes are the TLS layer's: a twin fed any now fails.
-        auto twin = std::make_unique<nbdwire::client>(m);
-        const auto early = twin->receive(bytes_view{});
-        NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
-        // Failed is terminal: later input is dropped, end of input reports the same error.
-        const std::array<std::byte, 3> more{};
-        const auto later = twin->receive(more);
-        NBDWIRE_FUZZ_CHECK(later.consumed == more.size() && later.ev.kind == event_kind::need_more);
-        const auto eof = twin->on_eof();
-        NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == nbdwire::errc::receive_while_tls_starting);
+        with_twin(m, [](nbdwire::client& twin) {
+          const auto early = twin.receive(bytes_view{});
+          NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
+          check_trace(twin);
+          // Failed is terminal: later input is dropped, end of input reports the same error.
+          const std::array<std::byte, 3> more{};
+          const auto later = twin.receive(more);
+          NBDWIRE_FUZZ_CHECK(later.consumed == more.size() && later.ev.kind == event_kind::need_more);
+          const auto eof = twin.on_eof();
+          NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == nbdwire::errc::receive_while_tls_starting);
+          check_trace(twin);
+        });
         // The TLS layer as identity: the handshake succeeds and the same stream goes on.
         NBDWIRE_FUZZ_CHECK(st_.cfg.tls != nbdwire::client_tls::off && !m.tls_active());
         NBDWIRE_FUZZ_CHECK(m.tls_started().has_value());
@@ -1129,8 +1138,10 @@ inline void canned_client_handshake(nbdwire::client& m, const client_setup& st, 
 
 inline run_log run_client(surface s, bytes_view input, const cuts& at) {
   reader rd(input);
-  const client_setup st = parse_client(rd, s);
+  client_setup st = parse_client(rd, s);
+  st.cfg.trace = client_moves.trace();
   const bytes_view stream = rd.rest();
+  client_moves.reset();
   auto m = std::make_unique<nbdwire::client>(st.cfg);
   client_actor actor(st);
   run_log pre;
@@ -1138,6 +1149,7 @@ inline run_log run_client(surface s, bytes_view input, const cuts& at) {
     canned_client_handshake(*m, st, pre);
     if (start_from_handover) {
       const nbdwire::negotiated n = m->negotiated();
+      client_moves.reset();
       m = std::make_unique<nbdwire::client>(n, st.cfg);
       NBDWIRE_FUZZ_CHECK(m->state() == nbdwire::client_state::transmission && same_negotiated(m->negotiated(), n));
     }

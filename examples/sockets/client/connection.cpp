@@ -8,6 +8,8 @@
 #include <unistd.h>        // close, pread
 
 #include <algorithm>  // std::min
+#include <array>      // the --debug line
+#include <atomic>     // connections_made
 #include <cstdio>     // std::snprintf: the --timeout message
 
 namespace client_app {
@@ -18,10 +20,31 @@ constexpr std::size_t input_buffer_size = 256 * 1024;
 
 std::string errc_text(nbdwire::errc e) { return std::string(nbdwire::to_string(e)); }
 
+namespace {
+/// `cfg` reporting its state changes to `trace` (when it has a function: --debug).
+nbdwire::client_config traced(nbdwire::client_config cfg, nbdwire::client_trace trace) {
+  if (trace.on_transition != nullptr) cfg.trace = trace;
+  return cfg;
+}
+std::atomic<unsigned> connections_made{0};
+}  // namespace
+
 connection::connection(int fd, const nbdwire::client_config& cfg,
-                       std::shared_ptr<const examples::tls_credentials> creds)
-    : fd_(fd), m_(cfg), buf_(input_buffer_size), creds_(std::move(creds)) {
+                       std::shared_ptr<const examples::tls_credentials> creds, bool debug)
+    : fd_(fd),
+      id_(++connections_made),
+      m_(traced(cfg, debug ? nbdwire::client_trace{&debug_transition, this} : nbdwire::client_trace{})),
+      buf_(input_buffer_size),
+      creds_(std::move(creds)) {
   examples::set_nonblocking(fd_);
+}
+
+void connection::debug_transition(void* context, nbdwire::client_state from, nbdwire::client_trigger on,
+                                  nbdwire::client_state to) noexcept {
+  std::array<char, 96> line{};
+  const std::size_t n = nbdwire::format_transition(std::span<char>(line), from, on, to);
+  std::fprintf(stderr, "nbdwire-client: debug: connection %u: %.*s\n", static_cast<connection*>(context)->id_,
+               static_cast<int>(n), line.data());
 }
 
 connection::~connection() {
@@ -324,7 +347,7 @@ std::unique_ptr<connection> open_connection(const examples::client_uri& uri, con
     cfg.legacy_export_size = *o.legacy_size;
   }
   const int fd = examples::connect_to(uri.where);
-  auto c = std::make_unique<connection>(fd, cfg, std::move(creds));
+  auto c = std::make_unique<connection>(fd, cfg, std::move(creds), o.debug);
   c->set_idle_timeout(o.timeout_ms);
   return c;
 }

@@ -35,9 +35,10 @@ std::string errc_text(nbdwire::errc e);
 
 class connection {
  public:
-  /// `creds`: for a connection whose machine requires TLS (null otherwise).
+  /// `creds`: for a connection whose machine requires TLS (null otherwise). With `debug`,
+  /// every state change of the machine is logged to stderr (--debug).
   connection(int fd, const nbdwire::client_config& cfg,
-             std::shared_ptr<const examples::tls_credentials> creds = nullptr);
+             std::shared_ptr<const examples::tls_credentials> creds = nullptr, bool debug = false);
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
   ~connection();
@@ -108,8 +109,12 @@ class connection {
   [[noreturn]] void fail_io(const std::string& what, int err);
   void start_tls();
 
+  static void debug_transition(void* context, nbdwire::client_state from, nbdwire::client_trigger on,
+                               nbdwire::client_state to) noexcept;
+
   int fd_;
   int idle_timeout_ms_ = -1;  // --timeout; -1: none
+  unsigned id_;               // 1, 2, ... in the order connections are made: --debug names them
   nbdwire::client m_;
   std::vector<std::byte> buf_;
   std::size_t start_ = 0, end_ = 0;

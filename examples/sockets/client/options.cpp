@@ -78,6 +78,8 @@ void print_usage() {
       "  --style legacy1997 --legacy-size SIZE  a server of the 1997 framing (no handshake);\n"
       "                                       the old spelling --size SIZE is still taken\n"
       "                                       before the command\n"
+      "  --debug                              log every state change of each connection's\n"
+      "                                       protocol machine to stderr\n"
       "  --version                            print the version and exit\n"
       "  -h, --help                           this help\n"
       "URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH; nbds:// and nbds+unix://\n"
@@ -204,6 +206,8 @@ options parse_args(int argc, char** argv) {
       o.progress = true;
     } else if (a == "--target-is-zero") {
       o.target_is_zero = true;
+    } else if (a == "--debug") {
+      o.debug = true;
     } else if (a.size() > 1 && a[0] == '-' && a != "-") {
       usage_error("unknown option " + a);
     } else {

@@ -36,6 +36,7 @@ struct options {
   unsigned connections = 0;    ///< copies with a multi-conn export: connections to use (0: one per CPU, at most 4)
   unsigned requests = 0;       ///< requests in flight per connection (0: the most, max_window)
   int timeout_ms = 0;          ///< --timeout: no progress from the server this long fails (0: none)
+  bool debug = false;          ///< --debug: every state change of each connection's machine on stderr
   // attach
   std::optional<std::uint64_t> dead_conn_timeout_s;  ///< --dead-conn-timeout SECONDS
   std::uint32_t block_size = 0;  ///< --block-size: the device's logical block size (0: the smallest that works)

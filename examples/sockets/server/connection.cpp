@@ -295,6 +295,15 @@ void log(const connection& c, const std::string& what) {
   std::fprintf(stderr, "nbdwire-server: %s: %s\n", c.peer.c_str(), what.c_str());
 }
 
+void debug_transition(void* context, nbdwire::server_state from, nbdwire::server_trigger on,
+                      nbdwire::server_state to) noexcept {
+  std::array<char, 96> line{};
+  const std::size_t n = nbdwire::format_transition(std::span<char>(line), from, on, to);
+  const auto* c = static_cast<const connection*>(context);
+  std::fprintf(stderr, "nbdwire-server: %s: debug: %.*s\n", c != nullptr ? c->peer.c_str() : "-",
+               static_cast<int>(n), line.data());
+}
+
 std::string describe_commands(const connection& c) {
   using nbdwire::command;
   std::string s = std::to_string(c.requests) + (c.requests == 1 ? " request" : " requests");

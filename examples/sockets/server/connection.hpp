@@ -33,11 +33,17 @@ enum class data_path {
   staged,    ///< read with pread() when the request is answered, into connection::staged
 };
 
+struct connection;
+/// --debug: the trace (nbdwire/trace.hpp) each connection's machine reports to; its context is
+/// the connection.
+void debug_transition(void* context, nbdwire::server_state from, nbdwire::server_trigger on,
+                      nbdwire::server_state to) noexcept;
+
 struct connection {
   connection(int sock, const nbdwire::server_config& cfg, std::span<backend* const> backends, std::string who)
       : fd(sock),
         peer(std::move(who)),
-        m(cfg),
+        m(traced(cfg, this)),
         exports(cfg.exports),
         stores(backends),
         in(std::make_unique_for_overwrite<std::byte[]>(input_buffer_size)) {}
@@ -46,11 +52,17 @@ struct connection {
              std::span<backend* const> backends, std::string who)
       : fd(sock),
         peer(std::move(who)),
-        m(cfg, n),
+        m(traced(cfg, this), n),
         exports(cfg.exports),
         stores(backends),
         in(std::make_unique_for_overwrite<std::byte[]>(input_buffer_size)),
         in_transmission(true) {}
+
+  /// `cfg` with its trace, if any, reporting about this connection.
+  static nbdwire::server_config traced(nbdwire::server_config cfg, connection* self) noexcept {
+    if (cfg.trace.on_transition != nullptr) cfg.trace.context = self;
+    return cfg;
+  }
 
   int fd;
   std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();

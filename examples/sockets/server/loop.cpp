@@ -58,6 +58,7 @@ server_loop::server_loop(settings s) : s_(std::move(s)) {
   const nbdwire::server probe(cfg_);
   if (probe.state() == nbdwire::server_state::failed)
     fail("invalid export configuration: " + std::string(nbdwire::to_string(probe.error())));
+  if (s_.debug) cfg_.trace.on_transition = &debug_transition;  // each connection its context
 }
 
 /// The listening sockets: --listen/--unix in order; without either, those systemd passed

@@ -22,7 +22,7 @@ void print_usage() {
   std::printf(
       "usage: nbdwire-server [--listen HOST:PORT]... [--unix PATH]... [--port N]\n"
       "                      [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]\n"
-      "                      [--max-connections N] [--pidfile FILE] [-v|--verbose]\n"
+      "                      [--max-connections N] [--pidfile FILE] [-v|--verbose] [--debug]\n"
       "                      [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]\n"
       "                      [--threads N]\n"
       "                      [--tls=off|on|require] [--tls-certificates=DIR | --tls-psk=FILE]\n"
@@ -42,7 +42,8 @@ void print_usage() {
       "--max-connections N serves at most N clients at once; others wait to be accepted.\n"
       "--threads N runs N event loops on N threads (default: one per CPU); each connection is\n"
       "served by one loop, and a new one goes to the loop serving the fewest.\n"
-      "--pidfile FILE is written once the server listens. -v logs each connection to stderr.\n"
+      "--pidfile FILE is written once the server listens. -v logs each connection to stderr;\n"
+      "--debug also logs every state change of each connection's protocol machine.\n"
       "SIGTERM or SIGINT: new requests get NBD_ESHUTDOWN, requests in flight are answered, and\n"
       "connections still open after --shutdown-timeout seconds (default 5) are closed; file\n"
       "exports are flushed. A second signal stops at once.\n"
@@ -157,6 +158,8 @@ settings parse_args(int argc, char** argv) {
       if (s.pidfile.empty()) usage_error("empty --pidfile");
     } else if (a == "--verbose" || a == "-v") {
       s.verbose = true;
+    } else if (a == "--debug") {
+      s.verbose = s.debug = true;
     } else if (a == "--tls") {
       const std::string v = value();
       if (v == "off") s.tls = nbdwire::server_tls::off;

@@ -3,7 +3,7 @@
 //
 //   nbdwire-server [--listen HOST:PORT]... [--unix PATH]... [--port N]
 //                  [--style fixed-newstyle|newstyle|oldstyle|legacy1997] [--read-only]
-//                  [--max-connections N] [--pidfile FILE] [-v|--verbose]
+//                  [--max-connections N] [--pidfile FILE] [-v|--verbose] [--debug]
 //                  [--device /dev/nbdN [--ioctl]]
 //                  [--handshake-timeout SECONDS] [--shutdown-timeout SECONDS]
 //                  [--busy-poll USEC] [--threads N] NAME=BACKEND[,read-only][,description=TEXT]...
@@ -54,6 +54,7 @@ struct settings {
   unsigned threads = 0;
   std::string pidfile;  ///< written once listening, removed at exit
   bool verbose = false;  ///< one line per connection, handshake result and disconnect
+  bool debug = false;    ///< --debug: also every state change (trace.hpp); implies verbose
   /// SIGTERM/SIGINT: stop accepting, refuse new requests with NBD_ESHUTDOWN (options with
   /// NBD_REP_ERR_SHUTDOWN), answer what is in flight, and close connections still open after
   /// this many seconds; a second signal stops at once.

@@ -46,8 +46,10 @@ class client_handshake {
 
   void move(client_trigger t) noexcept {
     const auto to = next_state(client_transitions, state_, t);
+    const client_state from = state_;
     state_ = to ? *to : client_state::failed;
     if (!to && error_ == errc::ok) error_ = errc::illegal_transition;
+    cfg_.trace(from, t, state_);
   }
   event fail(errc e) noexcept {
     if (state_ != client_state::failed) {

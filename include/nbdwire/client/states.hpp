@@ -16,6 +16,7 @@
 
 #include "nbdwire/constants.hpp"      // handshake_style, info_type
 #include "nbdwire/detail/outbox.hpp"  // transition, next_state, table_well_formed
+#include "nbdwire/trace.hpp"          // state_trace
 
 namespace nbdwire {
 NBDWIRE_BEGIN_NAMESPACE
@@ -38,6 +39,11 @@ enum class client_tls : std::uint8_t {
                   ///< any refusal of STARTTLS; nothing else is sent before TLS
 };
 
+enum class client_state : std::uint8_t;    // below
+enum class client_trigger : std::uint8_t;  // below
+/// Sees every state change of a client (trace.hpp).
+using client_trace = state_trace<client_state, client_trigger>;
+
 struct client_config {
   /// legacy_1997 means no handshake; any other value means "read the greeting", which tells
   /// oldstyle, newstyle and fixed newstyle apart.
@@ -56,6 +62,8 @@ struct client_config {
   std::span<const std::string_view> meta_contexts{};
   /// Anything but off needs NBDWIRE_CLIENT_STARTTLS (errc::feature_not_built).
   client_tls tls = client_tls::off;
+  /// Called on every state change (trace.hpp): --debug output, tests. Off by default.
+  client_trace trace{};
 };
 
 /// Client protocol states. Every transition is in detail::client_transitions. The first

@@ -15,6 +15,7 @@
 #include "nbdwire/codec/core.hpp"  // detail::has_nul: names carry no NUL ("Conventions")
 #include "nbdwire/detail/rules.hpp"
 #include "nbdwire/events.hpp"
+#include "nbdwire/trace.hpp"  // state_trace
 
 namespace nbdwire {
 NBDWIRE_BEGIN_NAMESPACE
@@ -44,6 +45,11 @@ enum class server_tls : std::uint8_t {
   required,  ///< FORCEDTLS: every option but STARTTLS and ABORT needs TLS
 };
 
+enum class server_state : std::uint8_t;    // server/states.hpp
+enum class server_trigger : std::uint8_t;  // server/states.hpp
+/// Sees every state change of a server (trace.hpp).
+using server_trace = state_trace<server_state, server_trigger>;
+
 struct server_config {
   static constexpr std::size_t no_export = ~std::size_t{0};
   handshake_style style = handshake_style::fixed_newstyle;
@@ -59,6 +65,8 @@ struct server_config {
   /// max_meta_contexts names of at most max_string bytes.
   std::span<const std::string_view> meta_contexts{};
   server_tls tls = server_tls::off;  ///< TLS needs fixed newstyle; tls_only exports need TLS on
+  /// Called on every state change (trace.hpp): --debug output, tests. Off by default.
+  server_trace trace{};
 };
 
 namespace detail {

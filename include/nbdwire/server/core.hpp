@@ -31,8 +31,10 @@ struct server_core {
   /// The one place the state changes: the table decides.
   void move(server_trigger t) noexcept {
     const auto to = next_state(server_transitions, state, t);
+    const server_state from = state;
     state = to ? *to : server_state::failed;
     if (!to && error == errc::ok) error = errc::illegal_transition;
+    cfg.trace(from, t, state);
   }
   event fail(errc e) noexcept {
     if (state != server_state::failed) {
