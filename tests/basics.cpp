@@ -285,7 +285,7 @@ TEST_CASE("events: block size constraints validity") {
 #include "nbdwire/server.hpp"
 
 TEST_CASE("memory: machine sizes stay within the documented bounds") {
-  // docs/design.md "Memory bounds" (x86-64, default limits: client 28,864, server 19,064,
+  // docs/design.md "Memory bounds" (x86-64, default limits: client 28,904, server 19,096,
   // event 168 bytes); a growth past these bounds must update the document.
   if constexpr (sizeof(void*) == 8) {
     CHECK(sizeof(nbdwire::client) <= 29u * 1024u);

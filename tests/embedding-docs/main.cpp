@@ -9,6 +9,7 @@
 #include "snippet_client-callback.hpp"
 #include "snippet_handover.hpp"
 #include "snippet_sizes.hpp"
+#include "snippet_trace.hpp"
 
 #include <sys/eventfd.h>
 #include <sys/un.h>
@@ -93,6 +94,19 @@ int main() {
     nbdwire::client c;
     const bool ran = guide::run(fd, c, h, source);
     ok = check(ran && h.ok && h.names == std::vector<std::string>{"disk"}, "callback client: list, write, read back") &&
+         ok;
+    close(fd);
+  }
+  {  // the callback client again, traced: its moves end where state() says it is
+    guide::list_write_read h;
+    h.offset = 4096;
+    h.data = written;
+    const int fd = dial();
+    guide::traced_connection t{.id = 1};
+    nbdwire::client c(guide::traced_config(t));
+    const bool ran = guide::run(fd, c, h, source);
+    ok = check(ran && h.ok && t.moves >= 6 && nbdwire::detail::phase_of(t.last) == c.state(),
+               "traced client: its moves end where state() is") &&
          ok;
     close(fd);
   }
