@@ -15,11 +15,12 @@ using nbdwire::event_kind;
 
 /// Runs the handshake on a blocking socket (with timeouts) up to `ready`, STARTTLS first for
 /// an nbds URI (`tls` then holds the session). Returns what was negotiated; `leftover` gets
-/// the bytes received after `ready` (none from a sane server).
+/// the bytes received after `ready` (none from a sane server). `trace`: --debug.
 nbdwire::negotiated handshake(int fd, const examples::client_uri& u, std::vector<std::byte>& leftover,
-                              std::unique_ptr<examples::tls_session>& tls) {
+                              std::unique_ptr<examples::tls_session>& tls, nbdwire::client_trace trace) {
   const std::string& export_name = u.export_name;
   nbdwire::client_config cfg;
+  cfg.trace = trace;
   cfg.tls = examples::tls_policy(u);
   // Loaded before anything is sent: a certificate problem is reported first.
   const auto creds = examples::may_use_tls(u) ? examples::client_credentials(u.tls_config) : nullptr;

@@ -157,9 +157,11 @@ class connection {
   /// Takes over a connection whose handshake is done: a machine of its own starts in
   /// transmission with what was negotiated; `leftover` is input received after `ready`.
   /// `tls`: the TLS session the handshake started (nbds), through which all I/O goes.
+  /// `trace`: --debug, every state change of the machine (called on the I/O thread).
   connection(int fd, const nbdwire::negotiated& n, std::vector<std::byte> leftover,
-             std::unique_ptr<examples::tls_session> tls)
-      : fd_(fd), neg_(n), m_(n), leftover_(std::move(leftover)), tls_(std::move(tls)) {
+             std::unique_ptr<examples::tls_session> tls, nbdwire::client_trace trace = {})
+      : fd_(fd), neg_(n), m_(n, nbdwire::client_config{.trace = trace}), leftover_(std::move(leftover)),
+        tls_(std::move(tls)) {
     efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd_ < 0) examples::fail_errno("eventfd");
   }

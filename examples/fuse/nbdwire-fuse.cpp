@@ -29,11 +29,13 @@
 #include <sys/time.h>    // timeval: handshake timeouts
 #include <unistd.h>      // close, getuid
 
+#include <array>    // the --debug line
 #include <cstdint>  // fixed-width integers
 #include <cstdio>   // std::fprintf
 #include <cstring>  // std::strcmp
 #include <ctime>    // time
 #include <memory>   // std::unique_ptr
+#include <span>     // the --debug line
 #include <string>   // std::string
 #include <vector>   // arguments
 
@@ -184,9 +186,17 @@ int serve(const char* argv0, const std::string& mountpoint, const std::string& o
   return rc;
 }
 
+/// --debug: one line on stderr per state change of the handshake's machine, then of the I/O
+/// thread's (trace.hpp).
+void print_move(void*, nbdwire::client_state from, nbdwire::client_trigger on, nbdwire::client_state to) noexcept {
+  std::array<char, 96> line{};
+  const std::size_t n = nbdwire::format_transition(std::span<char>(line), from, on, to);
+  std::fprintf(stderr, "nbdwire-fuse: debug: %.*s\n", static_cast<int>(n), line.data());
+}
+
 void usage(std::FILE* f) {
   std::fprintf(f,
-               "usage: nbdwire-fuse [--read-only] [--foreground] MOUNTPOINT URI\n"
+               "usage: nbdwire-fuse [--read-only] [--foreground] [--debug] MOUNTPOINT URI\n"
                "       nbdwire-fuse --help | --version\n"
                "  Mounts the NBD export URI as the file MOUNTPOINT/nbd; unmount with fusermount3 -u MOUNTPOINT.\n"
                "  URI: nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH; nbds:// and nbds+unix://\n"
@@ -194,6 +204,8 @@ void usage(std::FILE* f) {
                "       tls-verify-peer=0\n"
                "  --read-only   mount read-only (also implied by a read-only export)\n"
                "  --foreground  stay in the foreground instead of daemonizing\n"
+               "  --debug       log every state change of the protocol machine to stderr (with\n"
+               "                --foreground: a daemon's stderr goes nowhere)\n"
                "  --version     print the program's name and version\n");
 }
 
@@ -201,6 +213,7 @@ void usage(std::FILE* f) {
 
 int main(int argc, char** argv) {
   bool read_only = false, foreground = false;
+  nbdwire::client_trace trace{};
   std::vector<std::string> pos;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -208,6 +221,8 @@ int main(int argc, char** argv) {
       read_only = true;
     } else if (a == "--foreground" || a == "-f") {
       foreground = true;
+    } else if (a == "--debug") {
+      trace.on_transition = &print_move;
     } else if (a == "--help" || a == "-h") {
       usage(stdout);
       return 0;
@@ -241,14 +256,14 @@ int main(int argc, char** argv) {
       const timeval limit{30, 0};
       (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
       (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-      neg = handshake(fd, u, leftover, tls);
+      neg = handshake(fd, u, leftover, tls, trace);
     } catch (...) {
       tls.reset();
       close(fd);
       throw;
     }
     examples::set_nonblocking(fd);
-    c = std::make_unique<connection>(fd, neg, std::move(leftover), std::move(tls));
+    c = std::make_unique<connection>(fd, neg, std::move(leftover), std::move(tls), trace);
   } catch (const examples::failure& e) {
     std::fprintf(stderr, "nbdwire-fuse: %s\n", e.what());
     return 1;

@@ -75,12 +75,22 @@ expect_eq "$(stat -c %s "$FILE")" "$SIZE" "size after refused truncate"
 
 unmount_fuse
 
-log "read-only mount"
-mount_fuse "$URI" --read-only
+log "read-only mount, with --debug"
+mount_fuse "$URI" --read-only --debug
 step "cmp read-only" cmp "$FILE" "$EXP"
 step_fails "write to read-only mount" dd if="$T/s" of="$FILE" bs=7 conv=notrunc status=none
 grep -q 'Read-only file system' "$T/step.err" || fail "write to a read-only mount: expected EROFS"
 unmount_fuse
+# --debug: the handshake's machine up to GO's ACK, then the I/O thread's from the hand-over
+# (READ data) to the DISC of the unmount, one "FROM -TRIGGER-> TO" line each.
+for move in 'awaiting_greeting -newstyle_greeting-> negotiating' 'awaiting_option_reply -go_acked-> transmission' \
+    'read_data -read_data_done-> transmission' 'transmission -disc_sent-> disconnecting'; do
+    grep -qxF "nbdwire-fuse: debug: $move" "$FUSE_ERR" || fail "--debug: no '$move' in the log"
+done
+if grep -v '^nbdwire-fuse: debug: [a-z_]* -[a-z_]*-> [a-z_]*$' "$FUSE_ERR" | grep -q 'debug'; then
+    fail "--debug: a malformed line"
+fi
+log "   --debug logged $(grep -c '^nbdwire-fuse: debug: ' "$FUSE_ERR") moves"
 
 log "daemon mode"
 mount_fuse_daemon "$URI"
