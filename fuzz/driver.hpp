@@ -361,7 +361,7 @@ inline auto& moves_of(const nbdwire::server&) noexcept { return server_moves; }
 template <class Machine>
 void check_trace(const Machine& m) {
   const auto& c = moves_of(m);
-  if (c.seen) NBDWIRE_FUZZ_CHECK(nbdwire::detail::phase_of(c.last) == m.state());
+  if (c.seen) NBDWIRE_FUZZ_CHECK(nbdwire::phase_of(c.last) == m.state());
 }
 
 /// Runs `use` on a copy of `m` (which reports to the same trace), then puts the trace back

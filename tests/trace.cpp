@@ -43,7 +43,7 @@ struct recorder {
       REQUIRE(row.has_value());
       CHECK(*row == moves[i].to);
     }
-    CHECK(detail::phase_of(moves.back().to) == phase_now);
+    CHECK(phase_of(moves.back().to) == phase_now);
   }
   [[nodiscard]] bool passed(Trigger t) const {
     for (const auto& m : moves)

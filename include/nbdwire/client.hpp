@@ -246,15 +246,15 @@ class client : private detail::client_transmission {
   /// NBD_CMD_DISC: no more requests; replies to those in flight still arrive. The 1997
   /// framing has no disconnect message: closing the socket is the disconnect.
   result<void> disconnect() noexcept {
-    if (detail::phase_of(state_) != client_state::transmission) return errc::not_in_transmission;
+    if (phase_of(state_) != client_state::transmission) return errc::not_in_transmission;
     queue_disc();
     return {};
   }
 
   // ---- inspection --------------------------------------------------------------------------
 
-  /// The phase: one of the first eight client_state values (detail::phase_of).
-  [[nodiscard]] client_state state() const noexcept { return detail::phase_of(state_); }
+  /// The phase: one of the first eight client_state values (phase_of).
+  [[nodiscard]] client_state state() const noexcept { return phase_of(state_); }
   [[nodiscard]] errc error() const noexcept { return error_; }
   /// What the handshake settled. Complete once `ready` was reported.
   [[nodiscard]] const nbdwire::negotiated& negotiated() const noexcept { return neg_; }

@@ -201,9 +201,9 @@ class server {
   // ---- inspection --------------------------------------------------------------------------
 
   /// The protocol phase: start, awaiting_client_flags, negotiating, transmission, closed or
-  /// failed. The table's finer states report their phase (detail::phase_of): reading or
+  /// failed. The table's finer states report their phase (phase_of): reading or
   /// answering an option is `negotiating`, a request's payload is `transmission`.
-  [[nodiscard]] server_state state() const noexcept { return detail::phase_of(core_.state); }
+  [[nodiscard]] server_state state() const noexcept { return phase_of(core_.state); }
   [[nodiscard]] errc error() const noexcept { return core_.error; }
   /// What the handshake settled; complete once `ready` was reported (at construction for
   /// oldstyle and the 1997 framing).

@@ -21,7 +21,7 @@ NBDWIRE_BEGIN_NAMESPACE
 /// receive(), on_eof(), go(), submit(), reply(), tls_started(), ...): it must not call back into
 /// the machine. A move the table does not list is reported too, with `to` == failed (the
 /// machine fails with errc::illegal_transition). The fine states it names are positions
-/// inside the phases state() reports (detail::phase_of() maps one to its phase). A copy of a
+/// inside the phases state() reports (phase_of() maps one to its phase). A copy of a
 /// machine copies its configuration, trace included: both then report to one observer.
 template <class State, class Trigger>
 struct state_trace {

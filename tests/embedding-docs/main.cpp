@@ -105,7 +105,7 @@ int main() {
     guide::traced_connection t{.id = 1};
     nbdwire::client c(guide::traced_config(t));
     const bool ran = guide::run(fd, c, h, source);
-    ok = check(ran && h.ok && t.moves >= 6 && nbdwire::detail::phase_of(t.last) == c.state(),
+    ok = check(ran && h.ok && t.moves >= 6 && nbdwire::phase_of(t.last) == c.state(),
                "traced client: its moves end where state() is") &&
          ok;
     close(fd);

@@ -289,30 +289,31 @@ inline constexpr std::array client_transitions{
 };
 static_assert(table_well_formed(client_transitions, client_state_count, client_state::awaiting_greeting,
                                 {client_state::closed, client_state::failed}));
+static_assert(static_cast<std::size_t>(client_state::greeting_due) + 1 == client_state_count);
+}  // namespace detail
 
-/// The phase a state belongs to: what client::state() reports.
+/// The phase a state belongs to: what client::state() reports (one of the first eight
+/// values). A trace (trace.hpp) names the fine states; this maps them to the phases.
 [[nodiscard]] constexpr client_state phase_of(client_state s) noexcept {
   switch (s) {
-    case cs::option_reply_data:
-    case cs::awaiting_ext_headers_reply:
-    case cs::ext_headers_reply_data:
-    case cs::awaiting_sr_reply:
-    case cs::sr_reply_data:
-    case cs::awaiting_set_meta_reply:
-    case cs::set_meta_reply_data: return cs::awaiting_option_reply;
-    case cs::chunk_payload:
-    case cs::read_data: return cs::transmission;
-    case cs::disconnecting_chunk_payload:
-    case cs::disconnecting_read_data: return cs::disconnecting;
-    case cs::awaiting_starttls_reply:
-    case cs::starttls_reply_data:
-    case cs::tls_pending:
-    case cs::greeting_due: return cs::awaiting_greeting;
+    case client_state::option_reply_data:
+    case client_state::awaiting_ext_headers_reply:
+    case client_state::ext_headers_reply_data:
+    case client_state::awaiting_sr_reply:
+    case client_state::sr_reply_data:
+    case client_state::awaiting_set_meta_reply:
+    case client_state::set_meta_reply_data: return client_state::awaiting_option_reply;
+    case client_state::chunk_payload:
+    case client_state::read_data: return client_state::transmission;
+    case client_state::disconnecting_chunk_payload:
+    case client_state::disconnecting_read_data: return client_state::disconnecting;
+    case client_state::awaiting_starttls_reply:
+    case client_state::starttls_reply_data:
+    case client_state::tls_pending:
+    case client_state::greeting_due: return client_state::awaiting_greeting;
     default: return s;
   }
 }
-static_assert(static_cast<std::size_t>(client_state::greeting_due) + 1 == client_state_count);
-}  // namespace detail
 
 NBDWIRE_END_NAMESPACE
 }  // namespace nbdwire

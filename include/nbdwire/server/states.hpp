@@ -147,8 +147,11 @@ inline constexpr auto server_transitions = [] {
 static_assert(table_well_formed(server_transitions, server_state_count, server_state::start,
                                 {server_state::closed, server_state::failed}));
 
+}  // namespace detail
+
 /// The phase a state belongs to, which server::state() reports: reading and answering an
-/// option are `negotiating`, a request's payload is `transmission`.
+/// option are `negotiating`, a request's payload is `transmission`. A trace (trace.hpp) names
+/// the fine states; this maps them to the phases.
 [[nodiscard]] constexpr server_state phase_of(server_state s) noexcept {
   switch (s) {
     case server_state::option_data:
@@ -159,7 +162,6 @@ static_assert(table_well_formed(server_transitions, server_state_count, server_s
     default: return s;
   }
 }
-}  // namespace detail
 
 NBDWIRE_END_NAMESPACE
 }  // namespace nbdwire
