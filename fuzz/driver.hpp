@@ -322,7 +322,6 @@ template <class State, class Trigger>
 struct move_check {
   bool seen = false;
   State last{};
-  std::size_t count = 0;
 
   static void on_transition(void* context, State from, Trigger on, State to) noexcept;
   [[nodiscard]] nbdwire::state_trace<State, Trigger> trace() noexcept { return {&on_transition, this}; }
@@ -332,15 +331,13 @@ struct move_check {
 
 inline const auto& table_of(nbdwire::client_state) noexcept { return nbdwire::detail::client_transitions; }
 inline const auto& table_of(nbdwire::server_state) noexcept { return nbdwire::detail::server_transitions; }
-inline constexpr nbdwire::client_state failed_state(nbdwire::client_state) noexcept { return nbdwire::client_state::failed; }
-inline constexpr nbdwire::server_state failed_state(nbdwire::server_state) noexcept { return nbdwire::server_state::failed; }
 
 template <class State, class Trigger>
 void move_check<State, Trigger>::on_transition(void* context, State from, Trigger on, State to) noexcept {
   auto& c = *static_cast<move_check*>(context);
   NBDWIRE_FUZZ_CHECK(nbdwire::to_string(from) != "unknown" && nbdwire::to_string(on) != "unknown" &&
                      nbdwire::to_string(to) != "unknown");
-  NBDWIRE_FUZZ_CHECK(nbdwire::detail::next_state(table_of(from), from, on).value_or(failed_state(from)) == to);
+  NBDWIRE_FUZZ_CHECK(nbdwire::detail::next_state(table_of(from), from, on).value_or(State::failed) == to);
   if (c.seen) NBDWIRE_FUZZ_CHECK(from == c.last);
   std::array<char, 96> line{};
   const std::size_t n = nbdwire::format_transition(std::span<char>(line), from, on, to);
@@ -348,7 +345,6 @@ void move_check<State, Trigger>::on_transition(void* context, State from, Trigge
                                                   nbdwire::to_string(to).size() + 5);
   c.seen = true;
   c.last = to;
-  ++c.count;
 }
 
 inline move_check<nbdwire::client_state, nbdwire::client_trigger> client_moves;
@@ -364,14 +360,23 @@ void check_trace(const Machine& m) {
   if (c.seen) NBDWIRE_FUZZ_CHECK(nbdwire::phase_of(c.last) == m.state());
 }
 
-/// Runs `use` on a copy of `m` (which reports to the same trace), then puts the trace back
-/// where `m` is.
-template <class Machine, class Use>
-void with_twin(const Machine& m, Use use) {
+/// At start_tls, until tls_started(), the bytes are the TLS layer's: a copy of `m` fed any
+/// fails with receive_while_tls_starting, and stays failed (later input dropped, end of input
+/// the same error). The copy reports to `m`'s trace, which is put back where `m` is after.
+template <class Machine>
+void check_tls_twin(const Machine& m) {
   auto& c = moves_of(m);
   const auto saved = c;
   auto twin = std::make_unique<Machine>(m);
-  use(*twin);
+  const auto early = twin->receive(bytes_view{});
+  NBDWIRE_FUZZ_CHECK(early.ev.kind == event_kind::failed && early.ev.error == nbdwire::errc::receive_while_tls_starting);
+  check_trace(*twin);
+  const std::array<std::byte, 3> more{};
+  const auto later = twin->receive(more);
+  NBDWIRE_FUZZ_CHECK(later.consumed == more.size() && later.ev.kind == event_kind::need_more);
+  const auto eof = twin->on_eof();
+  NBDWIRE_FUZZ_CHECK(eof.kind == event_kind::failed && eof.error == nbdwire::errc::receive_while_tls_starting);
+  check_trace(*twin);
   c = saved;
 }
 
