@@ -176,15 +176,25 @@ expect_eq() {
 
 # ---- sockets -------------------------------------------------------------------------------------
 
-# wait_unix_socket PATH PID: waits until PATH is a socket, failing if PID dies first.
+# _unix_listening PATH: PATH is a socket that accepts connections. A server binds (the file
+# appears) before it listens, and a connect() between the two is refused; /proc/net/unix shows
+# the listening flag (0x10000) by the path bound. A socket bound under another name and
+# renamed into place (after listen(), as tests/interop/client-tls-hostile.sh does) is not
+# listed under PATH and counts as ready.
+_unix_listening() {
+    [ -S "$1" ] || return 1
+    awk -v p="$1" '$8 == p { seen = 1; if ($4 == "00010000") ok = 1 } END { exit !(ok || !seen) }' /proc/net/unix
+}
+
+# wait_unix_socket PATH PID: waits until PATH is a listening socket, failing if PID dies first.
 wait_unix_socket() {
     local i
     for i in $(seq 600); do
-        [ -S "$1" ] && return 0
+        _unix_listening "$1" && return 0
         [ -z "${2-}" ] || kill -0 "$2" 2>/dev/null || fail "server exited before creating $1"
         sleep 0.05
     done
-    fail "no socket at $1 after 30 s"
+    fail "no listening socket at $1 after 30 s"
 }
 
 _tcp_listening() {
